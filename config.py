@@ -1,0 +1,49 @@
+"""CellTrail configuration: defaults, tests, and deployment settings from the environment.
+
+Deployment reads ``DATABASE_URL`` and ``SECRET_KEY``; any other setting can be given as
+an environment variable prefixed ``LAB_`` (``LAB_FACILITY_ID=B1234``, ``LAB_TIMEZONE=Europe/Berlin``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, ClassVar
+
+
+def database_url(url: str | None) -> str | None:
+    """Point bare PostgreSQL URLs at psycopg 3, the driver CellTrail installs."""
+    if url is None:
+        return None
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+class Config:
+    #: Signs sessions and CSRF tokens. Required outside debug and testing.
+    SECRET_KEY: str | None = os.environ.get("SECRET_KEY")
+    #: None means a SQLite file ``celltrail.sqlite`` in the instance folder.
+    SQLALCHEMY_DATABASE_URI: str | None = database_url(os.environ.get("DATABASE_URL"))
+    SQLALCHEMY_ENGINE_OPTIONS: ClassVar[dict[str, Any]] = {"pool_pre_ping": True}
+    #: ISBT 128 facility identification number used in COIs and batch numbers.
+    #: A9999 is ICCBBA's example FIN; a licensed facility sets its own.
+    FACILITY_ID = "A9999"
+    #: Times are stored in UTC and shown in this zone.
+    TIMEZONE = "UTC"
+    #: Folder of process definitions new batches start from (None: the packaged ones).
+    WORKFLOW_DIR: str | None = None
+    #: Inactivity after which a session ends (Part 11: a continuous session is a controlled one).
+    SESSION_MINUTES = 30
+    MAX_CONTENT_LENGTH = 1024 * 1024
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    WTF_CSRF_TIME_LIMIT = None  # a form left open at the bench must still submit
+    TESTING = False
+
+
+class TestingConfig(Config):
+    TESTING = True
+    SECRET_KEY = "testing-only"
+    SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL")) or "sqlite://"
+    WTF_CSRF_ENABLED = False

@@ -1,0 +1,99 @@
+"""CellTrail: manufacturing tracker for autologous CAR T-cell therapy labs."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Flask
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from config import database_url
+from lab.extensions import csrf, db, login_manager, migrate
+from labels.codes import is_valid_fin
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ROOT_DIR = PACKAGE_DIR.parent
+#: Placeholder keys from examples and tutorials that must never sign real sessions.
+INSECURE_KEYS = frozenset({"dev", "secret", "changeme", "change-me", "testing-only"})
+DEBUG_KEY = "celltrail-debug-only-not-a-secret"
+
+
+class ConfigurationError(RuntimeError):
+    """The app refuses to start with this configuration; the message says how to fix it."""
+
+
+def create_app(config_object: object | str = "config.Config") -> Flask:
+    """Create and configure the app; tests pass ``config.TestingConfig``."""
+    app = Flask(__name__, template_folder=str(ROOT_DIR / "templates"), instance_relative_config=True)
+    app.config.from_object(config_object)
+    if not app.testing:
+        _read_environment(app)
+    _check_configuration(app)
+    if not app.config.get("SQLALCHEMY_DATABASE_URI"):
+        Path(app.instance_path).mkdir(parents=True, exist_ok=True)
+        app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'celltrail.sqlite'}"
+    app.permanent_session_lifetime = timedelta(minutes=int(app.config["SESSION_MINUTES"]))
+
+    db.init_app(app)
+    csrf.init_app(app)
+    login_manager.init_app(app)
+    migrate.init_app(app, db, directory=str(PACKAGE_DIR / "migrations"), render_as_batch=True)
+
+    from lab import auth, cli, errors, templating
+    from lab.views import admin, batches, inventory, main, patients
+
+    auth.init_app(app)
+    for module in (main, patients, batches, admin, inventory):
+        app.register_blueprint(module.bp)
+    errors.register_error_handlers(app)
+    templating.register(app)
+    cli.register_commands(app)
+    return app
+
+
+def _read_environment(app: Flask) -> None:
+    """Deployment settings: SECRET_KEY, DATABASE_URL, then any LAB_* variable."""
+    if os.environ.get("SECRET_KEY"):
+        app.config["SECRET_KEY"] = os.environ["SECRET_KEY"]
+    if os.environ.get("DATABASE_URL"):
+        app.config["SQLALCHEMY_DATABASE_URI"] = database_url(os.environ["DATABASE_URL"])
+    app.config.from_prefixed_env("LAB")
+
+
+def _check_configuration(app: Flask) -> None:
+    key = app.config.get("SECRET_KEY")
+    if not (app.debug or app.testing) and (not key or key in INSECURE_KEYS or len(key) < 16):
+        raise ConfigurationError(
+            "CellTrail will not start without a real secret key: it signs sessions and signatures' "
+            "forms. Set one in the environment, for example\n"
+            "    export SECRET_KEY=\"$(python3 -c 'import secrets; print(secrets.token_hex(32))')\"\n"
+            "(keep it the same across restarts and app servers). For a local demo, run with --debug."
+        )
+    if not key:
+        app.config["SECRET_KEY"] = DEBUG_KEY
+    if not is_valid_fin(str(app.config["FACILITY_ID"])):
+        raise ConfigurationError(
+            f"FACILITY_ID {app.config['FACILITY_ID']!r} is not a facility identifier: five characters "
+            "such as A9999 (set LAB_FACILITY_ID)."
+        )
+    try:
+        ZoneInfo(str(app.config["TIMEZONE"]))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigurationError(
+            f"TIMEZONE {app.config['TIMEZONE']!r} is not a time zone name such as Europe/Berlin "
+            "(set LAB_TIMEZONE)."
+        ) from None
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_foreign_keys(dbapi_connection: Any, connection_record: Any) -> None:
+    """SQLite ignores foreign keys unless asked, per connection."""
+    if type(dbapi_connection).__module__.startswith("sqlite3"):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()

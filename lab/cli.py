@@ -1,0 +1,85 @@
+"""Command-line tasks: ``flask --app lab <command>``."""
+
+from __future__ import annotations
+
+import click
+from flask import Flask
+from flask_migrate import upgrade
+
+from lab.exceptions import InvalidInput
+from lab.extensions import db
+from lab.models.users import ROLE_TITLES
+from lab.workflow_registry import workflow_dir
+from workflows.definition import DefinitionError, load_directory
+
+
+def register_commands(app: Flask) -> None:
+    app.cli.add_command(init_db)
+    app.cli.add_command(create_user_command)
+    app.cli.add_command(check_workflows)
+    app.cli.add_command(seed_demo)
+
+
+@click.command("init-db")
+def init_db() -> None:
+    """Bring the database to the current schema (safe to run again)."""
+    upgrade()
+    click.echo(f"Database ready: {db.engine.url.render_as_string(hide_password=True)}")
+
+
+@click.command("create-user")
+@click.option("--username", prompt=True)
+@click.option("--full-name", prompt="Full name (printed with signatures)")
+@click.option("--role", type=click.Choice(list(ROLE_TITLES)), prompt=True)
+@click.password_option("--password", help="Prompted for (twice) when not given.")
+def create_user_command(username: str, full_name: str, role: str, password: str) -> None:
+    """Add a user account."""
+    from lab.services.users import create_user
+
+    try:
+        user = create_user(username, full_name, role, password, actor=None)
+    except InvalidInput as error:
+        db.session.rollback()
+        for field, message in error.errors.items():
+            click.echo(f"{field}: {message}", err=True)
+        raise click.exceptions.Exit(1) from None
+    db.session.commit()
+    click.echo(f"Created {user.username} ({user.role_title}).")
+
+
+@click.command("check-workflows")
+def check_workflows() -> None:
+    """Load and validate every process definition; exit 1 naming the first bad file."""
+    try:
+        definitions = load_directory(workflow_dir())
+    except DefinitionError as error:
+        click.echo(f"Refused: {error}", err=True)
+        raise click.exceptions.Exit(1) from None
+    for (key, version), definition in sorted(definitions.items()):
+        click.echo(f"{key} v{version}: {len(definition.steps)} steps, sha256 {definition.sha256} "
+                   f"({definition.source_name})")
+    click.echo(f"{len(definitions)} definition(s) OK.")
+
+
+@click.command("seed-demo")
+@click.option("--password", default="celltrail-demo", show_default=True, help="Password of every demo user.")
+def seed_demo(password: str) -> None:
+    """Fill an empty database with a demo lab: users, lots, equipment, patients and batches."""
+    from lab.demo import DemoExists, DemoRefused, seed
+
+    try:
+        summary = seed(password)
+    except DemoExists as error:
+        db.session.rollback()
+        click.echo(str(error))
+        return
+    except DemoRefused as error:
+        db.session.rollback()
+        click.echo(f"Refused: {error}", err=True)
+        raise click.exceptions.Exit(1) from None
+    except InvalidInput as error:
+        db.session.rollback()
+        click.echo(f"Refused: {error} {' '.join(error.errors.values())}", err=True)
+        raise click.exceptions.Exit(1) from None
+    db.session.commit()
+    click.echo(summary)

@@ -1,0 +1,232 @@
+"""The demo lab of ``flask --app lab seed-demo``: people, lots, equipment and batches at
+every stage, recorded through the same services the screens use, at past times."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+
+from sqlalchemy import func, inspect, select
+
+from lab import audit
+from lab.extensions import db
+from lab.models import Batch, Equipment, MaterialLot, StepEntry, User, utcnow
+from lab.services.batches import start_batch
+from lab.services.patients import PatientInput, register_patient
+from lab.services.progress import definition_for
+from lab.services.steps import correct_value, record_step, verify_entry
+from lab.services.users import create_user
+
+USERS = [  # username, role, printed name
+    ("tech1", "technician", "Alex Rivera"),
+    ("tech2", "technician", "Sam Chen"),
+    ("supervisor1", "supervisor", "Priya Nair"),
+    ("qc1", "qc_analyst", "Jonas Weber"),
+    ("qa1", "qa_officer", "Maria Rossi"),
+    ("auditor1", "auditor", "Olu Adeyemi"),
+    ("admin", "admin", "Lab Administrator"),
+]
+LOTS = [  # code, material kind, name
+    ("CD4-2611", "cd4_microbeads", "CliniMACS CD4 MicroBeads"),
+    ("CD8-2611", "cd8_microbeads", "CliniMACS CD8 MicroBeads"),
+    ("TS520-2609", "tubing_set", "CliniMACS Prodigy tubing set TS520"),
+    ("TRA-2610", "transact", "MACS GMP T Cell TransAct"),
+    ("TEX-2610", "medium", "TexMACS GMP medium"),
+    ("IL715-2609", "cytokine", "MACS GMP IL-7 / IL-15"),
+    ("LV-CD19-0042", "lentiviral_vector", "CD19-CAR lentiviral vector"),
+    ("CS10-2607", "cryomedium", "CryoStor CS10"),
+    ("BAG-2605", "cryobag", "Cryopreservation bag 250 mL"),
+]
+#: Lots the demo shows being refused: code, kind, name, days to expiry, status.
+UNUSABLE_LOTS = [
+    ("TEX-2501", "medium", "TexMACS GMP medium", -30, "released"),
+    ("LV-CD19-0043", "lentiviral_vector", "CD19-CAR lentiviral vector", 365, "quarantined"),
+]
+EQUIPMENT = [  # code, kind, name
+    ("PRODIGY-01", "cell_processor", "CliniMACS Prodigy #1"),
+    ("BSC-01", "biosafety_cabinet", "Biosafety cabinet class II, room 2"),
+    ("INC-01", "incubator", "CO2 incubator #1"),
+    ("CRF-01", "controlled_rate_freezer", "Controlled-rate freezer"),
+    ("LN2-01", "ln2_freezer", "LN2 vapour-phase freezer #1"),
+]
+OVERDUE_EQUIPMENT = ("INC-02", "incubator", "CO2 incubator #2")
+#: Day after batch start on which each step is recorded (activation is culture day 0).
+STEP_DAY = {"receipt": 0, "enrichment": 0, "activation": 1, "transduction": 2, "expansion": 7,
+            "harvest": 13, "formulation": 13, "cryopreservation": 13, "storage": 13}
+
+
+class DemoRefused(Exception):
+    """Seeding cannot run on this database; the message says why."""
+
+
+class DemoExists(DemoRefused):
+    """The database is not empty: seeding would duplicate or mix with real records."""
+
+
+def add_inventory(today: date) -> None:
+    """Usable lots and equipment for every step, plus an expired lot, a quarantined lot and
+    an incubator past its calibration date. Call inside ``audit.action``."""
+    for code, material, name in LOTS:
+        db.session.add(MaterialLot(code=code, material=material, name=name, lot_number=code.rsplit("-", 1)[-1],
+                                   supplier="Demo supplier", expiry_date=today + timedelta(days=365)))
+    for code, material, name, days, status in UNUSABLE_LOTS:
+        db.session.add(MaterialLot(code=code, material=material, name=name, lot_number=code.rsplit("-", 1)[-1],
+                                   supplier="Demo supplier", expiry_date=today + timedelta(days=days), status=status))
+    for code, kind, name in EQUIPMENT:
+        db.session.add(Equipment(code=code, kind=kind, name=name, calibration_due=today + timedelta(days=90)))
+    code, kind, name = OVERDUE_EQUIPMENT
+    db.session.add(Equipment(code=code, kind=kind, name=name, calibration_due=today - timedelta(days=10)))
+
+
+def local(when: datetime) -> str:
+    """``when`` as a datetime-local form field sends it, in UTC."""
+    return when.strftime("%Y-%m-%dT%H:%M") + "Z"
+
+
+def step_values(step_key: str, *, when: datetime, coi: str, **overrides: str) -> dict[str, str]:
+    """Typical in-limit form text for ``step_key`` recorded at ``when``."""
+    values: dict[str, dict[str, str]] = {
+        "receipt": {"coi_on_bag": coi, "collection_end": local(when - timedelta(hours=9)),
+                    "shipping_temp_min": "3.5", "shipping_temp_max": "6.0", "volume_ml": "180",
+                    "bag_intact": "yes", "documents_complete": "yes", "decision": "accept"},
+        "enrichment": {"pre_tnc": "8.0e9", "post_viable_cells": "2.4e9", "post_viability_pct": "95",
+                       "cd3_purity_pct": "97.5", "cd4_microbeads_lot": "CD4-2611", "cd8_microbeads_lot": "CD8-2611",
+                       "tubing_set_lot": "TS520-2609", "processor": "PRODIGY-01"},
+        "activation": {"cells_seeded": "1.0e8", "transact_lot": "TRA-2610", "transact_volume_ml": "2",
+                       "medium_lot": "TEX-2610", "cytokine_lot": "IL715-2609", "processor": "PRODIGY-01"},
+        "transduction": {"vector_lot": "LV-CD19-0042", "titer_tu_per_ml": "1.0e8", "vector_volume_ml": "7.5",
+                         "viable_cells": "1.0e8", "biosafety_cabinet": "BSC-01"},
+        "expansion": {"culture_day": "6", "viable_cells": "1.5e9", "viability_pct": "92", "incubator": "INC-01"},
+        "harvest": {"total_viable_cells": "3.0e9", "viability_pct": "91", "cd3_pct": "96", "car_pct": "34",
+                    "biosafety_cabinet": "BSC-01"},
+        "formulation": {"target_dose_per_kg": "1e6", "car_t_per_ml": "2.0e6", "max_fill_ml": "70",
+                        "cryomedium_lot": "CS10-2607", "bag_lot": "BAG-2605", "biosafety_cabinet": "BSC-01"},
+        "cryopreservation": {"freezer": "CRF-01", "program": "CAR-T -1 C/min to -90 C",
+                             "run_start": local(when - timedelta(hours=2)),
+                             "run_end": local(when - timedelta(minutes=30)), "profile_ok": "yes"},
+        "storage": {"ln2_freezer": "LN2-01", "rack": "R3", "box": "B12", "position": "A5", "freezer_temp_c": "-185"},
+    }
+    return {**values[step_key], **overrides}
+
+
+#: The demo patients: ref, initials, born, kg, indication, days since the batch started, what it shows.
+PATIENTS = [
+    ("SLE-01", "KM", date(1988, 3, 14), 64.5, "Systemic lupus erythematosus, refractory", 16, "manufacturing complete"),
+    ("SLE-02", "JT", date(1995, 7, 2), 71.0, "Systemic lupus erythematosus, refractory", 8,
+     "out-of-limit viability with its deviation, and a corrected count"),
+    ("SLE-03", "AH", date(1979, 11, 23), 55.2, "Systemic lupus erythematosus, lupus nephritis", 8,
+     "mid-expansion, several daily counts"),
+    ("DLBCL-04", "RS", date(1961, 1, 9), 82.3, "Diffuse large B-cell lymphoma, relapsed", 14,
+     "harvest waiting for verification"),
+    ("SLE-05", "LB", date(2001, 5, 30), 49.8, "Systemic lupus erythematosus, refractory", 0,
+     "just received, receipt waiting for verification"),
+    ("SLE-07", "MN", date(1992, 9, 17), 58.0, "Systemic lupus erythematosus, refractory", 0,
+     "scheduled: leukapheresis expected today"),
+]
+
+
+class Recorder:
+    """Records batches through the services at past times: one person performs every step,
+    another verifies (signing with ``password``). Used by the demo and by the tests."""
+
+    def __init__(self, performer: User, verifier: User, password: str, now: datetime) -> None:
+        self.performer = performer
+        self.verifier = verifier
+        self.password = password
+        self.now = now
+
+    def record(self, batch: Batch, step_key: str, when: datetime, *, comment: str = "",
+               **overrides: str) -> StepEntry:
+        values = step_values(step_key, when=when, coi=batch.patient.coi, **overrides)
+        entry = record_step(batch, step_key, values, comment=comment, expected_version=None,
+                            actor=self.performer, now=when)
+        db.session.flush()
+        return entry
+
+    def verify(self, batch: Batch, entry: StepEntry, when: datetime) -> None:
+        verify_entry(batch, entry, password=self.password, expected_version=None,
+                     actor=self.verifier, now=min(when, self.now))
+
+    def run(self, batch: Batch, start: datetime, *, until: str | None = None,
+            expansion: tuple[dict[str, str], ...] = (), unverified: frozenset[str] = frozenset()) -> None:
+        """Record every step from receipt up to ``until`` (excluded), verifying all but ``unverified``.
+
+        ``start`` is when the batch started; each step is recorded on its STEP_DAY.
+        """
+        definition = definition_for(batch)
+        activation = start + timedelta(days=STEP_DAY["activation"], hours=2)
+        for step in definition.steps:
+            if step.key == until:
+                return
+            if step.key == "expansion":
+                for day in expansion:
+                    when = activation + timedelta(days=int(day["culture_day"]))
+                    self.record(batch, "expansion", when, **day)
+                continue
+            when = start + timedelta(days=STEP_DAY[step.key], hours=2 + definition.index(step.key) / 4)
+            entry = self.record(batch, step.key, when)
+            if step.verify and step.key not in unverified:
+                self.verify(batch, entry, when + timedelta(minutes=40))
+
+
+def _refuse_unless_empty() -> None:
+    if not inspect(db.engine).has_table("users"):
+        raise DemoRefused("The database has no tables yet: run `flask --app lab init-db` first.")
+    users = db.session.scalar(select(func.count()).select_from(User)) or 0
+    if db.session.scalar(select(User.id).where(User.username == "tech1")) is not None:
+        batches = db.session.scalar(select(func.count()).select_from(Batch)) or 0
+        raise DemoExists(f"The demo lab is already here ({users} users, {batches} batches): nothing was added.")
+    if users:
+        raise DemoRefused(f"This database already holds {users} user account(s): seed-demo only fills an "
+                          "empty database, so nothing was added.")
+
+
+def seed(password: str) -> str:
+    """Build the demo lab in an empty database and say how to sign in.
+
+    Raises DemoExists when the demo is already there, DemoRefused when the database is
+    not empty or has no schema, InvalidInput when ``password`` is too weak.
+    """
+    _refuse_unless_empty()
+    now = utcnow()
+    for username, role, full_name in USERS:
+        create_user(username, full_name, role, password, actor=None)
+    with audit.action("demo.inventory", actor=None):
+        add_inventory(now.date())
+    people = {u.username: u for u in db.session.scalars(select(User))}
+    demo = Recorder(people["tech1"], people["tech2"], password, now)
+    batches: list[tuple[Batch, str]] = []
+    for ref, initials, born, weight, indication, days_ago, shows in PATIENTS:
+        start = now - timedelta(days=days_ago, hours=3)
+        patient = register_patient(PatientInput(ref, initials, born, weight, indication),
+                                   actor=people["supervisor1"], now=start)
+        batches.append((start_batch(patient, actor=people["supervisor1"], now=start), shows))
+    _stage_batches(demo, [b for b, _ in batches])
+    lines = [f"Demo lab ready. Sign in with password {password!r} as one of: "
+             + ", ".join(f"{u} ({r})" for u, r, _ in USERS) + ".", "Batches:"]
+    lines += [f"  {b.batch_number}  {b.patient.patient_ref:<9} {b.state:<11} {shows}" for b, shows in batches]
+    return "\n".join(lines)
+
+
+def _stage_batches(demo: Recorder, batches: list[Batch]) -> None:
+    complete, deviating, expanding, awaiting, received, _scheduled = batches
+    days = [{"culture_day": "3", "viable_cells": "4.0e8", "viability_pct": "90"},
+            {"culture_day": "5", "viable_cells": "9.5e8", "viability_pct": "93", "feed_volume_ml": "100",
+             "medium_lot": "TEX-2610"},
+            {"culture_day": "7", "viable_cells": "1.6e9", "viability_pct": "94"}]
+    demo.run(complete, complete.created_at, expansion=tuple(days))
+    demo.run(expanding, expanding.created_at, until="harvest", expansion=tuple(days[:2]) + (
+        {"culture_day": "6", "viable_cells": "1.3e9", "viability_pct": "92"},))
+    demo.run(awaiting, awaiting.created_at, until="formulation", expansion=tuple(days),
+             unverified=frozenset({"harvest"}))
+    demo.run(received, received.created_at, until="enrichment", unverified=frozenset({"receipt"}))
+    start = deviating.created_at
+    demo.run(deviating, start, until="harvest", expansion=(
+        days[0], {"culture_day": "5", "viable_cells": "1.2e9", "viability_pct": "91"}))
+    day6 = start + timedelta(days=STEP_DAY["activation"] + 6, hours=2)
+    demo.record(deviating, "expansion", day6, culture_day="6", viable_cells="6.1e8", viability_pct="62",
+                comment="Viability below limit after medium exchange; supervisor informed, count repeated "
+                        "next day.")
+    typo = next(e for e in deviating.entries if e.step_key == "expansion" and e.occurrence == 2)
+    correct_value(deviating, typo, "viable_cells", "1.2e8", reason="Transcription error: counter print-out "
+                  "reads 1.2e8 viable cells, not 1.2e9.", expected_version=None, actor=demo.performer,
+                  now=day6 + timedelta(minutes=15))

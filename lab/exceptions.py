@@ -1,0 +1,60 @@
+"""Domain errors raised by services; each carries the HTTP status a view answers with."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+class LabError(Exception):
+    """Base of every refusal a user can be shown. ``str(err)`` is the message."""
+
+    status = 400
+
+
+class NotAllowed(LabError):
+    """The user's role may not take this action, or segregation of duties forbids it."""
+
+    status = 403
+
+
+class InvalidInput(LabError):
+    """Submitted values are refused; ``errors`` maps form fields to messages."""
+
+    status = 422
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+class StepNotAllowed(LabError):
+    """The step may not be recorded now (out of order, batch on hold, already recorded)."""
+
+    status = 409
+
+
+class ConcurrentChangeError(LabError):
+    """Someone else changed the batch after the form was opened."""
+
+    status = 409
+
+    def __init__(self, changed_by: str, changed_at: datetime) -> None:
+        super().__init__(
+            f"{changed_by} changed this batch at {changed_at:%Y-%m-%d %H:%M:%S} UTC, after you opened "
+            "this form. Nothing of yours was saved; your input is still below. Review the batch "
+            "and save again."
+        )
+        self.changed_by = changed_by
+        self.changed_at = changed_at
+
+
+class SignatureError(LabError):
+    """Re-authentication at signing failed."""
+
+    status = 403
+
+
+class ImmutableRecordError(LabError):
+    """A write tried to change or delete a row that is append-only."""
+
+    status = 409

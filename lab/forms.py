@@ -1,0 +1,86 @@
+"""Forms. Validators check shape (present, length, a finite number); services check rules."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from flask_wtf import FlaskForm
+from wtforms import (
+    DateField,
+    FloatField,
+    IntegerField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
+from wtforms.validators import DataRequired, InputRequired, Length, Optional
+from wtforms.widgets import HiddenInput
+
+from lab.models.users import ROLE_TITLES
+
+ROLE_CHOICES = list(ROLE_TITLES.items())
+
+
+class FiniteFloatField(FloatField):
+    """A FloatField that refuses NaN and infinities, which float() would accept."""
+
+    def process_formdata(self, valuelist: list[Any]) -> None:
+        super().process_formdata(valuelist)
+        if self.data is not None and not math.isfinite(self.data):
+            self.data = None
+            raise ValueError("Enter a finite number.")
+
+
+class LoginForm(FlaskForm):
+    username = StringField("Username", [DataRequired(), Length(max=64)])
+    password = PasswordField("Password", [DataRequired(), Length(max=256)])
+
+
+class CreateUserForm(FlaskForm):
+    username = StringField("Username", [DataRequired(), Length(max=64)])
+    full_name = StringField("Full name (printed with signatures)", [DataRequired(), Length(max=128)])
+    role = SelectField("Role", choices=ROLE_CHOICES)
+    password = PasswordField("Initial password", [DataRequired(), Length(max=256)])
+
+
+class UpdateUserForm(FlaskForm):
+    role = SelectField("Role", choices=ROLE_CHOICES)
+    status = SelectField("Status", choices=[("active", "Active"), ("inactive", "Deactivated")])
+    reason = StringField("Reason for the change", [DataRequired(), Length(max=500)])
+
+
+class RegisterPatientForm(FlaskForm):
+    patient_ref = StringField("Patient ID (pseudonymous)", [DataRequired(), Length(max=32)])
+    initials = StringField("Initials", [DataRequired(), Length(max=4)])
+    date_of_birth = DateField("Date of birth", [InputRequired(message="Enter the date of birth.")])
+    weight_kg = FiniteFloatField("Weight (kg)", [InputRequired(message="Enter the weight in kg.")])
+    indication = StringField("Indication", [DataRequired(), Length(max=128)])
+
+
+class VersionedForm(FlaskForm):
+    """A form that changes a batch carries the batch version it was built from."""
+
+    batch_version = IntegerField(widget=HiddenInput(), validators=[InputRequired()])
+
+
+class StepEntryForm(VersionedForm):
+    """The comment and version of a step entry; the step's own fields come from its definition."""
+
+    comment = TextAreaField("Comment", [Optional(), Length(max=2000)])
+
+
+class CorrectionForm(VersionedForm):
+    value = StringField("Corrected value", [Length(max=2000)])
+    reason = TextAreaField("Reason for the correction", [DataRequired(message="Say why the value is corrected."),
+                                                         Length(max=2000)])
+
+
+class VerifyForm(VersionedForm):
+    password = PasswordField("Your password (electronic signature)", [DataRequired(message="Enter your password to sign."),
+                                                                     Length(max=256)])
+
+
+class StartBatchForm(FlaskForm):
+    """Only CSRF: the patient comes from the URL."""

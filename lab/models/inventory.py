@@ -1,0 +1,45 @@
+"""Material lots and equipment that steps record by their scanned codes."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from lab.extensions import db
+from lab.models.base import Audited, utcnow
+
+LOT_STATUSES = ("released", "quarantined", "rejected")
+
+
+class MaterialLot(Audited, db.Model):
+    """A received lot of a reagent, consumable or vector, usable only when released and in date."""
+
+    __tablename__ = "material_lots"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: What is scanned or typed at the bench (the lot's label barcode).
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Material kind, matching ``material`` in the process definition (e.g. ``transact``).
+    material: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    lot_number: Mapped[str] = mapped_column(String(64))
+    supplier: Mapped[str] = mapped_column(String(128))
+    expiry_date: Mapped[date]
+    status: Mapped[str] = mapped_column(String(16), default="released")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Equipment(Audited, db.Model):
+    __tablename__ = "equipment"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Equipment kind, matching ``equipment`` in the process definition (e.g. ``incubator``).
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    #: Last day the instrument may be used before it must be calibrated again.
+    calibration_due: Mapped[date | None]
+    active: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,36 @@
+"""Patients, known to the lab only by a pseudonymous ID and their chain-of-identity code."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ForeignKey, Numeric, String
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from lab.extensions import db
+from lab.models.base import Audited, utcnow
+
+if TYPE_CHECKING:
+    from lab.models.batches import Batch
+    from lab.models.users import User
+
+
+class Patient(Audited, db.Model):
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Pseudonymous subject ID from the clinic or trial (no name is stored).
+    patient_ref: Mapped[str] = mapped_column(String(32), unique=True)
+    initials: Mapped[str] = mapped_column(String(4))
+    date_of_birth: Mapped[date]
+    #: Body weight in kg: the dose is prescribed per kg.
+    weight_kg: Mapped[float] = mapped_column(Numeric(6, 2, asdecimal=False))
+    indication: Mapped[str] = mapped_column(String(128))
+    #: Chain-of-identity code, assigned at registration and printed on every container.
+    coi: Mapped[str] = mapped_column(String(32), unique=True)
+    registered_at: Mapped[datetime] = mapped_column(default=utcnow)
+    registered_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+    registered_by: Mapped[User] = relationship()
+    batches: Mapped[list[Batch]] = relationship(back_populates="patient", order_by="Batch.id")

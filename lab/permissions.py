@@ -1,0 +1,26 @@
+"""Who may do what. Views check before rendering a form; services check again before writing."""
+
+from __future__ import annotations
+
+from lab.exceptions import NotAllowed
+from lab.models import User
+from lab.models.users import ROLE_TITLES
+
+#: Actions outside the process definition, and the roles that may take them.
+ACTIONS: dict[str, tuple[str, ...]] = {
+    "register_patient": ("technician", "supervisor"),
+    "start_batch": ("technician", "supervisor"),
+    "manage_users": ("admin",),
+}
+
+
+def require_role(actor: User, roles: tuple[str, ...] | str, what: str) -> None:
+    """Raise NotAllowed unless ``actor`` holds (or acts for) one of ``roles``."""
+    roles = (roles,) if isinstance(roles, str) else roles
+    if not actor.can_act_as(*roles):
+        names = " or ".join(ROLE_TITLES.get(r, r).lower() for r in roles)
+        raise NotAllowed(f"Only a {names} may {what}; you are signed in as {actor.role_title.lower()}.")
+
+
+def require(actor: User, action: str, what: str) -> None:
+    require_role(actor, ACTIONS[action], what)

@@ -1,0 +1,183 @@
+"""The read side of a batch: where each step stands, and what the engine needs to know.
+
+Everything is computed from the stored entries, values and signatures of the batch and
+the definition the batch pinned; nothing here writes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from flask import current_app
+from sqlalchemy import select
+
+from lab.extensions import db
+from lab.models import Batch, Equipment, MaterialLot, Signature, StepEntry, StepValue
+from lab.services.signatures import current_values, entry_sha256
+from lab.workflow_registry import pinned_definition
+from workflows.engine import can_start, compute_derived, step_states, typed_value
+from workflows.engine_types import (
+    EntryContext,
+    EquipmentInfo,
+    FieldValue,
+    LotInfo,
+    PriorEntry,
+    StepProgress,
+)
+from workflows.model import FieldSpec, ProcessDefinition, StepSpec, StepState
+
+
+def definition_for(batch: Batch) -> ProcessDefinition:
+    """The definition ``batch`` started with, parsed from the text kept in the database."""
+    record = batch.definition
+    return pinned_definition(record.sha256, record.source_text, record.source_name)
+
+
+def lab_timezone() -> ZoneInfo:
+    return ZoneInfo(current_app.config["TIMEZONE"])
+
+
+def signatures_by_entry(batch: Batch) -> dict[int, list[Signature]]:
+    rows = db.session.scalars(
+        select(Signature)
+        .where(Signature.batch_id == batch.id, Signature.record_type == "step_entry")
+        .order_by(Signature.id)
+    )
+    found: dict[int, list[Signature]] = defaultdict(list)
+    for signature in rows:
+        found[signature.record_id].append(signature)
+    return found
+
+
+def is_verified(entry: StepEntry, signatures: list[Signature]) -> bool:
+    """True when a verification signature covers the entry's current content."""
+    digest = entry_sha256(entry)
+    return any(s.meaning == "verified" and s.content_sha256 == digest for s in signatures)
+
+
+def batch_progress(batch: Batch, definition: ProcessDefinition) -> dict[str, StepProgress]:
+    signatures = signatures_by_entry(batch)
+    counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for entry in batch.entries:
+        step = definition.step(entry.step_key)
+        count = counts[entry.step_key]
+        count[0] += 1
+        if step.verify and not is_verified(entry, signatures.get(entry.id, [])):
+            count[1] += 1
+        if step.hold is not None:
+            decision = current_values(entry).get(step.hold.field)
+            if decision is not None and decision.text == step.hold.equals:
+                count[2] = 1
+    return {key: StepProgress(entries=e, unverified=u, hold=bool(h)) for key, (e, u, h) in counts.items()}
+
+
+def typed_values(step: StepSpec, entry: StepEntry) -> dict[str, object]:
+    return {key: typed_value(step.field(key), value.text) for key, value in current_values(entry).items()}
+
+
+def entry_context(
+    batch: Batch,
+    definition: ProcessDefinition,
+    *,
+    now: datetime,
+    exclude: StepEntry | None = None,
+    lots: dict[str, LotInfo | None] | None = None,
+    equipment: dict[str, EquipmentInfo | None] | None = None,
+) -> EntryContext:
+    """What the engine needs about the rest of the batch to check or compute an entry."""
+    prior: dict[str, list[PriorEntry]] = defaultdict(list)
+    for entry in batch.entries:
+        if entry is exclude:
+            continue
+        step = definition.step(entry.step_key)
+        prior[entry.step_key].append(PriorEntry(typed_values(step, entry), entry.performed_at))
+    return EntryContext(
+        now=now,
+        tz=lab_timezone(),
+        patient={"weight_kg": batch.patient.weight_kg, "coi": batch.patient.coi},
+        batch_coi=batch.patient.coi,
+        prior=dict(prior),
+        lots=lots or {},
+        equipment=equipment or {},
+    )
+
+
+def lot_info(row: MaterialLot) -> LotInfo:
+    return LotInfo(row.code, row.material, row.name, row.expiry_date, row.status)
+
+
+def equipment_info(row: Equipment) -> EquipmentInfo:
+    return EquipmentInfo(row.code, row.kind, row.name, row.calibration_due, row.active)
+
+
+@dataclass
+class ValueView:
+    spec: FieldSpec
+    current: StepValue | None
+    history: list[StepValue]  # superseded values, oldest first
+
+
+@dataclass
+class EntryView:
+    entry: StepEntry
+    values: list[ValueView]
+    derived: dict[str, FieldValue]
+    signatures: list[tuple[Signature, bool]]  # (signature, still matches the content)
+    awaiting_verification: bool
+
+    @property
+    def corrected_by_ids(self) -> set[int]:
+        return {v.current.recorded_by_id for v in self.values if v.current and v.current.is_correction}
+
+
+@dataclass
+class StepView:
+    spec: StepSpec
+    state: StepState
+    blocked: str | None  # why it cannot be recorded now, or None
+    entries: list[EntryView] = field(default_factory=list)
+
+
+@dataclass
+class BatchOverview:
+    batch: Batch
+    definition: ProcessDefinition
+    steps: list[StepView]
+
+    @property
+    def open_deviations(self) -> list:
+        return [d for d in self.batch.deviations if d.status == "open"]
+
+
+def batch_overview(batch: Batch) -> BatchOverview:
+    """Everything the batch page shows, step by step, in process order."""
+    definition = definition_for(batch)
+    progress = batch_progress(batch, definition)
+    states = step_states(definition, progress)
+    signatures = signatures_by_entry(batch)
+    steps = [StepView(s, states[s.key], can_start(definition, s.key, progress, batch.state))
+             for s in definition.steps]
+    by_key = {view.spec.key: view for view in steps}
+    for entry in batch.entries:
+        view = by_key[entry.step_key]
+        view.entries.append(_entry_view(batch, definition, view.spec, entry, signatures.get(entry.id, [])))
+    return BatchOverview(batch, definition, steps)
+
+
+def _entry_view(batch: Batch, definition: ProcessDefinition, step: StepSpec, entry: StepEntry,
+                signatures: list[Signature]) -> EntryView:
+    current = current_values(entry)
+    values = [
+        ValueView(spec, current.get(spec.key),
+                  [v for v in entry.values if v.field_key == spec.key and v is not current.get(spec.key)])
+        for spec in step.fields
+    ]
+    ctx = entry_context(batch, definition, now=entry.performed_at, exclude=entry)
+    derived = compute_derived(step, typed_values(step, entry), ctx)
+    digest = entry_sha256(entry)
+    marked = [(s, s.content_sha256 == digest) for s in signatures]
+    awaiting = step.verify and not any(ok and s.meaning == "verified" for s, ok in marked)
+    return EntryView(entry, values, derived, marked, awaiting)

@@ -1,0 +1,291 @@
+"""Recording, correcting and verifying step entries.
+
+Each function is one unit of work: it locks the batch row and checks the version the
+user's form was built from, asks the engine whether the entry is allowed and valid,
+then writes the entry, its values, any deviations and the batch's new state inside one
+``audit.action``. It flushes; the calling view commits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from lab import audit
+from lab.exceptions import (
+    ConcurrentChangeError,
+    InvalidInput,
+    NotAllowed,
+    StepNotAllowed,
+)
+from lab.extensions import db
+from lab.models import (
+    Batch,
+    Deviation,
+    Equipment,
+    MaterialLot,
+    StepEntry,
+    StepValue,
+    User,
+    utcnow,
+)
+from lab.permissions import require_role
+from lab.services.progress import (
+    batch_progress,
+    definition_for,
+    entry_context,
+    equipment_info,
+    is_verified,
+    lot_info,
+    signatures_by_entry,
+    typed_values,
+)
+from lab.services.sequences import next_deviation_number
+from lab.services.signatures import current_values, reauthenticate, sign_entry
+from workflows.engine import can_start, compute_derived, next_state, validate_entry
+from workflows.engine_types import EntryResult, EquipmentInfo, FieldValue, LotInfo
+from workflows.model import ProcessDefinition, StepSpec
+
+MAX_COMMENT = 2000
+#: States in which recorded values may still be corrected (the record is not yet closed).
+CORRECTABLE_STATES = frozenset({"scheduled", "in_process", "qc_testing", "qa_review", "on_hold"})
+
+
+class EntryRefused(InvalidInput):
+    """The entry was not saved; ``result`` keeps the engine's flags for the form."""
+
+    def __init__(self, message: str, errors: dict[str, str], result: EntryResult | None) -> None:
+        super().__init__(message, errors)
+        self.result = result
+
+
+def lock_batch(batch: Batch, expected_version: int | None) -> None:
+    """Lock the batch row (PostgreSQL: FOR UPDATE) and refuse a form built on an older version."""
+    db.session.execute(
+        select(Batch).where(Batch.id == batch.id).with_for_update().execution_options(populate_existing=True)
+    )
+    if expected_version is not None and batch.version != expected_version:
+        raise ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at)
+
+
+def _conflict(batch_id: int) -> ConcurrentChangeError:
+    """After a lost race the transaction is dead: roll back, then say who won."""
+    db.session.rollback()
+    batch = db.session.get(Batch, batch_id)
+    assert batch is not None
+    return ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at)
+
+
+def _resolve_codes(step: StepSpec, raw: Mapping[str, str]) -> tuple[
+        dict[str, LotInfo | None], dict[str, EquipmentInfo | None], dict[str, int]]:
+    """Look up the lot and equipment codes typed into ``step``'s fields.
+
+    Returns what the engine needs (code -> info, None when unknown) and code -> row id.
+    """
+    lots: dict[str, LotInfo | None] = {}
+    equipment: dict[str, EquipmentInfo | None] = {}
+    ids: dict[str, int] = {}
+    for spec in step.fields:
+        code = (raw.get(spec.key) or "").strip().upper()
+        if not code or spec.type not in ("lot", "equipment"):
+            continue
+        if spec.type == "lot":
+            lot = db.session.scalar(select(MaterialLot).where(MaterialLot.code == code))
+            lots[code] = lot_info(lot) if lot else None
+            if lot:
+                ids[f"lot:{code}"] = lot.id
+        else:
+            item = db.session.scalar(select(Equipment).where(Equipment.code == code))
+            equipment[code] = equipment_info(item) if item else None
+            if item:
+                ids[f"equipment:{code}"] = item.id
+    return lots, equipment, ids
+
+
+def _clean_comment(comment: str) -> str:
+    comment = comment.strip()
+    if len(comment) > MAX_COMMENT:
+        raise InvalidInput("Comment too long.", {"comment": f"Use at most {MAX_COMMENT} characters."})
+    return comment
+
+
+def _new_value(spec_type: str, fv: FieldValue, ids: dict[str, int], **kwargs: object) -> StepValue:
+    number = float(fv.value) if isinstance(fv.value, (int, float)) and not isinstance(fv.value, bool) else None
+    return StepValue(
+        field_key=fv.key,
+        text=fv.text,
+        number=number,
+        unit=fv.unit,
+        out_of_limit=fv.out_of_limit,
+        limit_text=fv.limit_text[:64],
+        message=fv.message[:255],
+        lot_id=ids.get(f"lot:{fv.text}") if spec_type == "lot" else None,
+        equipment_id=ids.get(f"equipment:{fv.text}") if spec_type == "equipment" else None,
+        **kwargs,
+    )
+
+
+def _open_deviation(batch: Batch, entry: StepEntry, *, source: str, title: str, description: str,
+                    field_key: str | None, actor: User, now: datetime) -> Deviation:
+    deviation = Deviation(
+        number=next_deviation_number(now),
+        batch=batch,
+        entry=entry,
+        field_key=field_key,
+        source=source,
+        title=title[:255],
+        description=description,
+        opened_at=now,
+        opened_by_id=actor.id,
+    )
+    db.session.add(deviation)
+    return deviation
+
+
+def _touch(batch: Batch, definition: ProcessDefinition, actor: User, now: datetime) -> None:
+    """Mark the batch changed (bumping its version) and move it to the state the engine gives."""
+    db.session.flush()
+    batch.state = next_state(definition, batch.state, batch_progress(batch, definition))
+    batch.updated_at = now
+    batch.updated_by_id = actor.id
+
+
+def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment: str,
+                expected_version: int | None, actor: User, now: datetime | None = None) -> StepEntry:
+    """Record one entry of ``step_key`` from the text typed on the form.
+
+    Raises NotAllowed (role), StepNotAllowed (order, state), ConcurrentChangeError (the
+    batch changed since the form was built) or EntryRefused (invalid values, or a
+    comment missing for an out-of-limit value). Out-of-limit values are kept, flagged,
+    and each opens a deviation.
+    """
+    now = now or utcnow()
+    definition = definition_for(batch)
+    step = definition.step(step_key)
+    require_role(actor, step.role, f"record {step.title}")
+    lock_batch(batch, expected_version)
+    refusal = can_start(definition, step_key, batch_progress(batch, definition), batch.state)
+    if refusal:
+        raise StepNotAllowed(refusal)
+    comment = _clean_comment(comment)
+    lots, equipment, ids = _resolve_codes(step, raw)
+    result = validate_entry(step, raw, entry_context(batch, definition, now=now, lots=lots, equipment=equipment))
+    if result.errors:
+        raise EntryRefused("The entry was not saved: correct the fields marked below.", result.errors, result)
+    if result.needs_comment and not comment:
+        reasons = [fv.message for fv in result.exceptions] + ([result.window_message] if result.window_message else [])
+        raise EntryRefused("A comment is required.",
+                           {"comment": "Explain why the entry is acceptable: " + " ".join(reasons)}, result)
+    occurrence = sum(1 for e in batch.entries if e.step_key == step_key) + 1
+    try:
+        with audit.action("step.record", actor=actor, reason=comment or None):
+            entry = StepEntry(batch=batch, step_key=step_key, occurrence=occurrence,
+                              performed_by=actor, performed_at=now, comment=comment or None)
+            db.session.add(entry)
+            for fv in result.values.values():
+                if fv.value is None:  # an optional field left empty
+                    continue
+                entry.values.append(_new_value(step.field(fv.key).type, fv, ids,
+                                               recorded_at=now, recorded_by_id=actor.id))
+            for fv in result.exceptions:
+                _open_deviation(batch, entry, source="limit", title=f"{step.title}: {fv.message}",
+                                description=comment, field_key=fv.key, actor=actor, now=now)
+            if result.window_message:
+                _open_deviation(batch, entry, source="window", title=f"{step.title}: {result.window_message}",
+                                description=comment, field_key=None, actor=actor, now=now)
+            _touch(batch, definition, actor, now)
+    except (StaleDataError, IntegrityError):
+        raise _conflict(batch.id) from None
+    return entry
+
+
+def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str, *, reason: str,
+                  expected_version: int | None, actor: User, now: datetime | None = None) -> StepValue:
+    """Supersede the current value of ``field_key`` in ``entry``; the old value stays on record.
+
+    The new value is checked as the original was, at the time the entry was recorded. A
+    verification of the entry no longer matches its content afterwards, so the entry
+    needs verifying again. Raises as record_step does.
+    """
+    now = now or utcnow()
+    definition = definition_for(batch)
+    step = definition.step(entry.step_key)
+    spec = step.field(field_key)
+    require_role(actor, step.role, f"correct {step.title}")
+    if batch.state not in CORRECTABLE_STATES:
+        raise StepNotAllowed(f"Batch {batch.batch_number} is {batch.state}: its record is closed to corrections.")
+    lock_batch(batch, expected_version)
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("A reason is required.", {"reason": "Say why the value is corrected."})
+    if len(reason) > MAX_COMMENT:
+        raise InvalidInput("Reason too long.", {"reason": f"Use at most {MAX_COMMENT} characters."})
+    current = current_values(entry)
+    old = current.get(field_key)
+    raw = {key: value.text for key, value in current.items()}
+    raw[field_key] = new_text
+    lots, equipment, ids = _resolve_codes(step, {field_key: new_text})
+    ctx = entry_context(batch, definition, now=entry.performed_at, exclude=entry, lots=lots, equipment=equipment)
+    result = validate_entry(step, raw, ctx)
+    if field_key in result.errors:
+        raise EntryRefused("The correction was not saved.", {"value": result.errors[field_key]}, result)
+    fv = result.values.get(field_key)
+    if fv is None or fv.value is None:
+        raise InvalidInput("Nothing to record.", {"value": "Enter the corrected value (a value cannot be blanked)."})
+    if old is not None and fv.text == old.text:
+        raise InvalidInput("No change.", {"value": "The new value is the same as the current one."})
+    values = {**typed_values(step, entry), field_key: fv.value}
+    newly_out = [d for d in compute_derived(step, values, ctx).values() if d.out_of_limit]
+    try:
+        with audit.action("step.correct", actor=actor, reason=reason):
+            value = _new_value(spec.type, fv, ids, entry=entry, recorded_at=now, recorded_by_id=actor.id,
+                               supersedes_id=old.id if old else None, reason=reason)
+            db.session.add(value)
+            flagged = [fv] if fv.out_of_limit else []
+            for item in [*flagged, *newly_out]:
+                if not _has_open_deviation(entry, item.key):
+                    _open_deviation(batch, entry, source="limit", title=f"{step.title} (corrected): {item.message}",
+                                    description=reason, field_key=item.key, actor=actor, now=now)
+            _touch(batch, definition, actor, now)
+    except (StaleDataError, IntegrityError):
+        raise _conflict(batch.id) from None
+    return value
+
+
+def _has_open_deviation(entry: StepEntry, field_key: str) -> bool:
+    return any(d.entry_id == entry.id and d.field_key == field_key and d.status == "open"
+               for d in entry.batch.deviations)
+
+
+def verify_entry(batch: Batch, entry: StepEntry, *, password: str, expected_version: int | None,
+                 actor: User, now: datetime | None = None) -> None:
+    """Sign ``entry`` as verified by ``actor``, who must be someone else than its authors.
+
+    Raises NotAllowed (role, self-verification), StepNotAllowed (nothing to verify),
+    SignatureError (password) or ConcurrentChangeError. The password is checked before
+    anything is written.
+    """
+    now = now or utcnow()
+    definition = definition_for(batch)
+    step = definition.step(entry.step_key)
+    if not step.verify:
+        raise StepNotAllowed(f"{step.title} does not need a second-person verification.")
+    require_role(actor, step.verifier_role, f"verify {step.title}")
+    authors = {entry.performed_by_id} | {v.recorded_by_id for v in current_values(entry).values()}
+    if actor.id in authors:
+        raise NotAllowed("You recorded or corrected this entry: a different person must verify it "
+                         "(21 CFR 211.188(b)(11)).")
+    lock_batch(batch, expected_version)
+    if is_verified(entry, signatures_by_entry(batch).get(entry.id, [])):
+        raise StepNotAllowed("This entry is already verified.")
+    reauthenticate(actor, password)
+    try:
+        with audit.action("step.verify", actor=actor):
+            sign_entry(entry, actor=actor, meaning="verified", now=now)
+            _touch(batch, definition, actor, now)
+    except StaleDataError:
+        raise _conflict(batch.id) from None

@@ -1,0 +1,174 @@
+"""The batch page, and recording, correcting and verifying its steps."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+from werkzeug.wrappers import Response
+
+from lab.exceptions import ConcurrentChangeError, InvalidInput, LabError, StepNotAllowed
+from lab.extensions import db
+from lab.forms import CorrectionForm, StepEntryForm, VerifyForm
+from lab.models import Batch, Patient, StepEntry
+from lab.permissions import require_role
+from lab.services.progress import batch_overview, definition_for
+from lab.services.signatures import current_values
+from lab.services.steps import EntryRefused, correct_value, record_step, verify_entry
+from lab.views.common import apply_errors
+from labels.codes import CodeError, CodeKind, parse_code
+from workflows.engine_types import EntryResult
+from workflows.model import StepSpec
+
+bp = Blueprint("batches", __name__, url_prefix="/batches")
+
+
+def get_batch_or_404(batch_number: str) -> Batch:
+    """The batch named in the URL: 400 for a malformed number or wrong check character."""
+    try:
+        code = str(parse_code(batch_number, CodeKind.BATCH))
+    except CodeError as error:
+        abort(400, str(error))
+    batch = db.session.scalar(
+        select(Batch)
+        .where(Batch.batch_number == code)
+        .options(selectinload(Batch.entries).selectinload(StepEntry.values),
+                 selectinload(Batch.deviations), selectinload(Batch.patient).selectinload(Patient.batches))
+    )
+    if batch is None:
+        abort(404, f"No batch {code} is registered in this lab.")
+    return batch
+
+
+def get_step_or_404(batch: Batch, step_key: str) -> StepSpec:
+    try:
+        return definition_for(batch).step(step_key)
+    except KeyError:
+        abort(404, f"Process {batch.definition.key} v{batch.definition.version} has no step {step_key!r}.")
+
+
+def get_entry_or_404(batch: Batch, entry_id: int) -> StepEntry:
+    entry = next((e for e in batch.entries if e.id == entry_id), None)
+    if entry is None:
+        abort(404, f"Batch {batch.batch_number} has no entry {entry_id}.")
+    return entry
+
+
+@bp.route("/<batch_number>")
+def detail(batch_number: str) -> str:
+    batch = get_batch_or_404(batch_number)
+    verify_form = VerifyForm(batch_version=batch.version)
+    return render_template("batches/detail.html", overview=batch_overview(batch), verify_form=verify_form)
+
+
+@bp.route("/<batch_number>/steps/<step_key>", methods=["GET", "POST"])
+def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]:
+    batch = get_batch_or_404(batch_number)
+    step = get_step_or_404(batch, step_key)
+    require_role(current_user, step.role, f"record {step.title}")
+    form = StepEntryForm(batch_version=batch.version)
+    raw = {f.key: request.form.get(f"field-{f.key}", "") for f in step.fields}
+    if request.method == "GET":
+        raw = {f.key: f.default or "" for f in step.fields}
+        overview = batch_overview(batch)
+        blocked = next(s.blocked for s in overview.steps if s.spec.key == step_key)
+        if blocked:
+            raise StepNotAllowed(blocked)
+        return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw,
+                               errors={}, result=None, overview=overview)
+    errors: dict[str, str] = {}
+    result: EntryResult | None = None
+    status = 422
+    if form.validate_on_submit():
+        try:
+            record_step(batch, step_key, raw, comment=form.comment.data or "",
+                        expected_version=form.batch_version.data, actor=current_user)
+        except EntryRefused as error:
+            db.session.rollback()
+            errors, result = error.errors, error.result
+            form.form_errors.append(str(error))
+        except (ConcurrentChangeError, StepNotAllowed) as error:
+            db.session.rollback()
+            form.form_errors.append(str(error))
+            status = error.status
+        else:
+            db.session.commit()
+            flash(f"{step.title} recorded for {batch.batch_number}.", "success")
+            return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"step-{step_key}"))
+    batch = get_batch_or_404(batch_number)
+    form.batch_version.data = batch.version if status == 409 else form.batch_version.data
+    if "comment" in errors:
+        form.comment.errors = [errors.pop("comment")]
+    return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw, errors=errors,
+                           result=result, overview=batch_overview(batch)), status
+
+
+@bp.route("/<batch_number>/entries/<int:entry_id>/fields/<field_key>/correct", methods=["GET", "POST"])
+def correct(batch_number: str, entry_id: int, field_key: str) -> str | Response | tuple[str, int]:
+    batch = get_batch_or_404(batch_number)
+    entry = get_entry_or_404(batch, entry_id)
+    step = get_step_or_404(batch, entry.step_key)
+    try:
+        spec = step.field(field_key)
+    except KeyError:
+        abort(404, f"{step.title} has no field {field_key!r}.")
+    require_role(current_user, step.role, f"correct {step.title}")
+    form = CorrectionForm(batch_version=batch.version)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            correct_value(batch, entry, field_key, form.value.data or "", reason=form.reason.data or "",
+                          expected_version=form.batch_version.data, actor=current_user)
+        except InvalidInput as error:
+            db.session.rollback()
+            apply_errors(form, error)
+            status = error.status
+        except (ConcurrentChangeError, StepNotAllowed) as error:
+            db.session.rollback()
+            form.form_errors.append(str(error))
+            status = error.status
+        else:
+            db.session.commit()
+            flash(f"{spec.label} corrected; the old value stays on record.", "success")
+            return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"step-{step.key}"))
+        batch = get_batch_or_404(batch_number)
+        entry = get_entry_or_404(batch, entry_id)
+        if status == 409:
+            form.batch_version.data = batch.version
+    elif request.method == "POST":
+        status = 422
+    current = current_values(entry).get(field_key)
+    history = [v for v in entry.values if v.field_key == field_key]
+    return render_template("batches/correct.html", batch=batch, entry=entry, step=step, spec=spec, form=form,
+                           current=current, history=history), status
+
+
+@bp.route("/<batch_number>/entries/<int:entry_id>/verify", methods=["GET", "POST"])
+def verify(batch_number: str, entry_id: int) -> str | Response | tuple[str, int]:
+    batch = get_batch_or_404(batch_number)
+    entry = get_entry_or_404(batch, entry_id)
+    step = get_step_or_404(batch, entry.step_key)
+    require_role(current_user, step.verifier_role, f"verify {step.title}")
+    form = VerifyForm(batch_version=batch.version)
+    status = 200
+    if form.validate_on_submit():
+        try:
+            verify_entry(batch, entry, password=form.password.data or "",
+                         expected_version=form.batch_version.data, actor=current_user)
+        except LabError as error:
+            db.session.rollback()
+            form.password.errors = [str(error)]
+            status = error.status
+        else:
+            db.session.commit()
+            flash(f"{step.title} verified and signed by {current_user.full_name}.", "success")
+            return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"step-{step.key}"))
+        batch = get_batch_or_404(batch_number)
+        entry = get_entry_or_404(batch, entry_id)
+        form.batch_version.data = batch.version
+    elif request.method == "POST":
+        status = 422
+    overview = batch_overview(batch)
+    view = next(e for s in overview.steps for e in s.entries if e.entry.id == entry.id)
+    return render_template("batches/verify.html", batch=batch, step=step, view=view, form=form), status

@@ -1,0 +1,92 @@
+"""Sign-in, the dashboard and the scan box."""
+
+from __future__ import annotations
+
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_required, login_user, logout_user
+from sqlalchemy import case, select
+from sqlalchemy.orm import selectinload
+from werkzeug.wrappers import Response
+
+from lab.extensions import db
+from lab.forms import LoginForm
+from lab.models import Batch, Patient
+from lab.services.users import authenticate
+from labels.codes import CodeError, CodeKind, parse_code
+
+bp = Blueprint("main", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only redirect to a path on this site after sign-in (no open redirect)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("main.dashboard")
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> str | Response | tuple[str, int]:
+    if current_user.is_authenticated:
+        return redirect(url_for("main.dashboard"))
+    form = LoginForm()
+    if form.validate_on_submit():
+        user = authenticate(form.username.data or "", form.password.data or "")
+        if user is not None:
+            db.session.commit()
+            login_user(user)
+            session.permanent = True
+            return redirect(_safe_next(request.args.get("next")))
+        form.password.errors.append("Unknown username, wrong password, or a deactivated account.")
+    status = 401 if request.method == "POST" else 200
+    return render_template("main/login.html", form=form), status
+
+
+@bp.route("/logout", methods=["POST"])
+@login_required
+def logout() -> Response:
+    logout_user()
+    flash("You are signed out.", "info")
+    return redirect(url_for("main.login"))
+
+
+@bp.route("/")
+def dashboard() -> str:
+    open_first = case((Batch.state.in_(("released", "rejected", "shipped")), 1), else_=0)
+    batches = db.session.scalars(
+        select(Batch)
+        .options(selectinload(Batch.patient), selectinload(Batch.definition), selectinload(Batch.deviations))
+        .order_by(open_first, Batch.created_at.desc())
+        .limit(200)
+    ).all()
+    return render_template("main/dashboard.html", batches=batches)
+
+
+@bp.route("/scan")
+def scan() -> Response:
+    """Open what a scanned or typed code names: a batch number or a patient's COI."""
+    text = request.args.get("code", "")
+    if not text.strip():
+        abort(400, "Scan or type a batch number or COI.")
+    compact = text.strip().rstrip("/").rsplit("/", 1)[-1]  # a URL ending in a code
+    kind = CodeKind.COI if compact.upper().startswith("CH") else CodeKind.BATCH
+    try:
+        code = str(parse_code(compact, kind))
+    except CodeError as error:
+        abort(400, str(error))
+    if kind is CodeKind.BATCH:
+        if db.session.scalar(select(Batch.id).where(Batch.batch_number == code)) is None:
+            abort(404, f"No batch {code} is registered in this lab.")
+        return redirect(url_for("batches.detail", batch_number=code))
+    patient = db.session.scalar(select(Patient).where(Patient.coi == code))
+    if patient is None:
+        abort(404, f"No patient with COI {code} is registered in this lab.")
+    return redirect(url_for("patients.detail", patient_ref=patient.patient_ref))

@@ -1,0 +1,69 @@
+"""Patients: registration, the list, and one patient's batches."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from lab.exceptions import InvalidInput
+from lab.extensions import db
+from lab.forms import RegisterPatientForm, StartBatchForm
+from lab.models import Patient
+from lab.permissions import require
+from lab.services.batches import start_batch
+from lab.services.patients import PatientInput, register_patient
+from lab.views.common import apply_errors
+
+bp = Blueprint("patients", __name__, url_prefix="/patients")
+
+
+def get_patient_or_404(patient_ref: str) -> Patient:
+    patient = db.session.scalar(select(Patient).where(Patient.patient_ref == patient_ref.upper()))
+    if patient is None:
+        abort(404, f"No patient {patient_ref!r} is registered in this lab.")
+    return patient
+
+
+@bp.route("/")
+def index() -> str:
+    patients = db.session.scalars(select(Patient).order_by(Patient.registered_at.desc())).all()
+    return render_template("patients/index.html", patients=patients)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+def new() -> str | Response | tuple[str, int]:
+    require(current_user, "register_patient", "register a patient")
+    form = RegisterPatientForm()
+    if form.validate_on_submit():
+        data = PatientInput(form.patient_ref.data or "", form.initials.data or "", form.date_of_birth.data,
+                            float(form.weight_kg.data), form.indication.data or "")
+        try:
+            patient = register_patient(data, actor=current_user)
+        except InvalidInput as error:
+            db.session.rollback()
+            apply_errors(form, error)
+        else:
+            db.session.commit()
+            flash(f"Patient {patient.patient_ref} registered with COI {patient.coi}.", "success")
+            return redirect(url_for("patients.detail", patient_ref=patient.patient_ref))
+    return render_template("patients/new.html", form=form), 422 if form.errors else 200
+
+
+@bp.route("/<patient_ref>")
+def detail(patient_ref: str) -> str:
+    patient = get_patient_or_404(patient_ref)
+    return render_template("patients/detail.html", patient=patient, form=StartBatchForm())
+
+
+@bp.route("/<patient_ref>/batches", methods=["POST"])
+def start(patient_ref: str) -> Response:
+    patient = get_patient_or_404(patient_ref)
+    form = StartBatchForm()
+    if not form.validate_on_submit():
+        abort(400, "The form expired; reload the page and try again.")
+    batch = start_batch(patient, actor=current_user)
+    db.session.commit()
+    flash(f"Batch {batch.batch_number} scheduled for {patient.patient_ref}.", "success")
+    return redirect(url_for("batches.detail", batch_number=batch.batch_number))

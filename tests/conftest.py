@@ -1,0 +1,139 @@
+"""Fixtures: an app per test on SQLite (in memory) or, with TEST_DATABASE_URL, on PostgreSQL.
+
+On PostgreSQL the schema is dropped and rebuilt by the migrations once per run, whatever
+an earlier run left behind, and every table is emptied before each test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient, FlaskCliRunner
+from flask_migrate import upgrade
+from sqlalchemy import text
+
+from config import TestingConfig
+from lab import audit, create_app
+from lab.demo import Recorder
+from lab.extensions import db
+from lab.models import User
+from lab.services.batches import start_batch
+from lab.services.patients import PatientInput, register_patient
+from lab.services.progress import definition_for
+from tests.factories import PASSWORD, PASSWORD_HASH, add_inventory, user
+
+ON_POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
+ROLES = {
+    "tech1": ("technician", "Tess Technician"),
+    "tech2": ("technician", "Theo Second"),
+    "super1": ("supervisor", "Sam Supervisor"),
+    "qc1": ("qc_analyst", "Quinn Analyst"),
+    "qa1": ("qa_officer", "Quentin Assurance"),
+    "auditor1": ("auditor", "Audrey Auditor"),
+    "admin": ("admin", "Ada Admin"),
+}
+
+
+@pytest.fixture(scope="session")
+def _schema() -> None:
+    if not ON_POSTGRES:
+        return
+    app = create_app(TestingConfig)
+    with app.app_context():
+        with db.engine.begin() as connection:
+            connection.execute(text("DROP SCHEMA public CASCADE"))
+            connection.execute(text("CREATE SCHEMA public"))
+        upgrade()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(_schema: None) -> Iterator[Flask]:
+    app = create_app(TestingConfig)
+    with app.app_context():
+        if ON_POSTGRES:
+            tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+            db.session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+            db.session.commit()
+        else:
+            db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def ctx(app: Flask) -> Iterator[None]:
+    """An application context for tests that call services directly."""
+    with app.app_context():
+        yield
+        db.session.rollback()
+
+
+@pytest.fixture
+def users(app: Flask) -> dict[str, int]:
+    """One user per role (plus a second technician), all with password PASSWORD; name -> id."""
+    with app.app_context():
+        with audit.action("test.setup", actor=None):
+            rows = [User(username=name, full_name=full, role=role, password_hash=PASSWORD_HASH)
+                    for name, (role, full) in ROLES.items()]
+            db.session.add_all(rows)
+        db.session.commit()
+        return {u.username: u.id for u in rows}
+
+
+@pytest.fixture
+def inventory(app: Flask, users: dict[str, int]) -> None:
+    with app.app_context():
+        with audit.action("test.setup", actor=None):
+            add_inventory(datetime.now(UTC).date())
+        db.session.commit()
+
+
+@pytest.fixture
+def login(client: FlaskClient) -> Callable[[str], FlaskClient]:
+    def _login(username: str, password: str = PASSWORD) -> FlaskClient:
+        client.post("/logout")
+        response = client.post("/login", data={"username": username, "password": password})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return client
+    return _login
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app: Flask) -> FlaskCliRunner:
+    return app.test_cli_runner()
+
+
+@pytest.fixture
+def make_batch(app: Flask, users: dict[str, int], inventory: None) -> Callable[..., str]:
+    """Register a patient, start a batch and record its steps up to (not including) ``until``.
+
+    tech1 records every step at realistic past times (so time windows hold) and tech2
+    verifies, unless ``verify`` is False. Returns the batch number.
+    """
+    def _make_batch(until: str | None = None, *, ref: str = "SLE-01", weight_kg: float = 58.0,
+                    verify: bool = True, days_ago: int = 14, expansion: tuple[dict[str, str], ...] = (
+                        {"culture_day": "6", "viable_cells": "1.5e9", "viability_pct": "92"},)) -> str:
+        with app.app_context():
+            now = datetime.now(UTC)
+            start = now - timedelta(days=days_ago)
+            patient = register_patient(PatientInput(ref, "AB", date(1980, 5, 1), weight_kg, "SLE"),
+                                       actor=user("super1"), now=start)
+            batch = start_batch(patient, actor=user("super1"), now=start)
+            recorder = Recorder(user("tech1"), user("tech2"), PASSWORD, now)
+            skip = frozenset(s.key for s in definition_for(batch).steps) if not verify else frozenset()
+            recorder.run(batch, start, until=until, expansion=expansion, unverified=skip)
+            db.session.commit()
+            return batch.batch_number
+    return _make_batch

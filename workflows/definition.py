@@ -1,0 +1,565 @@
+"""Load process definitions from TOML and validate them strictly.
+
+A definition that loads is internally consistent: every key is known, every reference
+(state, step, field, formula name) resolves, every range is ordered. Whatever is wrong is
+reported as a DefinitionError naming the file, the step and the field, so a process
+engineer can fix a typo such as ``limt_min`` before any batch meets it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from workflows import formula
+from workflows.engine import typed_value
+from workflows.model import (
+    FIELD_TYPES,
+    ROLES,
+    DerivedSpec,
+    FieldSpec,
+    HoldRule,
+    Limits,
+    ProcessDefinition,
+    StepSpec,
+    TransitionSpec,
+    WindowSpec,
+)
+
+DEFINITIONS_DIR = Path(__file__).parent / "definitions"
+
+DEFINITION_KEY = re.compile(r"[a-z0-9-]+")
+SLUG = re.compile(r"[a-z][a-z0-9_]*")
+CONDITIONS = ("first_step_recorded", "hold_requested", "all_steps_complete")
+# Names a formula resolves specially (patient.weight_kg, now, <step>.recorded_at): no step,
+# field or derived value may take them.
+RESERVED_STEP_KEYS = ("patient", "now")
+RESERVED_VALUE_KEYS = ("now", "recorded_at")
+
+
+def _keys(required: str, optional: str = "") -> dict[str, bool]:
+    """The keys a table may hold, in documentation order: key -> required."""
+    return {key: True for key in required.split()} | {key: False for key in optional.split()}
+
+
+_TOP_KEYS = _keys("key version title product initial_state recording_states states steps", "transitions")
+_TRANSITION_KEYS = _keys("event source target when", "title")
+_STEP_KEYS = _keys(
+    "key title role verify fields", "derived verifier_role repeatable min_entries instructions hold window"
+)
+_HOLD_KEYS = _keys("field equals")
+_WINDOW_KEYS = _keys("after", "min_days max_days")
+_DERIVED_KEYS = _keys("key label formula", "unit limit_min limit_max integer")
+_FIELD_COMMON_KEYS = _keys("key label type", "required help unique_in_step")
+# The keys each field type adds to the common ones.
+_FIELD_TYPE_KEYS: dict[str, dict[str, bool]] = {
+    "number": _keys("unit min max", "limit_min limit_max default"),
+    "integer": _keys("min max", "unit limit_min limit_max default"),
+    "text": _keys("", "max_length default"),
+    "choice": _keys("choices", "deviation_choices default"),
+    "boolean": _keys("", "expected default"),
+    "datetime": {},
+    "lot": _keys("material"),
+    "equipment": _keys("equipment"),
+    "coi": {},
+}
+_NOT_IN_FORMULAS = {
+    "text": "a text field",
+    "choice": "a choice field",
+    "boolean": "a yes/no field",
+    "lot": "a lot field",
+    "equipment": "an equipment field",
+    "coi": "a COI field",
+}
+
+
+class DefinitionError(ValueError):
+    """A process definition file is malformed or inconsistent."""
+
+    def __init__(self, source_name: str, reason: str) -> None:
+        super().__init__(f"{source_name}: {reason}")
+        self.source_name = source_name
+        self.reason = reason
+
+
+class _Invalid(Exception):
+    """A reason without the file name; load_definition_text adds it."""
+
+
+def load_definition(path: Path | str) -> ProcessDefinition:
+    """Load and validate one definition file; its SHA-256 is that of the file's bytes."""
+    path = Path(path)
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DefinitionError(
+            path.name, f"the file is not UTF-8 text ({exc.reason} at byte {exc.start})"
+        ) from None
+    return _load(text, path.name, hashlib.sha256(data).hexdigest())
+
+
+def load_definition_text(text: str, source_name: str) -> ProcessDefinition:
+    """Load and validate a definition from its text (as stored with a batch)."""
+    return _load(text, source_name, hashlib.sha256(text.encode("utf-8")).hexdigest())
+
+
+def load_directory(directory: Path | str = DEFINITIONS_DIR) -> dict[tuple[str, int], ProcessDefinition]:
+    """Every ``*.toml`` definition in ``directory`` by (key, version).
+
+    Two files with the same key and version are refused: which one a batch would get
+    must never depend on the order files are listed in.
+    """
+    definitions: dict[tuple[str, int], ProcessDefinition] = {}
+    for path in sorted(Path(directory).glob("*.toml")):
+        definition = load_definition(path)
+        ident = (definition.key, definition.version)
+        if ident in definitions:
+            raise DefinitionError(
+                path.name,
+                f"{definition.key!r} version {definition.version} is also defined in "
+                f"{definitions[ident].source_name}; give one of them a new version",
+            )
+        definitions[ident] = definition
+    return definitions
+
+
+def latest(definitions: Mapping[tuple[str, int], ProcessDefinition], key: str) -> ProcessDefinition:
+    """The highest version of definition ``key``; KeyError when there is none."""
+    versions = [d for (k, _), d in definitions.items() if k == key]
+    if not versions:
+        raise KeyError(key)
+    return max(versions, key=lambda d: d.version)
+
+
+def _load(text: str, source_name: str, sha256: str) -> ProcessDefinition:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise DefinitionError(source_name, f"invalid TOML: {exc}") from None
+    try:
+        return _definition(data, text, source_name, sha256)
+    except _Invalid as exc:
+        raise DefinitionError(source_name, str(exc)) from None
+
+
+# --- reading typed values -------------------------------------------------------------
+
+_TYPE_NAMES = {
+    str: "a string",
+    bool: "true or false",
+    int: "a whole number",
+    float: "a number",
+    list: "a list",
+    dict: "a table",
+}
+
+
+def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, bool], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise _Invalid(f"{where}: unknown key {key!r} (allowed: {', '.join(allowed)})")
+    for key, required in allowed.items():
+        if required and key not in table:
+            raise _Invalid(f"{where}: missing required key {key!r}")
+
+
+def _get(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
+    """``table[key]`` checked to be of ``kind`` (float accepts whole numbers too)."""
+    if key not in table:
+        return default
+    value = table[key]
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise _Invalid(f"{where}: {key!r} must be a finite number, not {value!r}")
+    if not ok:
+        raise _Invalid(f"{where}: {key!r} must be {_TYPE_NAMES[kind]}, not {value!r}")
+    return float(value) if kind is float else value
+
+
+def _text(table: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
+    value = _get(table, key, str, where, default)
+    if key in table and not value.strip():
+        raise _Invalid(f"{where}: {key!r} must not be empty")
+    return value  # type: ignore[no-any-return]
+
+
+def _slug(table: Mapping[str, Any], key: str, where: str, pattern: re.Pattern[str] = SLUG) -> str:
+    value = _text(table, key, where)
+    if not pattern.fullmatch(value):
+        rule = "a-z, 0-9 and -" if pattern is DEFINITION_KEY else "a-z, 0-9 and _, starting with a letter"
+        raise _Invalid(f"{where}: {key} {value!r} may use only {rule}")
+    return value
+
+
+def _strings(table: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    values = _get(table, key, list, where, [])
+    for value in values:
+        if not isinstance(value, str) or not value.strip():
+            raise _Invalid(f"{where}: {key!r} must be a list of non-empty strings, not {values!r}")
+    duplicates = sorted({v for v in values if [x.casefold() for x in values].count(v.casefold()) > 1})
+    if duplicates:
+        raise _Invalid(f"{where}: {key!r} lists {duplicates[0]!r} twice")
+    return tuple(values)
+
+
+def _tables(table: Mapping[str, Any], key: str, where: str) -> list[dict[str, Any]]:
+    values = _get(table, key, list, where, [])
+    if not all(isinstance(value, dict) for value in values):
+        raise _Invalid(f"{where}: {key!r} must be an array of tables ([[{key}]])")
+    return values  # type: ignore[no-any-return]
+
+
+def _limits(table: Mapping[str, Any], low: str, high: str, where: str) -> Limits:
+    limits = Limits(_get(table, low, float, where), _get(table, high, float, where))
+    if limits.min is not None and limits.max is not None and limits.min > limits.max:
+        raise _Invalid(f"{where}: {low} {_num(limits.min)} is greater than {high} {_num(limits.max)}")
+    return limits
+
+
+def _num(value: float | None) -> str:
+    """A number as a definition writes it: 1e8, 10000, 0.5."""
+    return re.sub(r"e([+-])0*(\d)", lambda m: f"e{m[1].replace('+', '')}{m[2]}", f"{value:g}")
+
+
+def _range(valid: Limits) -> str:
+    return f"{_num(valid.min)} to {_num(valid.max)}"
+
+
+def _unique(keys: Iterable[str], what: str, where: str) -> None:
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise _Invalid(f"{where}: duplicate {what} {key!r}")
+        seen.add(key)
+
+
+# --- the definition ---------------------------------------------------------------------
+
+
+def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) -> ProcessDefinition:
+    where = "definition"
+    _check_keys(data, _TOP_KEYS, where)
+    key = _slug(data, "key", where, DEFINITION_KEY)
+    version = _get(data, "version", int, where)
+    if version < 1:
+        raise _Invalid(f"{where}: version must be a positive whole number, not {version}")
+    states = _states(_get(data, "states", dict, where))
+    initial_state = _state_ref(data, "initial_state", states, where)
+    recording_states = _strings(data, "recording_states", where)
+    for state in recording_states:
+        _declared(state, states, f"{where}: recording_states")
+    transitions = tuple(
+        _transition(table, states, f"transitions[{i}]")
+        for i, table in enumerate(_tables(data, "transitions", where))
+    )
+    _unique((t.event for t in transitions), "transition event", "transitions")
+    step_tables = _tables(data, "steps", where)
+    if not step_tables:
+        raise _Invalid(f"{where}: at least one [[steps]] is needed")
+    all_step_keys = [t["key"] for t in step_tables if isinstance(t.get("key"), str)]
+    steps: list[StepSpec] = []
+    for i, table in enumerate(step_tables):
+        steps.append(_step(table, i, steps, all_step_keys))
+    return ProcessDefinition(
+        key=key,
+        version=version,
+        title=_text(data, "title", where),
+        product=_text(data, "product", where),
+        initial_state=initial_state,
+        recording_states=recording_states,
+        states=states,
+        transitions=transitions,
+        steps=tuple(steps),
+        sha256=sha256,
+        source_name=source_name,
+        source_text=text,
+    )
+
+
+def _states(table: dict[str, Any]) -> dict[str, str]:
+    if not table:
+        raise _Invalid("states: at least one state is needed")
+    for key, title in table.items():
+        if not SLUG.fullmatch(key):
+            raise _Invalid(f"states: state {key!r} may use only a-z, 0-9 and _, starting with a letter")
+        if not isinstance(title, str) or not title.strip():
+            raise _Invalid(f"states: the title of {key!r} must be a non-empty string, not {title!r}")
+    return dict(table)
+
+
+def _declared(state: str, states: Mapping[str, str], where: str) -> None:
+    if state not in states:
+        raise _Invalid(f"{where}: state {state!r} is not declared in [states] ({', '.join(states)})")
+
+
+def _state_ref(table: Mapping[str, Any], key: str, states: Mapping[str, str], where: str) -> str:
+    state = _text(table, key, where)
+    _declared(state, states, f"{where}: {key}")
+    return state
+
+
+def _transition(table: dict[str, Any], states: Mapping[str, str], where: str) -> TransitionSpec:
+    _check_keys(table, _TRANSITION_KEYS, where)
+    event = _slug(table, "event", where)
+    where = f"transition {event!r}"
+    source = _strings(table, "source", where)
+    if not source:
+        raise _Invalid(f"{where}: 'source' must list at least one state")
+    for state in source:
+        _declared(state, states, f"{where}: source")
+    target = _state_ref(table, "target", states, where)
+    if target in source:
+        raise _Invalid(f"{where}: target {target!r} is also a source, so it would fire for ever")
+    when = _text(table, "when", where)
+    if when not in CONDITIONS:
+        raise _Invalid(f"{where}: unknown condition when = {when!r} (use one of {', '.join(CONDITIONS)})")
+    return TransitionSpec(event, source, target, when, _text(table, "title", where, ""))
+
+
+def _step(table: dict[str, Any], index: int, earlier: list[StepSpec], all_step_keys: list[str]) -> StepSpec:
+    where = f"steps[{index}]"
+    _check_keys(table, _STEP_KEYS, where)
+    key = _slug(table, "key", where)
+    where = f"step {key!r}"
+    if key in RESERVED_STEP_KEYS:
+        raise _Invalid(f"{where}: {key!r} is reserved for formulas; choose another step key")
+    if any(step.key == key for step in earlier):
+        raise _Invalid(f"{where}: duplicate step key {key!r}")
+    role = _role(table, "role", where, None)
+    verifier_role = _role(table, "verifier_role", where, "technician")
+    repeatable = _get(table, "repeatable", bool, where, False)
+    min_entries = _get(table, "min_entries", int, where, 1)
+    if min_entries < 1:
+        raise _Invalid(f"{where}: min_entries must be at least 1, not {min_entries}")
+    if min_entries > 1 and not repeatable:
+        raise _Invalid(f"{where}: min_entries {min_entries} needs repeatable = true")
+
+    field_tables = _tables(table, "fields", where)
+    if not field_tables:
+        raise _Invalid(f"{where}: at least one [[steps.fields]] is needed")
+    fields = tuple(_field(t, i, where, repeatable) for i, t in enumerate(field_tables))
+    _unique((f.key for f in fields), "field key", where)
+
+    derived: list[DerivedSpec] = []
+    derived_tables = _tables(table, "derived", where)
+    for i, derived_table in enumerate(derived_tables):
+        spec = _derived(derived_table, i, where)
+        if spec.key in {f.key for f in fields} | {d.key for d in derived}:
+            raise _Invalid(f"{where}: duplicate derived key {spec.key!r} (a field or derived value has it)")
+        try:
+            _check_formula(spec, fields, derived, derived_tables, earlier, all_step_keys)
+        except formula.FormulaError as exc:
+            raise _Invalid(f"{where}, derived {spec.key!r}: {exc}") from None
+        derived.append(spec)
+
+    return StepSpec(
+        key=key,
+        title=_text(table, "title", where),
+        role=role,
+        verify=_get(table, "verify", bool, where),
+        fields=fields,
+        derived=tuple(derived),
+        instructions=_get(table, "instructions", str, where, ""),
+        repeatable=repeatable,
+        min_entries=min_entries,
+        window=_window(table, where, earlier),
+        hold=_hold(table, where, fields),
+        verifier_role=verifier_role,
+    )
+
+
+def _role(table: Mapping[str, Any], key: str, where: str, default: str | None) -> str:
+    role = _text(table, key, where, default)
+    if role not in ROLES:
+        raise _Invalid(f"{where}: unknown {key} {role!r} (use one of {', '.join(ROLES)})")
+    return role
+
+
+def _window(table: Mapping[str, Any], where: str, earlier: list[StepSpec]) -> WindowSpec | None:
+    data = _get(table, "window", dict, where)
+    if data is None:
+        return None
+    where = f"{where}, window"
+    _check_keys(data, _WINDOW_KEYS, where)
+    after = _text(data, "after", where)
+    if after not in {step.key for step in earlier}:
+        raise _Invalid(f"{where}: after = {after!r} is not an earlier step")
+    min_days = _get(data, "min_days", int, where)
+    max_days = _get(data, "max_days", int, where)
+    if min_days is None and max_days is None:
+        raise _Invalid(f"{where}: give min_days, max_days or both")
+    if any(days is not None and days < 0 for days in (min_days, max_days)):
+        raise _Invalid(f"{where}: days cannot be negative")
+    if min_days is not None and max_days is not None and min_days > max_days:
+        raise _Invalid(f"{where}: min_days {min_days} is greater than max_days {max_days}")
+    return WindowSpec(after, min_days, max_days)
+
+
+def _hold(table: Mapping[str, Any], where: str, fields: tuple[FieldSpec, ...]) -> HoldRule | None:
+    data = _get(table, "hold", dict, where)
+    if data is None:
+        return None
+    where = f"{where}, hold"
+    _check_keys(data, _HOLD_KEYS, where)
+    field_key = _text(data, "field", where)
+    equals = _text(data, "equals", where)
+    spec = next((f for f in fields if f.key == field_key), None)
+    if spec is None or spec.type != "choice":
+        raise _Invalid(f"{where}: field {field_key!r} is not a choice field of this step")
+    if equals not in spec.choices:
+        raise _Invalid(f"{where}: equals {equals!r} is not one of the choices of {field_key!r}")
+    return HoldRule(field_key, equals)
+
+
+def _field(table: dict[str, Any], index: int, step_where: str, repeatable: bool) -> FieldSpec:
+    where = f"{step_where}, fields[{index}]"
+    if "key" not in table:
+        raise _Invalid(f"{where}: missing required key 'key'")
+    key = _slug(table, "key", where)
+    where = f"{step_where}, field {key!r}"
+    if "type" not in table:
+        raise _Invalid(f"{where}: missing required key 'type'")
+    field_type = _text(table, "type", where)
+    if field_type not in FIELD_TYPES:
+        raise _Invalid(f"{where}: unknown type {field_type!r} (use one of {', '.join(FIELD_TYPES)})")
+    allowed = {**_FIELD_COMMON_KEYS, **_FIELD_TYPE_KEYS[field_type]}
+    for option in table:
+        if option not in allowed and any(option in keys for keys in _FIELD_TYPE_KEYS.values()):
+            raise _Invalid(f"{where}: {option!r} does not apply to a {field_type} field")
+    _check_keys(table, allowed, where)
+
+    if key in RESERVED_VALUE_KEYS:
+        raise _Invalid(f"{where}: {key!r} is reserved for formulas; choose another field key")
+    unique_in_step = _get(table, "unique_in_step", bool, where, False)
+    if unique_in_step and not repeatable:
+        raise _Invalid(f"{where}: unique_in_step applies only to fields of repeatable steps")
+    valid = _limits(table, "min", "max", where)
+    limits = _limits(table, "limit_min", "limit_max", where)
+    for name, bound in (("limit_min", limits.min), ("limit_max", limits.max)):
+        if bound is not None and not valid.contains(bound):
+            raise _Invalid(f"{where}: {name} {_num(bound)} lies outside the valid range {_range(valid)}")
+    choices = _strings(table, "choices", where)
+    if field_type == "choice" and not choices:
+        raise _Invalid(f"{where}: a choice field needs at least one choice")
+    deviation_choices = _strings(table, "deviation_choices", where)
+    for choice in deviation_choices:
+        if choice not in choices:
+            raise _Invalid(f"{where}: deviation choice {choice!r} is not one of the choices")
+    max_length = _get(table, "max_length", int, where, 500)
+    if max_length < 1:
+        raise _Invalid(f"{where}: max_length must be at least 1, not {max_length}")
+
+    spec = FieldSpec(
+        key=key,
+        label=_text(table, "label", where),
+        type=field_type,
+        unit=_text(table, "unit", where),
+        required=_get(table, "required", bool, where, True),
+        help=_get(table, "help", str, where, ""),
+        valid=valid,
+        limits=limits,
+        choices=choices,
+        deviation_choices=deviation_choices,
+        expected=_get(table, "expected", bool, where),
+        max_length=max_length,
+        material=_slug(table, "material", where) if "material" in table else None,
+        equipment=_slug(table, "equipment", where) if "equipment" in table else None,
+        default=_get(table, "default", str, where),
+        unique_in_step=unique_in_step,
+    )
+    _check_default(spec, where)
+    return spec
+
+
+def _check_default(spec: FieldSpec, where: str) -> None:
+    """The default is what the form shows pre-filled, so it must be a valid entry."""
+    if spec.default is None:
+        return
+    try:
+        value = typed_value(spec, spec.default)
+    except ValueError as exc:
+        raise _Invalid(f"{where}: default {spec.default!r} is not valid: {exc}") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not spec.valid.contains(value):
+        raise _Invalid(f"{where}: default {spec.default!r} lies outside the valid range {_range(spec.valid)}")
+    if isinstance(value, str) and len(value) > spec.max_length:
+        raise _Invalid(f"{where}: default is longer than max_length {spec.max_length}")
+
+
+def _derived(table: dict[str, Any], index: int, step_where: str) -> DerivedSpec:
+    where = f"{step_where}, derived[{index}]"
+    _check_keys(table, _DERIVED_KEYS, where)
+    key = _slug(table, "key", where)
+    where = f"{step_where}, derived {key!r}"
+    if key in RESERVED_VALUE_KEYS:
+        raise _Invalid(f"{where}: {key!r} is reserved for formulas; choose another key")
+    return DerivedSpec(
+        key=key,
+        label=_text(table, "label", where),
+        formula=_text(table, "formula", where),
+        unit=_text(table, "unit", where),
+        limits=_limits(table, "limit_min", "limit_max", where),
+        integer=_get(table, "integer", bool, where, False),
+    )
+
+
+def _check_formula(
+    spec: DerivedSpec,
+    fields: tuple[FieldSpec, ...],
+    derived: list[DerivedSpec],
+    derived_tables: list[dict[str, Any]],
+    earlier: list[StepSpec],
+    all_step_keys: list[str],
+) -> None:
+    """Raise FormulaError unless every name of the formula resolves and its types agree.
+
+    Usable names: the step's fields, derived values defined above this one,
+    ``<earlier step>.<field>``, ``<earlier step>.recorded_at``, ``patient.weight_kg``, ``now``.
+    """
+    kinds = {f.key: _field_kind(f) for f in fields}
+    kinds.update({d.key: formula.NUMBER for d in derived})
+    for step in earlier:
+        kinds.update({f"{step.key}.{f.key}": _field_kind(f) for f in step.fields})
+        kinds[f"{step.key}.recorded_at"] = formula.DATETIME
+    kinds["patient.weight_kg"] = formula.NUMBER
+    kinds["now"] = formula.DATETIME
+    for name in formula.names(spec.formula):
+        if name not in kinds:
+            raise formula.FormulaError(_why_unknown(name, spec, derived_tables, earlier, all_step_keys))
+    formula.check(spec.formula, kinds)
+
+
+def _why_unknown(
+    name: str,
+    spec: DerivedSpec,
+    derived_tables: list[dict[str, Any]],
+    earlier: list[StepSpec],
+    all_step_keys: list[str],
+) -> str:
+    prefix, _, rest = name.partition(".")
+    earlier_keys = [step.key for step in earlier]
+    if not rest and name in [t.get("key") for t in derived_tables]:
+        return f"{name!r} is defined after {spec.key!r}; a formula can use only derived values above it"
+    if rest and prefix in earlier_keys:
+        return f"step {prefix!r} has no field {rest!r}"
+    if rest and prefix in all_step_keys:
+        return f"{name!r} refers to step {prefix!r}, which is not an earlier step"
+    return (
+        f"unknown name {name!r} (use a field of this step, a derived value above it, "
+        "<earlier step>.<field>, <earlier step>.recorded_at, patient.weight_kg or now)"
+    )
+
+
+def _field_kind(spec: FieldSpec) -> str:
+    if spec.type in ("number", "integer"):
+        return formula.NUMBER
+    if spec.type == "datetime":
+        return formula.DATETIME
+    return _NOT_IN_FORMULAS[spec.type]
