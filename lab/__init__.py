@@ -63,6 +63,9 @@ def _read_environment(app: Flask) -> None:
     if os.environ.get("DATABASE_URL"):
         app.config["SQLALCHEMY_DATABASE_URI"] = database_url(os.environ["DATABASE_URL"])
     app.config.from_prefixed_env("LAB")
+    for name in ("FACILITY_ID", "TIMEZONE"):  # text as typed: from_prefixed_env reads 12345 as a number
+        if f"LAB_{name}" in os.environ:
+            app.config[name] = os.environ[f"LAB_{name}"]
 
 
 def _check_configuration(app: Flask) -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import event, inspect
+from sqlalchemy import event, insert, inspect
 from sqlalchemy.orm import Session, UOWTransaction
 
 from lab.exceptions import ImmutableRecordError
@@ -33,6 +33,7 @@ class Action:
     name: str
     actor: User | None  # None: the command line, acting as the system
     reason: str | None = None
+    at: datetime = field(default_factory=utcnow)  # one time for every entry of the action
 
 
 @contextmanager
@@ -80,13 +81,12 @@ def _write_audit_entries(session: Session, context: UOWTransaction) -> None:
     current: Action | None = session.info.get(_KEY)
     if current is None:
         raise RuntimeError("Audited rows changed outside audit.action(): name the action.")
-    when = utcnow()
     actor_id = current.actor.id if current.actor else None
     actor_name = current.actor.username if current.actor else "system"
     for row in rows:
-        row.update(occurred_at=when, actor_id=actor_id, actor_username=actor_name,
+        row.update(occurred_at=current.at, actor_id=actor_id, actor_username=actor_name,
                    action=current.name, reason=current.reason)
-    session.connection().execute(AuditEvent.__table__.insert(), rows)
+    session.connection().execute(insert(AuditEvent), rows)
 
 
 def _columns(obj: Audited) -> Iterator[tuple[str, str]]:
@@ -98,7 +98,8 @@ def _columns(obj: Audited) -> Iterator[tuple[str, str]]:
 
 
 def _base_row(obj: Audited, operation: str) -> dict[str, Any]:
-    identity = inspect(obj).identity or ()
+    # Not inspect(obj).identity: in after_flush a just-inserted row has its key but no identity yet.
+    identity = inspect(obj).mapper.primary_key_from_instance(obj)
     return {
         "operation": operation,
         "table_name": obj.__table__.name,  # type: ignore[attr-defined]

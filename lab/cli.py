@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 from flask_migrate import upgrade
 
 from lab.exceptions import InvalidInput
@@ -21,6 +22,7 @@ def register_commands(app: Flask) -> None:
 
 
 @click.command("init-db")
+@with_appcontext  # also under FlaskCliRunner, which does not push one
 def init_db() -> None:
     """Bring the database to the current schema (safe to run again)."""
     upgrade()
@@ -28,6 +30,7 @@ def init_db() -> None:
 
 
 @click.command("create-user")
+@with_appcontext  # also under FlaskCliRunner, which does not push one
 @click.option("--username", prompt=True)
 @click.option("--full-name", prompt="Full name (printed with signatures)")
 @click.option("--role", type=click.Choice(list(ROLE_TITLES)), prompt=True)
@@ -48,6 +51,7 @@ def create_user_command(username: str, full_name: str, role: str, password: str)
 
 
 @click.command("check-workflows")
+@with_appcontext  # also under FlaskCliRunner, which does not push one
 def check_workflows() -> None:
     """Load and validate every process definition; exit 1 naming the first bad file."""
     try:
@@ -62,6 +66,7 @@ def check_workflows() -> None:
 
 
 @click.command("seed-demo")
+@with_appcontext  # also under FlaskCliRunner, which does not push one
 @click.option("--password", default="celltrail-demo", show_default=True, help="Password of every demo user.")
 def seed_demo(password: str) -> None:
     """Fill an empty database with a demo lab: users, lots, equipment, patients and batches."""

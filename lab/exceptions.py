@@ -33,6 +33,12 @@ class StepNotAllowed(LabError):
     status = 409
 
 
+class ProcessUnavailable(LabError):
+    """No usable process definition to start a batch under (missing or malformed file)."""
+
+    status = 409
+
+
 class ConcurrentChangeError(LabError):
     """Someone else changed the batch after the form was opened."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask_login import LoginManager
 from flask_migrate import Migrate
@@ -61,6 +61,11 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+# Models subclass ``Model``: Flask-SQLAlchemy's generated ``db.Model`` is invisible to mypy.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 csrf = CSRFProtect()
 login_manager = LoginManager()
 migrate = Migrate()

@@ -15,16 +15,19 @@ from wtforms import (
     StringField,
     TextAreaField,
 )
+from wtforms.fields.choices import SelectChoice  # WTForms 3.3 deprecates (value, label) tuples
 from wtforms.validators import DataRequired, InputRequired, Length, Optional
 from wtforms.widgets import HiddenInput
 
 from lab.models.users import ROLE_TITLES
 
-ROLE_CHOICES = list(ROLE_TITLES.items())
+ROLE_CHOICES = [SelectChoice(key, title) for key, title in ROLE_TITLES.items()]
 
 
 class FiniteFloatField(FloatField):
     """A FloatField that refuses NaN and infinities, which float() would accept."""
+
+    data: float | None
 
     def process_formdata(self, valuelist: list[Any]) -> None:
         super().process_formdata(valuelist)
@@ -47,7 +50,7 @@ class CreateUserForm(FlaskForm):
 
 class UpdateUserForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
-    status = SelectField("Status", choices=[("active", "Active"), ("inactive", "Deactivated")])
+    status = SelectField("Status", choices=[SelectChoice("active", "Active"), SelectChoice("inactive", "Deactivated")])
     reason = StringField("Reason for the change", [DataRequired(), Length(max=500)])
 
 
@@ -63,6 +66,13 @@ class VersionedForm(FlaskForm):
     """A form that changes a batch carries the batch version it was built from."""
 
     batch_version = IntegerField(widget=HiddenInput(), validators=[InputRequired()])
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        valid = super().validate(extra_validators)
+        if self.batch_version.errors:  # a hidden field: its own errors are never shown
+            self.form_errors.append("The form did not say which version of the batch it was built from: "
+                                    "reload the page and enter it again.")
+        return valid
 
 
 class StepEntryForm(VersionedForm):

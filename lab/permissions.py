@@ -19,7 +19,8 @@ def require_role(actor: User, roles: tuple[str, ...] | str, what: str) -> None:
     roles = (roles,) if isinstance(roles, str) else roles
     if not actor.can_act_as(*roles):
         names = " or ".join(ROLE_TITLES.get(r, r).lower() for r in roles)
-        raise NotAllowed(f"Only a {names} may {what}; you are signed in as {actor.role_title.lower()}.")
+        article = "an" if names[0] in "aeiou" else "a"  # an administrator, an auditor
+        raise NotAllowed(f"Only {article} {names} may {what}; you are signed in as {actor.role_title.lower()}.")
 
 
 def require(actor: User, action: str, what: str) -> None:

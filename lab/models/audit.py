@@ -7,10 +7,10 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lab.extensions import db
+from lab.extensions import Model
 
 
-class AuditEvent(db.Model):
+class AuditEvent(Model):
     __tablename__ = "audit_events"
 
     # SQLite only auto-increments an INTEGER PRIMARY KEY.

@@ -7,12 +7,12 @@ it supersedes, with who, when and why; the old value stays in the record.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Float, ForeignKey, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from lab.extensions import db
+from lab.extensions import Model
 from lab.models.base import AppendOnly, Audited, utcnow
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from lab.models.users import User
 
 
-class ProcessDefinitionRecord(AppendOnly, db.Model):
+class ProcessDefinitionRecord(AppendOnly, Model):
     """The exact text of a process definition some batch started with."""
 
     __tablename__ = "process_definitions"
@@ -36,7 +36,7 @@ class ProcessDefinitionRecord(AppendOnly, db.Model):
     stored_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Batch(Audited, db.Model):
+class Batch(Audited, Model):
     """One manufacturing run for one patient; its ``state`` is decided by workflows/."""
 
     __tablename__ = "batches"
@@ -55,7 +55,7 @@ class Batch(Audited, db.Model):
     #: Optimistic lock: every change to the batch or its entries increments it.
     version: Mapped[int] = mapped_column(default=1)
 
-    __mapper_args__: ClassVar[dict[str, Any]] = {"version_id_col": version}
+    __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it as is)
 
     patient: Mapped[Patient] = relationship(back_populates="batches")
     definition: Mapped[ProcessDefinitionRecord] = relationship()
@@ -69,7 +69,7 @@ class Batch(Audited, db.Model):
         return self.id
 
 
-class StepEntry(AppendOnly, db.Model):
+class StepEntry(AppendOnly, Model):
     """One recording of a step (a repeatable step such as a daily count has several)."""
 
     __tablename__ = "step_entries"
@@ -93,7 +93,7 @@ class StepEntry(AppendOnly, db.Model):
         return self.batch_id
 
 
-class StepValue(AppendOnly, db.Model):
+class StepValue(AppendOnly, Model):
     """A value of one field of an entry. Current unless a later value supersedes it."""
 
     __tablename__ = "step_values"

@@ -7,13 +7,13 @@ from datetime import date, datetime
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lab.extensions import db
+from lab.extensions import Model
 from lab.models.base import Audited, utcnow
 
 LOT_STATUSES = ("released", "quarantined", "rejected")
 
 
-class MaterialLot(Audited, db.Model):
+class MaterialLot(Audited, Model):
     """A received lot of a reagent, consumable or vector, usable only when released and in date."""
 
     __tablename__ = "material_lots"
@@ -31,7 +31,7 @@ class MaterialLot(Audited, db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Equipment(Audited, db.Model):
+class Equipment(Audited, Model):
     __tablename__ = "equipment"
 
     id: Mapped[int] = mapped_column(primary_key=True)

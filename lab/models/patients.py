@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import ForeignKey, Numeric, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from lab.extensions import db
+from lab.extensions import Model
 from lab.models.base import Audited, utcnow
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from lab.models.users import User
 
 
-class Patient(Audited, db.Model):
+class Patient(Audited, Model):
     __tablename__ = "patients"
 
     id: Mapped[int] = mapped_column(primary_key=True)

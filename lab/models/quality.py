@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from lab.extensions import db
+from lab.extensions import Model
 from lab.models.base import AppendOnly, Audited, utcnow
 
 if TYPE_CHECKING:
@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from lab.models.users import User
 
 
-class Deviation(Audited, db.Model):
+class Deviation(Audited, Model):
     """A departure from the process or its limits, opened automatically or by hand."""
 
     __tablename__ = "deviations"
@@ -43,7 +43,7 @@ class Deviation(Audited, db.Model):
         return self.batch_id
 
 
-class Signature(AppendOnly, db.Model):
+class Signature(AppendOnly, Model):
     """An electronic signature (21 CFR 11.50, 11.70): who, printed name, meaning, when, and
     the SHA-256 of exactly what was signed, so a later change to the record shows."""
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from lab.extensions import db
+from lab.extensions import Model
 
 
-class CodeSequence(db.Model):
+class CodeSequence(Model):
     __tablename__ = "code_sequences"
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -9,7 +9,7 @@ from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from lab.extensions import db
+from lab.extensions import Model
 from lab.models.base import Audited, utcnow
 
 ROLE_TITLES = {
@@ -24,7 +24,7 @@ ROLE_TITLES = {
 ACTS_AS = {"supervisor": frozenset({"technician"})}
 
 
-class User(UserMixin, Audited, db.Model):
+class User(UserMixin, Audited, Model):
     __tablename__ = "users"
     __audit_redact__ = frozenset({"password_hash"})
 

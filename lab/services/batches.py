@@ -7,13 +7,14 @@ from datetime import datetime
 from sqlalchemy import select
 
 from lab import audit
-from lab.exceptions import StepNotAllowed
+from lab.exceptions import ProcessUnavailable, StepNotAllowed
 from lab.extensions import db
 from lab.models import Batch, Patient, ProcessDefinitionRecord, User, utcnow
 from lab.permissions import require
 from lab.services.sequences import next_code
-from lab.workflow_registry import current_definition
+from lab.workflow_registry import DEFAULT_PROCESS, current_definition, workflow_dir
 from labels.codes import CodeKind
+from workflows.definition import DefinitionError
 from workflows.model import ProcessDefinition
 
 #: States in which a batch is still being made or decided for its patient.
@@ -54,7 +55,15 @@ def start_batch(patient: Patient, *, actor: User, now: datetime | None = None,
     open_batch = next((b for b in patient.batches if b.state in OPEN_STATES), None)
     if open_batch is not None:
         raise StepNotAllowed(f"Patient {patient.patient_ref} already has an open batch, {open_batch.batch_number}.")
-    definition = definition or current_definition()
+    if definition is None:
+        try:
+            definition = current_definition()
+        except DefinitionError as error:
+            raise ProcessUnavailable(f"No batch can start: {error}. Ask the process owner to fix the "
+                                     "definition (`flask --app lab check-workflows` checks it).") from None
+        except KeyError:
+            raise ProcessUnavailable(f"No batch can start: no definition of process {DEFAULT_PROCESS} "
+                                     f"is installed in {workflow_dir()}.") from None
     with audit.action("batch.start", actor=actor):
         batch = Batch(
             batch_number=next_code(CodeKind.BATCH, now),

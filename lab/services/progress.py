@@ -26,6 +26,7 @@ from workflows.engine_types import (
     LotInfo,
     PriorEntry,
     StepProgress,
+    Value,
 )
 from workflows.model import FieldSpec, ProcessDefinition, StepSpec, StepState
 
@@ -74,7 +75,7 @@ def batch_progress(batch: Batch, definition: ProcessDefinition) -> dict[str, Ste
     return {key: StepProgress(entries=e, unverified=u, hold=bool(h)) for key, (e, u, h) in counts.items()}
 
 
-def typed_values(step: StepSpec, entry: StepEntry) -> dict[str, object]:
+def typed_values(step: StepSpec, entry: StepEntry) -> dict[str, Value | None]:
     return {key: typed_value(step.field(key), value.text) for key, value in current_values(entry).items()}
 
 

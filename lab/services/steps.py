@@ -67,13 +67,17 @@ def lock_batch(batch: Batch, expected_version: int | None) -> None:
     """Lock the batch row (PostgreSQL: FOR UPDATE) and refuse a form built on an older version."""
     db.session.execute(
         select(Batch).where(Batch.id == batch.id).with_for_update().execution_options(populate_existing=True)
-    )
+    ).scalar_one()
+    db.session.expire(batch, ["entries"])
     if expected_version is not None and batch.version != expected_version:
         raise ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at)
 
 
 def _conflict(batch_id: int) -> ConcurrentChangeError:
-    """After a lost race the transaction is dead: roll back, then say who won."""
+    """After a lost race the transaction is dead: roll back, then say who won.
+
+    Takes the id, not the batch: the batch's attributes expired with the failed flush.
+    """
     db.session.rollback()
     batch = db.session.get(Batch, batch_id)
     assert batch is not None
@@ -181,6 +185,7 @@ def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment:
         raise EntryRefused("A comment is required.",
                            {"comment": "Explain why the entry is acceptable: " + " ".join(reasons)}, result)
     occurrence = sum(1 for e in batch.entries if e.step_key == step_key) + 1
+    batch_id = batch.id
     try:
         with audit.action("step.record", actor=actor, reason=comment or None):
             entry = StepEntry(batch=batch, step_key=step_key, occurrence=occurrence,
@@ -199,7 +204,7 @@ def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment:
                                 description=comment, field_key=None, actor=actor, now=now)
             _touch(batch, definition, actor, now)
     except (StaleDataError, IntegrityError):
-        raise _conflict(batch.id) from None
+        raise _conflict(batch_id) from None
     return entry
 
 
@@ -240,6 +245,7 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
         raise InvalidInput("No change.", {"value": "The new value is the same as the current one."})
     values = {**typed_values(step, entry), field_key: fv.value}
     newly_out = [d for d in compute_derived(step, values, ctx).values() if d.out_of_limit]
+    batch_id = batch.id
     try:
         with audit.action("step.correct", actor=actor, reason=reason):
             value = _new_value(spec.type, fv, ids, entry=entry, recorded_at=now, recorded_by_id=actor.id,
@@ -252,7 +258,7 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
                                     description=reason, field_key=item.key, actor=actor, now=now)
             _touch(batch, definition, actor, now)
     except (StaleDataError, IntegrityError):
-        raise _conflict(batch.id) from None
+        raise _conflict(batch_id) from None
     return value
 
 
@@ -283,9 +289,10 @@ def verify_entry(batch: Batch, entry: StepEntry, *, password: str, expected_vers
     if is_verified(entry, signatures_by_entry(batch).get(entry.id, [])):
         raise StepNotAllowed("This entry is already verified.")
     reauthenticate(actor, password)
+    batch_id = batch.id
     try:
         with audit.action("step.verify", actor=actor):
             sign_entry(entry, actor=actor, meaning="verified", now=now)
             _touch(batch, definition, actor, now)
     except StaleDataError:
-        raise _conflict(batch.id) from None
+        raise _conflict(batch_id) from None

@@ -37,8 +37,9 @@ def new() -> str | Response | tuple[str, int]:
     require(current_user, "register_patient", "register a patient")
     form = RegisterPatientForm()
     if form.validate_on_submit():
+        assert form.date_of_birth.data is not None and form.weight_kg.data is not None  # InputRequired
         data = PatientInput(form.patient_ref.data or "", form.initials.data or "", form.date_of_birth.data,
-                            float(form.weight_kg.data), form.indication.data or "")
+                            form.weight_kg.data, form.indication.data or "")
         try:
             patient = register_patient(data, actor=current_user)
         except InvalidInput as error:

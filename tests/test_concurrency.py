@@ -1,0 +1,148 @@
+"""Two people saving the same step at once: one wins, the other is told who and when.
+
+The threaded tests use real concurrent connections: on PostgreSQL (TEST_DATABASE_URL) they
+race on row locks; on SQLite they use a database file, whose writes SQLite serializes.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select
+
+from config import TestingConfig
+from lab import audit, create_app
+from lab.demo import add_inventory
+from lab.exceptions import ConcurrentChangeError
+from lab.extensions import db
+from lab.models import Patient, StepEntry, User
+from lab.services.batches import start_batch
+from lab.services.patients import PatientInput, register_patient
+from lab.services.steps import record_step
+from tests.conftest import ON_POSTGRES, ROLES
+from tests.factories import PASSWORD_HASH, form_data, get_batch, step_values, user
+
+
+@pytest.fixture
+def shared_app(app: Flask, tmp_path: Path) -> Iterator[Flask]:
+    """An app whose connections are separate: the PostgreSQL test app, or a SQLite file."""
+    if ON_POSTGRES:
+        yield app
+        return
+
+    class FileConfig(TestingConfig):
+        SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'race.sqlite'}"
+
+    file_app = create_app(FileConfig)
+    with file_app.app_context():
+        db.create_all()
+    yield file_app
+    with file_app.app_context():
+        db.engine.dispose()
+
+
+def _setup_lab(app: Flask) -> None:
+    with app.app_context():
+        with audit.action("test.setup", actor=None):
+            db.session.add_all(User(username=name, full_name=full, role=role, password_hash=PASSWORD_HASH)
+                               for name, (role, full) in ROLES.items())
+            add_inventory(datetime.now(UTC).date())
+        db.session.commit()
+
+
+def _race(app: Flask, work: Callable[[str, threading.Barrier], object], names: tuple[str, ...]) -> dict[str, object]:
+    """Run ``work(name)`` in one thread per name, each in its own app context and connection,
+    released together; return what each returned or raised."""
+    barrier = threading.Barrier(len(names))
+    outcomes: dict[str, object] = {}
+
+    def run(name: str) -> None:
+        with app.app_context():
+            try:
+                outcomes[name] = work(name, barrier)
+                db.session.commit()
+            except Exception as error:  # noqa: BLE001 - the outcome under test
+                db.session.rollback()
+                outcomes[name] = error
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return outcomes
+
+
+def test_concurrent_saves_of_one_step_one_wins_the_other_is_told_who(shared_app: Flask) -> None:
+    _setup_lab(shared_app)
+    with shared_app.app_context():
+        tech1 = user("tech1")
+        patient = register_patient(PatientInput("SLE-09", "AB", date(1980, 1, 1), 60, "SLE"), actor=tech1)
+        number = start_batch(patient, actor=tech1).batch_number
+        db.session.commit()
+
+    def save(name: str, barrier: threading.Barrier) -> str:
+        batch = get_batch(number)
+        version = batch.version  # the form was built on this version
+        raw = step_values("receipt", when=datetime.now(UTC), coi=batch.patient.coi)
+        barrier.wait()
+        record_step(batch, "receipt", raw, comment="", expected_version=version, actor=user(name))
+        return "saved"
+
+    outcomes = _race(shared_app, save, ("tech1", "tech2"))
+    saved = [name for name, outcome in outcomes.items() if outcome == "saved"]
+    lost = [outcome for outcome in outcomes.values() if isinstance(outcome, ConcurrentChangeError)]
+    assert len(saved) == 1 and len(lost) == 1, outcomes
+    winner = ROLES[saved[0]][1]
+    assert lost[0].changed_by == winner
+    assert winner in str(lost[0]) and "Nothing of yours was saved" in str(lost[0])
+    with shared_app.app_context():
+        batch = get_batch(number)
+        assert [e.performed_by.username for e in batch.entries] == saved
+        assert batch.state == "in_process"
+
+
+def test_concurrent_registrations_get_distinct_cois(shared_app: Flask) -> None:
+    _setup_lab(shared_app)
+
+    def register(name: str, barrier: threading.Barrier) -> str:
+        barrier.wait()
+        ref = f"SLE-{name.upper()}"
+        return register_patient(PatientInput(ref, "AB", date(1980, 1, 1), 60, "SLE"), actor=user("tech1")).coi
+
+    outcomes = _race(shared_app, register, ("a1", "b2", "c3"))
+    assert all(isinstance(coi, str) for coi in outcomes.values()), outcomes
+    assert len(set(outcomes.values())) == 3
+    with shared_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Patient)) == 3
+
+
+def test_losing_form_keeps_its_values_and_names_who_saved_first(app: Flask, make_batch, login) -> None:
+    number = make_batch(until="receipt")
+    first = app.test_client()
+    second = app.test_client()
+    for client, name in ((first, "tech1"), (second, "tech2")):
+        client.post("/login", data={"username": name, "password": "correct-horse-42"})
+    form_a = first.get(f"/batches/{number}/steps/receipt").get_data(as_text=True)
+    second.get(f"/batches/{number}/steps/receipt")
+    version = int(re.search(r'name="batch_version"[^>]*value="(\d+)"', form_a).group(1))
+    with app.app_context():
+        coi = get_batch(number).patient.coi
+    now = datetime.now(UTC)
+    saved = first.post(f"/batches/{number}/steps/receipt",
+                       data=form_data(step_values("receipt", when=now, coi=coi), batch_version=version))
+    assert saved.status_code == 302
+    mine = step_values("receipt", when=now, coi=coi, volume_ml="211")
+    lost = second.post(f"/batches/{number}/steps/receipt", data=form_data(mine, batch_version=version))
+    page = lost.get_data(as_text=True)
+    assert lost.status_code == 409
+    assert "Tess Technician changed this batch" in page
+    assert 'value="211"' in page  # nothing typed is lost
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(StepEntry)) == 1
