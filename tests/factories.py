@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import html
 from typing import Any
 
+from flask import Flask
+from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
 from lab.demo import STEP_DAY, add_inventory, step_values
 from lab.extensions import db
-from lab.models import Batch, Patient, StepEntry, User
+from lab.models import AuditEvent, Batch, Deviation, Patient, Signature, StepEntry, StepValue, User
 
 __all__ = ["PASSWORD", "PASSWORD_HASH", "STEP_DAY", "add_inventory", "entries", "form_data", "get_batch",
-           "patient", "step_values", "user"]
+           "page_text", "patient", "snapshot", "step_values", "user"]
 
 PASSWORD = "correct-horse-42"
 PASSWORD_HASH = generate_password_hash(PASSWORD)  # once: hashing is slow on purpose
@@ -36,3 +39,17 @@ def patient(ref: str) -> Patient:
 def form_data(raw: dict[str, str], **extra: Any) -> dict[str, Any]:
     """The POST body of a step form: field-<key> per value, plus comment and version."""
     return {**{f"field-{k}": v for k, v in raw.items()}, **extra}
+
+
+def page_text(response: Any) -> str:
+    """A response's HTML with entities decoded, for asserting on messages."""
+    return html.unescape(response.get_data(as_text=True))
+
+
+def snapshot(app: Flask, number: str) -> dict[str, Any]:
+    """What a refused request must leave unchanged: row counts and the batch's version and state."""
+    with app.app_context():
+        batch = get_batch(number)
+        found = {model.__name__: db.session.scalar(select(func.count()).select_from(model))
+                 for model in (StepEntry, StepValue, Deviation, Signature, AuditEvent)}
+        return {**found, "version": batch.version, "state": batch.state}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import os
 import re
 from collections.abc import Iterator
@@ -17,23 +16,14 @@ from sqlalchemy import func, select
 from config import TestingConfig
 from lab import audit, create_app
 from lab.extensions import db
-from lab.models import AuditEvent, Deviation, Patient, Signature, StepEntry, StepValue, User
-from tests.factories import PASSWORD, PASSWORD_HASH, entries, form_data, get_batch, step_values
+from lab.models import Patient, User
+from tests.factories import PASSWORD, PASSWORD_HASH, entries, form_data, get_batch, page_text, snapshot, step_values
 
 ON_POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 LONG = "x" * 50_000
 
 
-def page_text(response: Any) -> str:
-    return html.unescape(response.get_data(as_text=True))
 
-
-def snapshot(app: Flask, number: str) -> dict[str, Any]:
-    with app.app_context():
-        batch = get_batch(number)
-        found = {model.__name__: db.session.scalar(select(func.count()).select_from(model))
-                 for model in (StepEntry, StepValue, Deviation, Signature, AuditEvent)}
-        return {**found, "version": batch.version, "state": batch.state}
 
 
 def step_form(app: Flask, number: str, step_key: str, *, comment: str = "", **overrides: str) -> dict[str, Any]:

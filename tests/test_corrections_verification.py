@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,21 +12,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from lab.extensions import db
-from lab.models import AuditEvent, Deviation, Signature, StepEntry, StepValue
+from lab.models import Signature
 from lab.services.signatures import current_values, entry_sha256
-from tests.factories import PASSWORD, entries, get_batch
-
-
-def page_text(response: Any) -> str:
-    return html.unescape(response.get_data(as_text=True))
-
-
-def snapshot(app: Flask, number: str) -> dict[str, Any]:
-    with app.app_context():
-        batch = get_batch(number)
-        found = {model.__name__: db.session.scalar(select(func.count()).select_from(model))
-                 for model in (StepEntry, StepValue, Deviation, Signature, AuditEvent)}
-        return {**found, "version": batch.version, "state": batch.state}
+from tests.factories import PASSWORD, entries, get_batch, page_text, snapshot
 
 
 def receipt_id(app: Flask, number: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import html
 import re
 import shutil
 from datetime import UTC, datetime
@@ -17,7 +16,7 @@ from sqlalchemy import func, select
 
 from lab.extensions import db
 from lab.models import Batch, Deviation, ProcessDefinitionRecord
-from tests.factories import entries, form_data, get_batch, patient, step_values
+from tests.factories import entries, form_data, get_batch, page_text, patient, step_values
 from workflows.definition import DEFINITIONS_DIR
 
 ORIGINAL = DEFINITIONS_DIR / "cd19_car_t_v1.toml"
@@ -25,9 +24,6 @@ ORIGINAL = DEFINITIONS_DIR / "cd19_car_t_v1.toml"
 VOLUME_LIMIT = re.compile(r"^(\s*limit_min\s*=\s*)50\b.*$", re.MULTILINE)
 VERSION = re.compile(r"^version\s*=\s*1\s*$", re.MULTILINE)
 
-
-def page_text(response: Any) -> str:
-    return html.unescape(response.get_data(as_text=True))
 
 
 def sha256(path: Path) -> str:

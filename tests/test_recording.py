@@ -10,31 +10,19 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
 
 from lab.demo import local
 from lab.extensions import db
-from lab.models import AuditEvent, Deviation, StepEntry, StepValue
 from lab.services.patients import PatientInput, register_patient
 from lab.services.progress import batch_overview
 from lab.services.signatures import current_values
-from tests.factories import PASSWORD, entries, form_data, get_batch, step_values, user
+from tests.factories import PASSWORD, entries, form_data, get_batch, page_text, snapshot, step_values, user
 
 STEP_ORDER = ["receipt", "enrichment", "activation", "transduction", "expansion", "harvest", "formulation",
               "cryopreservation", "storage"]
 
 
-def page_text(response: Any) -> str:
-    return html.unescape(response.get_data(as_text=True))
 
-
-def snapshot(app: Flask, number: str) -> dict[str, Any]:
-    """What a refused request must leave unchanged."""
-    with app.app_context():
-        batch = get_batch(number)
-        found = {model.__name__: db.session.scalar(select(func.count()).select_from(model))
-                 for model in (StepEntry, StepValue, Deviation, AuditEvent)}
-        return {**found, "version": batch.version, "state": batch.state}
 
 
 def post_step(app: Flask, client: FlaskClient, number: str, step_key: str, *, comment: str = "",
