@@ -15,7 +15,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from lab.extensions import db
-from lab.models import Batch, Equipment, MaterialLot, Signature, StepEntry, StepValue
+from lab.models import Batch, Deviation, Equipment, MaterialLot, Signature, StepEntry, StepValue
 from lab.services.signatures import current_values, entry_sha256
 from lab.workflow_registry import pinned_definition
 from workflows.engine import can_start, compute_derived, step_states, typed_value
@@ -149,7 +149,7 @@ class BatchOverview:
     steps: list[StepView]
 
     @property
-    def open_deviations(self) -> list:
+    def open_deviations(self) -> list[Deviation]:
         return [d for d in self.batch.deviations if d.status == "open"]
 
 
@@ -166,6 +166,13 @@ def batch_overview(batch: Batch) -> BatchOverview:
         view = by_key[entry.step_key]
         view.entries.append(_entry_view(batch, definition, view.spec, entry, signatures.get(entry.id, [])))
     return BatchOverview(batch, definition, steps)
+
+
+def entry_view(batch: Batch, entry: StepEntry) -> EntryView:
+    """One entry as the batch page shows it (for the page where it is verified)."""
+    definition = definition_for(batch)
+    signatures = signatures_by_entry(batch).get(entry.id, [])
+    return _entry_view(batch, definition, definition.step(entry.step_key), entry, signatures)
 
 
 def _entry_view(batch: Batch, definition: ProcessDefinition, step: StepSpec, entry: StepEntry,

@@ -13,11 +13,12 @@ from lab.extensions import db
 from lab.forms import CorrectionForm, StepEntryForm, VerifyForm
 from lab.models import Batch, Patient, StepEntry
 from lab.permissions import require_role
-from lab.services.progress import batch_overview, definition_for
+from lab.services.progress import batch_overview, batch_progress, definition_for, entry_view
 from lab.services.signatures import current_values
 from lab.services.steps import EntryRefused, correct_value, record_step, verify_entry
 from lab.views.common import apply_errors
 from labels.codes import CodeError, CodeKind, parse_code
+from workflows.engine import can_start
 from workflows.engine_types import EntryResult
 from workflows.model import StepSpec
 
@@ -58,8 +59,7 @@ def get_entry_or_404(batch: Batch, entry_id: int) -> StepEntry:
 @bp.route("/<batch_number>")
 def detail(batch_number: str) -> str:
     batch = get_batch_or_404(batch_number)
-    verify_form = VerifyForm(batch_version=batch.version)
-    return render_template("batches/detail.html", overview=batch_overview(batch), verify_form=verify_form)
+    return render_template("batches/detail.html", overview=batch_overview(batch))
 
 
 @bp.route("/<batch_number>/steps/<step_key>", methods=["GET", "POST"])
@@ -71,12 +71,12 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
     raw = {f.key: request.form.get(f"field-{f.key}", "") for f in step.fields}
     if request.method == "GET":
         raw = {f.key: f.default or "" for f in step.fields}
-        overview = batch_overview(batch)
-        blocked = next(s.blocked for s in overview.steps if s.spec.key == step_key)
+        definition = definition_for(batch)
+        blocked = can_start(definition, step_key, batch_progress(batch, definition), batch.state)
         if blocked:
             raise StepNotAllowed(blocked)
         return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw,
-                               errors={}, result=None, overview=overview)
+                               errors={}, result=None, definition=definition)
     errors: dict[str, str] = {}
     result: EntryResult | None = None
     status = 422
@@ -101,7 +101,7 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
     if "comment" in errors:
         form.comment.errors = [errors.pop("comment")]
     return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw, errors=errors,
-                           result=result, overview=batch_overview(batch)), status
+                           result=result, definition=definition_for(batch)), status
 
 
 @bp.route("/<batch_number>/entries/<int:entry_id>/fields/<field_key>/correct", methods=["GET", "POST"])
@@ -169,6 +169,5 @@ def verify(batch_number: str, entry_id: int) -> str | Response | tuple[str, int]
         form.batch_version.data = batch.version
     elif request.method == "POST":
         status = 422
-    overview = batch_overview(batch)
-    view = next(e for s in overview.steps for e in s.entries if e.entry.id == entry.id)
+    view = entry_view(batch, entry)
     return render_template("batches/verify.html", batch=batch, step=step, view=view, form=form), status
