@@ -9,6 +9,9 @@ Canonical forms (FIN = the facility identifier, yy = two-digit year):
 
 * COI (chain of identity, after ISBT 128 DS040): ``CH-<FIN>-<yy>-<6 alphanumerics>-<K>``
 * Batch number: ``B-<FIN>-<yy>-<5 digits>-<K>``
+* Container code (a bag, tube or sample): ``C-<FIN>-<yy>-<6 digits>-<K>``
+
+The shapes differ in length or content, so a code says what it is (``identify``).
 
 The check character is computed over the code without separators (``CHA999926000001``).
 Parsing accepts the code with or without hyphens and spaces, in any case.
@@ -57,6 +60,7 @@ def is_valid_fin(fin: str) -> bool:
 class CodeKind(Enum):
     COI = "COI"
     BATCH = "batch number"
+    CONTAINER = "container code"
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,7 @@ class CodeFormat:
 FORMATS: dict[CodeKind, CodeFormat] = {
     CodeKind.COI: CodeFormat(CodeKind.COI, "CH", 6, True, "CH-A9999-26-000001-*"),
     CodeKind.BATCH: CodeFormat(CodeKind.BATCH, "B", 5, False, "B-A9999-26-00001-5"),
+    CodeKind.CONTAINER: CodeFormat(CodeKind.CONTAINER, "C", 6, False, "C-A9999-26-000001-I"),
 }
 
 
@@ -140,3 +145,22 @@ def parse_code(text: str, kind: CodeKind) -> Code:
             "so it was mistyped or misread. Scan it again or retype it."
         )
     return code
+
+
+def identify(text: str) -> Code:
+    """Parse a scanned or typed code of any kind, verifying its check character.
+
+    Raises CheckCharacterError when the text has the shape of a code whose check character
+    is wrong, and CodeError when it is no CellTrail code at all.
+    """
+    if len(text) > MAX_CODE_LENGTH or not text.isprintable():
+        raise CodeError("That is not a CellTrail code: it is too long or holds unprintable characters.")
+    compact = normalize(text)
+    for kind, fmt in FORMATS.items():
+        if fmt.pattern.fullmatch(compact):
+            return parse_code(text, kind)
+    raise CodeError(
+        f"{text.strip()!r} is not a CellTrail code (a batch number such as {FORMATS[CodeKind.BATCH].example}, "
+        f"a container code such as {FORMATS[CodeKind.CONTAINER].example} or a COI such as "
+        f"{FORMATS[CodeKind.COI].example})."
+    )

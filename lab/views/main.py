@@ -21,7 +21,7 @@ from lab.extensions import db
 from lab.forms import LoginForm
 from lab.models import Batch, Patient
 from lab.services.users import authenticate
-from labels.codes import CodeError, CodeKind, parse_code
+from labels.codes import CodeError, CodeKind, identify
 
 bp = Blueprint("main", __name__)
 
@@ -77,11 +77,11 @@ def scan() -> Response:
     if not text.strip():
         abort(400, "Scan or type a batch number or COI.")
     compact = text.strip().rstrip("/").rsplit("/", 1)[-1]  # a URL ending in a code
-    kind = CodeKind.COI if compact.upper().startswith("CH") else CodeKind.BATCH
     try:
-        code = str(parse_code(compact, kind))
+        parsed = identify(compact)
     except CodeError as error:
         abort(400, str(error))
+    code, kind = str(parsed), parsed.kind
     if kind is CodeKind.BATCH:
         if db.session.scalar(select(Batch.id).where(Batch.batch_number == code)) is None:
             abort(404, f"No batch {code} is registered in this lab.")
