@@ -29,6 +29,9 @@ class Config:
     #: ISBT 128 facility identification number used in COIs and batch numbers.
     #: A9999 is ICCBBA's example FIN; a licensed facility sets its own.
     FACILITY_ID = "A9999"
+    #: Name and address of the establishment, printed on labels (21 CFR 1271.370(c)).
+    FACILITY_NAME = "CellTrail demo cell therapy facility"
+    FACILITY_ADDRESS: ClassVar[list[str]] = []
     #: Times are stored in UTC and shown in this zone.
     TIMEZONE = "UTC"
     #: Folder of process definitions new batches start from (None: the packaged ones).
@@ -36,6 +39,8 @@ class Config:
     #: Inactivity after which a session ends (Part 11: a continuous session is a controlled one).
     SESSION_MINUTES = 30
     MAX_CONTENT_LENGTH = 1024 * 1024
+    #: Werkzeug's hashing method for passwords; scrypt is slow on purpose.
+    PASSWORD_HASH_METHOD = "scrypt"
     SESSION_COOKIE_HTTPONLY = True
     SESSION_COOKIE_SAMESITE = "Lax"
     WTF_CSRF_TIME_LIMIT = None  # a form left open at the bench must still submit
@@ -47,3 +52,4 @@ class TestingConfig(Config):
     SECRET_KEY = "testing-only"
     SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL")) or "sqlite://"
     WTF_CSRF_ENABLED = False
+    PASSWORD_HASH_METHOD = "pbkdf2:sha256:1000"  # tests sign thousands of times

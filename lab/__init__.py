@@ -45,10 +45,10 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     migrate.init_app(app, db, directory=str(PACKAGE_DIR / "migrations"), render_as_batch=True)
 
     from lab import auth, cli, errors, templating
-    from lab.views import admin, batches, inventory, main, patients
+    from lab.views import admin, batches, containers, deviations, inventory, main, patients, quality
 
     auth.init_app(app)
-    for module in (main, patients, batches, admin, inventory):
+    for module in (main, patients, batches, containers, admin, inventory, quality, deviations):
         app.register_blueprint(module.bp)
     errors.register_error_handlers(app)
     templating.register(app)
@@ -63,7 +63,7 @@ def _read_environment(app: Flask) -> None:
     if os.environ.get("DATABASE_URL"):
         app.config["SQLALCHEMY_DATABASE_URI"] = database_url(os.environ["DATABASE_URL"])
     app.config.from_prefixed_env("LAB")
-    for name in ("FACILITY_ID", "TIMEZONE"):  # text as typed: from_prefixed_env reads 12345 as a number
+    for name in ("FACILITY_ID", "FACILITY_NAME", "TIMEZONE"):  # text as typed: from_prefixed_env reads 12345 as a number
         if f"LAB_{name}" in os.environ:
             app.config[name] = os.environ[f"LAB_{name}"]
 

@@ -23,7 +23,7 @@ def init_app(app: Flask) -> None:
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
     user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-    return user if user is not None and user.active else None
+    return user if user is not None and user.is_active else None
 
 
 def _require_session() -> Response | None:

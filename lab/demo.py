@@ -11,10 +11,17 @@ from lab import audit
 from lab.extensions import db
 from lab.models import Batch, Equipment, MaterialLot, StepEntry, User, utcnow
 from lab.services.batches import start_batch
+from lab.services.containers import confirm_scan
+from lab.services.deviations import Investigation, close_deviation, record_investigation
+from lab.services.disposition import DecisionInput, decide
+from lab.services.labels import print_labels
 from lab.services.patients import PatientInput, register_patient
 from lab.services.progress import definition_for
+from lab.services.results import record_result
+from lab.services.signatures import Credentials
 from lab.services.steps import correct_value, record_step, verify_entry
 from lab.services.users import create_user
+from workflows.model import FINISHED_CONTAINER_STATUSES
 
 USERS = [  # username, role, printed name
     ("tech1", "technician", "Alex Rivera"),
@@ -82,8 +89,10 @@ def local(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M") + "Z"
 
 
-def step_values(step_key: str, *, when: datetime, coi: str, **overrides: str) -> dict[str, str]:
-    """Typical in-limit form text for ``step_key`` recorded at ``when``."""
+def step_values(step_key: str, *, when: datetime, batch: Batch, **overrides: str) -> dict[str, str]:
+    """Typical in-limit form text for ``step_key`` of ``batch`` recorded at ``when``, with the
+    batch's COI and its containers scanned where the step hands them over."""
+    coi = batch.patient.coi
     values: dict[str, dict[str, str]] = {
         "receipt": {"coi_on_bag": coi, "collection_end": local(when - timedelta(hours=9)),
                     "shipping_temp_min": "3.5", "shipping_temp_max": "6.0", "volume_ml": "180",
@@ -105,7 +114,18 @@ def step_values(step_key: str, *, when: datetime, coi: str, **overrides: str) ->
                              "run_end": local(when - timedelta(minutes=30)), "profile_ok": "yes"},
         "storage": {"ln2_freezer": "LN2-01", "rack": "R3", "box": "B12", "position": "A5", "freezer_temp_c": "-185"},
     }
-    return {**values[step_key], **overrides}
+    return {**values[step_key], **_scans(batch, step_key), **overrides}
+
+
+def _scans(batch: Batch, step_key: str) -> dict[str, str]:
+    """The codes a technician would scan into the step's hand-off fields."""
+    step = definition_for(batch).step(step_key)
+    scans = {}
+    for spec in step.handoffs:
+        usable = [c.code for c in batch.containers
+                  if c.kind == spec.container and c.status not in FINISHED_CONTAINER_STATUSES]
+        scans[spec.key] = "\n".join(usable) if spec.type == "containers" else (usable[-1] if usable else "")
+    return scans
 
 
 #: The demo patients: ref, initials, born, kg, indication, days since the batch started, what it shows.
@@ -126,7 +146,7 @@ PATIENTS = [
 
 class Recorder:
     """Records batches through the services at past times: one person performs every step,
-    another verifies (signing with ``password``). Used by the demo and by the tests."""
+    another verifies, each signing with ``password``. Used by the demo and by the tests."""
 
     def __init__(self, performer: User, verifier: User, password: str, now: datetime) -> None:
         self.performer = performer
@@ -136,14 +156,20 @@ class Recorder:
 
     def record(self, batch: Batch, step_key: str, when: datetime, *, comment: str = "",
                **overrides: str) -> StepEntry:
-        values = step_values(step_key, when=when, coi=batch.patient.coi, **overrides)
+        values = step_values(step_key, when=when, batch=batch, **overrides)
         entry = record_step(batch, step_key, values, comment=comment, expected_version=None,
-                            actor=self.performer, now=when)
+                            actor=self.performer, credentials=Credentials(self.password), now=when)
         db.session.flush()
+        made = [c for c in batch.containers if c.created_entry is entry]
+        if made:  # print their labels, stick them on and scan them back
+            print_labels(made, actor=self.performer, output="pdf", now=when)
+            for container in made:
+                confirm_scan(container, container.code, event="label applied", to_location="",
+                             actor=self.performer, now=when)
         return entry
 
     def verify(self, batch: Batch, entry: StepEntry, when: datetime) -> None:
-        verify_entry(batch, entry, password=self.password, expected_version=None,
+        verify_entry(batch, entry, credentials=Credentials(self.password), expected_version=None,
                      actor=self.verifier, now=min(when, self.now))
 
     def run(self, batch: Batch, start: datetime, *, until: str | None = None,
@@ -158,9 +184,10 @@ class Recorder:
             if step.key == until:
                 return
             if step.key == "expansion":
-                for day in expansion:
+                for day in expansion:  # a day's "comment" explains an out-of-limit count
                     when = activation + timedelta(days=int(day["culture_day"]))
-                    self.record(batch, "expansion", when, **day)
+                    values = {key: value for key, value in day.items() if key != "comment"}
+                    self.record(batch, "expansion", when, comment=day.get("comment", ""), **values)
                 continue
             when = start + timedelta(days=STEP_DAY[step.key], hours=2 + definition.index(step.key) / 4)
             entry = self.record(batch, step.key, when)
@@ -201,6 +228,7 @@ def seed(password: str) -> str:
                                    actor=people["supervisor1"], now=start)
         batches.append((start_batch(patient, actor=people["supervisor1"], now=start), shows))
     _stage_batches(demo, [b for b, _ in batches])
+    batches += _stage_release(people, password, now)
     lines = [f"Demo lab ready. Sign in with password {password!r} as one of: "
              + ", ".join(f"{u} ({r})" for u, r, _ in USERS) + ".", "Batches:"]
     lines += [f"  {b.batch_number}  {b.patient.patient_ref:<9} {b.state:<11} {shows}" for b, shows in batches]
@@ -229,4 +257,55 @@ def _stage_batches(demo: Recorder, batches: list[Batch]) -> None:
     typo = next(e for e in deviating.entries if e.step_key == "expansion" and e.occurrence == 2)
     correct_value(deviating, typo, "viable_cells", "1.2e8", reason="Transcription error: counter print-out "
                   "reads 1.2e8 viable cells, not 1.2e9.", expected_version=None, actor=demo.performer,
-                  now=day6 + timedelta(minutes=15))
+                  credentials=Credentials(demo.password), now=day6 + timedelta(minutes=15))
+    culture = next(c for c in deviating.containers if c.kind == "culture_bag")
+    print_labels([culture], actor=demo.performer, output="pdf", now=day6 + timedelta(minutes=20),
+                 reason="Label smudged by condensation in the incubator")
+
+
+#: In-specification release results (DOMAIN §2); sterility is still "no growth to date".
+RELEASE_RESULTS = {"appearance": "conforms", "viability": "91.2", "cd3_identity": "96.8", "car_expression": "34",
+                   "dose": "1.02e6", "sterility": "no growth to date", "mycoplasma": "negative",
+                   "endotoxin": "< 0.5", "potency": "412", "rcl": "not detected"}
+#: Batches past manufacturing, as PATIENTS lists them.
+RELEASE_PATIENTS = [
+    ("SLE-08", "PW", date(1990, 2, 11), 61.0, "Systemic lupus erythematosus, refractory", 17,
+     "results in, waiting for QA review, with a closed deviation"),
+    ("DLBCL-09", "GH", date(1958, 6, 3), 77.4, "Diffuse large B-cell lymphoma, relapsed", 21,
+     "released, certificate of analysis ready; sterility final still to come"),
+]
+
+
+def _stage_release(people: dict[str, User], password: str, now: datetime) -> list[tuple[Batch, str]]:
+    """A batch waiting for QA review (its deviation investigated and closed) and a released batch."""
+    demo = Recorder(people["tech1"], people["tech2"], password, now)
+    staged = []
+    for ref, initials, born, weight, indication, days_ago, shows in RELEASE_PATIENTS:
+        start = now - timedelta(days=days_ago, hours=3)
+        patient = register_patient(PatientInput(ref, initials, born, weight, indication),
+                                   actor=people["supervisor1"], now=start)
+        staged.append((start_batch(patient, actor=people["supervisor1"], now=start), shows))
+    (review, _), (released, _) = staged
+    days = ({"culture_day": "3", "viable_cells": "4.2e8", "viability_pct": "91"},
+            {"culture_day": "6", "viable_cells": "1.1e9", "viability_pct": "68",
+             "comment": "Viability 68 % after the day-5 feed; count repeated on day 7 at 88 %. Supervisor informed."},
+            {"culture_day": "7", "viable_cells": "1.5e9", "viability_pct": "88"})
+    for batch, expansion in ((review, days), (released, (days[0], days[2]))):
+        demo.run(batch, batch.created_at, expansion=expansion)
+        tested = batch.created_at + timedelta(days=15)
+        for test_key, text in RELEASE_RESULTS.items():
+            record_result(batch, test_key, text, comment="", actor=people["qc1"], credentials=Credentials(password),
+                          now=tested)
+    [deviation] = review.deviations
+    record_investigation(deviation, Investigation(
+        "minor", "Medium exchange on day 5 with medium not pre-warmed (incubator door left open during the feed).",
+        "Transient: viability recovered to 88 % by day 7 and 91 % at release; no effect on the product or on "
+        "other batches.", "Culture checked daily until harvest.",
+        "Feeding SOP now requires pre-warmed medium; technicians re-trained."),
+        actor=people["supervisor1"], now=review.created_at + timedelta(days=15, hours=4))
+    close_deviation(deviation, actor=people["qa1"], credentials=Credentials(password),
+                    now=review.created_at + timedelta(days=16))
+    decide(released, DecisionInput("release"), expected_version=None, actor=people["qa1"],
+           credentials=Credentials(password), now=released.created_at + timedelta(days=16))
+    return staged
+

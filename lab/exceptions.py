@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 
@@ -55,9 +56,28 @@ class ConcurrentChangeError(LabError):
 
 
 class SignatureError(LabError):
-    """Re-authentication at signing failed."""
+    """Re-authentication at signing failed.
+
+    ``attempt`` describes a refused attempt that must be kept (a wrong password or someone
+    else's username): the view records it, in its own transaction, after rolling back.
+    """
 
     status = 403
+
+    def __init__(self, message: str, attempt: SigningAttempt | None = None) -> None:
+        super().__init__(message)
+        self.attempt = attempt
+
+
+@dataclass(frozen=True)
+class SigningAttempt:
+    """A refused signing attempt: who, to sign what, with which meaning, and why it failed."""
+
+    user_id: int
+    batch_id: int | None
+    meaning: str
+    subject: str
+    reason: str
 
 
 class ImmutableRecordError(LabError):

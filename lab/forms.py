@@ -20,6 +20,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional
 from wtforms.widgets import HiddenInput
 
 from lab.models.users import ROLE_TITLES
+from lab.services.containers import HANDOFF_EVENTS
 
 ROLE_CHOICES = [SelectChoice(key, title) for key, title in ROLE_TITLES.items()]
 
@@ -54,6 +55,10 @@ class UpdateUserForm(FlaskForm):
     reason = StringField("Reason for the change", [DataRequired(), Length(max=500)])
 
 
+class UnlockUserForm(FlaskForm):
+    reason = StringField("Reason for unlocking", [DataRequired(), Length(max=500)])
+
+
 class RegisterPatientForm(FlaskForm):
     patient_ref = StringField("Patient ID (pseudonymous)", [DataRequired(), Length(max=32)])
     initials = StringField("Initials", [DataRequired(), Length(max=4)])
@@ -75,22 +80,37 @@ class VersionedForm(FlaskForm):
         return valid
 
 
-class StepEntryForm(VersionedForm):
+class SigningForm(FlaskForm):
+    """The components of an electronic signature. The username is asked only for the first
+    signature of a sign-in (21 CFR 11.200(a)); the view decides."""
+
+    username = StringField("Username", [Optional(), Length(max=64)])
+    password = PasswordField("Password (electronic signature)", [Length(max=256)])
+
+
+class StepEntryForm(VersionedForm, SigningForm):
     """The comment and version of a step entry; the step's own fields come from its definition."""
 
     comment = TextAreaField("Comment", [Optional(), Length(max=2000)])
 
 
-class CorrectionForm(VersionedForm):
+class CorrectionForm(VersionedForm, SigningForm):
     value = StringField("Corrected value", [Length(max=2000)])
     reason = TextAreaField("Reason for the correction", [DataRequired(message="Say why the value is corrected."),
                                                          Length(max=2000)])
 
 
-class VerifyForm(VersionedForm):
-    password = PasswordField("Your password (electronic signature)", [DataRequired(message="Enter your password to sign."),
-                                                                     Length(max=256)])
+class VerifyForm(VersionedForm, SigningForm):
+    """Only the signature: the entry comes from the URL."""
 
 
 class StartBatchForm(FlaskForm):
     """Only CSRF: the patient comes from the URL."""
+
+
+class ContainerScanForm(FlaskForm):
+    """A hand-off scan on a container's page (the event choices are fixed by the service)."""
+
+    event = SelectField("Hand-off", choices=[SelectChoice(e, e) for e in HANDOFF_EVENTS])
+    scanned = StringField("Scan the container's label", [DataRequired(message="Scan the label."), Length(max=200)])
+    to_location = StringField("To (location)", [Optional(), Length(max=255)])

@@ -11,6 +11,11 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "register_patient": ("technician", "supervisor"),
     "start_batch": ("technician", "supervisor"),
     "manage_users": ("admin",),
+    "record_result": ("qc_analyst",),
+    "report_deviation": ("technician", "supervisor", "qc_analyst", "qa_officer"),
+    "investigate_deviation": ("supervisor", "qc_analyst", "qa_officer"),
+    "close_deviation": ("qa_officer",),
+    "print_labels": ("technician", "supervisor", "qc_analyst"),
 }
 
 

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, current_app
 
+from lab.views.signing import needs_username
 from workflows.engine import format_number
 from workflows.model import StepState
 
@@ -33,3 +34,4 @@ def register(app: Flask) -> None:
     app.add_template_filter(number)
     app.add_template_filter(utc_text)
     app.jinja_env.globals["StepState"] = StepState
+    app.jinja_env.globals["signature_needs_username"] = needs_username

@@ -14,10 +14,10 @@ from lab.extensions import db
 from lab.models import AuditEvent, Batch, Deviation, Patient, Signature, StepEntry, StepValue, User
 
 __all__ = ["PASSWORD", "PASSWORD_HASH", "STEP_DAY", "add_inventory", "entries", "form_data", "get_batch",
-           "page_text", "patient", "snapshot", "step_values", "user"]
+           "page_text", "patient", "signature", "signed_in", "snapshot", "step_values", "user"]
 
 PASSWORD = "correct-horse-42"
-PASSWORD_HASH = generate_password_hash(PASSWORD)  # once: hashing is slow on purpose
+PASSWORD_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")  # fast to check: tests sign often
 
 
 def user(name: str) -> User:
@@ -36,9 +36,26 @@ def patient(ref: str) -> Patient:
     return db.session.execute(db.select(Patient).filter_by(patient_ref=ref)).scalar_one()
 
 
-def form_data(raw: dict[str, str], **extra: Any) -> dict[str, Any]:
-    """The POST body of a step form: field-<key> per value, plus comment and version."""
-    return {**{f"field-{k}": v for k, v in raw.items()}, **extra}
+def form_data(raw: dict[str, str], *, signer: str = "tech1", **extra: Any) -> dict[str, Any]:
+    """The POST body of a step form: field-<key> per value, the performer's signature
+    (``signer``'s username and password), plus comment and version."""
+    return {**{f"field-{k}": v for k, v in raw.items()}, **signature(signer), **extra}
+
+
+def signed_in(app: Flask, client: Any) -> str:
+    """The username of whoever ``client`` is signed in as (from its Flask-Login session)."""
+    with client.session_transaction() as session:
+        user_id = int(session["_user_id"])
+    with app.app_context():
+        found = db.session.get(User, user_id)
+        assert found is not None
+        return found.username
+
+
+def signature(username: str, password: str = PASSWORD) -> dict[str, str]:
+    """The signature components of a signing form. The username matters only on the first
+    signature of a sign-in (21 CFR 11.200(a)); later ones ignore it."""
+    return {"username": username, "password": password}
 
 
 def page_text(response: Any) -> str:

@@ -16,8 +16,9 @@ from lab.exceptions import ImmutableRecordError
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, Deviation, MaterialLot, Patient, Signature, StepEntry, StepValue
 from lab.services.patients import PatientInput, register_patient
+from lab.services.signatures import Credentials
 from lab.services.steps import correct_value, record_step
-from tests.factories import PASSWORD, entries, form_data, get_batch, step_values, user
+from tests.factories import PASSWORD, entries, form_data, get_batch, signature, signed_in, step_values, user
 
 
 def count(model: type) -> int:
@@ -34,9 +35,9 @@ def events(action: str | None = None) -> list[AuditEvent]:
 def post_step(app: Flask, client: Any, number: str, step_key: str, *, comment: str = "", **overrides: str) -> Any:
     with app.app_context():
         batch = get_batch(number)
-        raw = step_values(step_key, when=datetime.now(UTC), coi=batch.patient.coi, **overrides)
+        raw = step_values(step_key, when=datetime.now(UTC), batch=batch, **overrides)
         data = form_data(raw, comment=comment, batch_version=batch.version)
-    return client.post(f"/batches/{number}/steps/{step_key}", data=data)
+    return client.post(f"/batches/{number}/steps/{step_key}", data={**data, **signature(signed_in(app, client))})
 
 
 def test_recording_a_step_writes_its_audit_entries(app, make_batch, login):
@@ -59,7 +60,7 @@ def test_recording_a_step_writes_its_audit_entries(app, make_batch, login):
             assert event.occurred_at.tzinfo is not None
             assert event.occurred_at.utcoffset() == timedelta(0)
             assert before - timedelta(seconds=2) <= event.occurred_at <= after + timedelta(seconds=2)
-        assert {e.table_name for e in found} == {"step_entries", "step_values", "batches"}
+        assert {e.table_name for e in found} == {"step_entries", "step_values", "batches", "containers", "signatures"}
 
         [entry_row] = [e for e in found if e.table_name == "step_entries"]
         assert (entry_row.operation, entry_row.row_id, entry_row.field, entry_row.old_value) == (
@@ -100,7 +101,8 @@ def test_a_correction_is_audited_with_its_reason(app, make_batch, login):
         old = next(v for v in entry.values if v.field_key == "volume_ml")
         entry_id, old_id, version = entry.id, old.id, get_batch(number).version
     response = client.post(f"/batches/{number}/entries/{entry_id}/fields/volume_ml/correct",
-                           data={"value": "185", "reason": "Scale print-out reads 185 mL.", "batch_version": version})
+                           data={"value": "185", "reason": "Scale print-out reads 185 mL.", "batch_version": version,
+                                 **signature("tech1")})
     assert response.status_code == 302
     with app.app_context():
         found = events("step.correct")
@@ -122,7 +124,7 @@ def test_a_verification_is_audited(app, make_batch, login):
     with app.app_context():
         entry_id, version = entries(number, "receipt")[0].id, get_batch(number).version
     response = client.post(f"/batches/{number}/entries/{entry_id}/verify",
-                           data={"password": PASSWORD, "batch_version": version})
+                           data={"username": "tech2", "password": PASSWORD, "batch_version": version})
     assert response.status_code == 302
     with app.app_context():
         found = events("step.verify")
@@ -160,10 +162,10 @@ def test_refused_requests_leave_no_audit_entries(app, make_batch, login):
     with app.app_context():
         before = count(AuditEvent)  # signing in records the time of the login
     response = tech2.post(f"/batches/{other}/entries/{other_entry}/verify",
-                          data={"password": "wrong", "batch_version": other_version})
+                          data={**signature("tech2", "wrong"), "batch_version": other_version})
     assert response.status_code == 403
-    with app.app_context():
-        assert count(AuditEvent) == before
+    with app.app_context():  # only the refused signing attempt is kept (21 CFR 11.300(d))
+        assert {e.action for e in events()[before:]} == {"signature.refused"}
 
 
 def test_the_audit_entries_roll_back_with_the_change(app, make_batch):
@@ -171,8 +173,9 @@ def test_the_audit_entries_roll_back_with_the_change(app, make_batch):
     with app.app_context():
         batch = get_batch(number)
         before = (count(StepEntry), count(StepValue), count(AuditEvent), batch.state, batch.version)
-        raw = step_values("receipt", when=datetime.now(UTC), coi=batch.patient.coi)
-        record_step(batch, "receipt", raw, comment="", expected_version=batch.version, actor=user("tech1"))
+        raw = step_values("receipt", when=datetime.now(UTC), batch=batch)
+        record_step(batch, "receipt", raw, comment="", expected_version=batch.version, actor=user("tech1"),
+                    credentials=Credentials(PASSWORD))
         # flushed, not committed: the rows and their audit entries are in the same transaction
         assert count(StepEntry) == before[0] + 1
         assert count(AuditEvent) > before[2]
@@ -194,7 +197,7 @@ def test_a_failed_correction_leaves_neither_value_nor_audit_entry(app, make_batc
         entry = entries(number, "receipt")[0]
         before = (count(StepValue), count(AuditEvent))
         correct_value(batch, entry, "volume_ml", "185", reason="Typo.", expected_version=batch.version,
-                      actor=user("tech1"))
+                      actor=user("tech1"), credentials=Credentials(PASSWORD))
         assert count(StepValue) == before[0] + 1
         db.session.rollback()
         assert (count(StepValue), count(AuditEvent)) == before
@@ -251,6 +254,7 @@ def test_signatures_cannot_be_updated_or_deleted(app, recorded):
     with app.app_context():
         signature = db.session.scalars(select(Signature)).first()
         assert signature is not None
+        original = signature.printed_name
         signature.printed_name = "Somebody Else"
         with pytest.raises(ImmutableRecordError):
             db.session.flush()
@@ -259,7 +263,7 @@ def test_signatures_cannot_be_updated_or_deleted(app, recorded):
         with pytest.raises(ImmutableRecordError):
             db.session.flush()
         db.session.rollback()
-        assert db.session.scalars(select(Signature)).first().printed_name == "Theo Second"
+        assert db.session.scalars(select(Signature)).first().printed_name == original
 
 
 def test_audited_rows_and_audit_entries_are_never_deleted(app, recorded):

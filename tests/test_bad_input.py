@@ -29,7 +29,7 @@ LONG = "x" * 50_000
 def step_form(app: Flask, number: str, step_key: str, *, comment: str = "", **overrides: str) -> dict[str, Any]:
     with app.app_context():
         batch = get_batch(number)
-        raw = step_values(step_key, when=datetime.now(UTC), coi=batch.patient.coi, **overrides)
+        raw = step_values(step_key, when=datetime.now(UTC), batch=batch, **overrides)
         return form_data(raw, comment=comment, batch_version=batch.version)
 
 

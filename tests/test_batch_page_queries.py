@@ -44,5 +44,5 @@ def test_batch_page_query_count_does_not_grow_with_entries(app: Flask, make_batc
     small = _queries_for_page(app, login, few)
     large = _queries_for_page(app, login, many)
     assert large == small, (small, large)
-    assert small <= 30
+    assert small <= 40  # the page also shows containers, custody, release results and decisions
 

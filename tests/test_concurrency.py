@@ -24,9 +24,10 @@ from lab.extensions import db
 from lab.models import Patient, StepEntry, User
 from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
+from lab.services.signatures import Credentials
 from lab.services.steps import record_step
 from tests.conftest import ON_POSTGRES, ROLES
-from tests.factories import PASSWORD_HASH, form_data, get_batch, step_values, user
+from tests.factories import PASSWORD, PASSWORD_HASH, form_data, get_batch, step_values, user
 
 
 @pytest.fixture
@@ -90,9 +91,10 @@ def test_concurrent_saves_of_one_step_one_wins_the_other_is_told_who(shared_app:
     def save(name: str, barrier: threading.Barrier) -> str:
         batch = get_batch(number)
         version = batch.version  # the form was built on this version
-        raw = step_values("receipt", when=datetime.now(UTC), coi=batch.patient.coi)
+        raw = step_values("receipt", when=datetime.now(UTC), batch=batch)
         barrier.wait()
-        record_step(batch, "receipt", raw, comment="", expected_version=version, actor=user(name))
+        record_step(batch, "receipt", raw, comment="", expected_version=version, actor=user(name),
+                    credentials=Credentials(PASSWORD))
         return "saved"
 
     outcomes = _race(shared_app, save, ("tech1", "tech2"))
@@ -132,14 +134,13 @@ def test_losing_form_keeps_its_values_and_names_who_saved_first(app: Flask, make
     form_a = first.get(f"/batches/{number}/steps/receipt").get_data(as_text=True)
     second.get(f"/batches/{number}/steps/receipt")
     version = int(re.search(r'name="batch_version"[^>]*value="(\d+)"', form_a).group(1))
-    with app.app_context():
-        coi = get_batch(number).patient.coi
     now = datetime.now(UTC)
-    saved = first.post(f"/batches/{number}/steps/receipt",
-                       data=form_data(step_values("receipt", when=now, coi=coi), batch_version=version))
+    with app.app_context():
+        theirs = step_values("receipt", when=now, batch=get_batch(number))
+        mine = step_values("receipt", when=now, batch=get_batch(number), volume_ml="211")
+    saved = first.post(f"/batches/{number}/steps/receipt", data=form_data(theirs, batch_version=version))
     assert saved.status_code == 302
-    mine = step_values("receipt", when=now, coi=coi, volume_ml="211")
-    lost = second.post(f"/batches/{number}/steps/receipt", data=form_data(mine, batch_version=version))
+    lost = second.post(f"/batches/{number}/steps/receipt", data=form_data(mine, signer="tech2", batch_version=version))
     page = lost.get_data(as_text=True)
     assert lost.status_code == 409
     assert "Tess Technician changed this batch" in page

@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from lab.extensions import db
 from lab.models import Batch, Deviation, ProcessDefinitionRecord
-from tests.factories import entries, form_data, get_batch, page_text, patient, step_values
+from tests.factories import entries, form_data, get_batch, page_text, patient, signature, signed_in, step_values
 from workflows.definition import DEFINITIONS_DIR
 
 ORIGINAL = DEFINITIONS_DIR / "cd19_car_t_v1.toml"
@@ -68,9 +68,9 @@ def start(app: Flask, client: FlaskClient, ref: str) -> str:
 def record_receipt(app: Flask, client: FlaskClient, number: str, *, comment: str = "", **overrides: str) -> Any:
     with app.app_context():
         batch = get_batch(number)
-        raw = step_values("receipt", when=datetime.now(UTC), coi=batch.patient.coi, **overrides)
+        raw = step_values("receipt", when=datetime.now(UTC), batch=batch, **overrides)
         data = form_data(raw, comment=comment, batch_version=batch.version)
-    return client.post(f"/batches/{number}/steps/receipt", data=data)
+    return client.post(f"/batches/{number}/steps/receipt", data={**data, **signature(signed_in(app, client))})
 
 
 def test_a_batch_pins_its_definition(app, workflow_file, tech):
@@ -138,7 +138,8 @@ def test_corrections_on_an_old_batch_check_its_own_version(app, workflow_file, t
     with app.app_context():
         entry_id, version = entries(first, "receipt")[0].id, get_batch(first).version
     response = tech.post(f"/batches/{first}/entries/{entry_id}/fields/volume_ml/correct",
-                         data={"value": "80", "reason": "Re-weighed.", "batch_version": version})
+                         data={"value": "80", "reason": "Re-weighed.", "batch_version": version,
+                               **signature(signed_in(app, tech))})
     assert response.status_code == 302
     with app.app_context():
         assert get_batch(first).deviations == []  # 80 mL is within version 1's limit

@@ -16,7 +16,17 @@ from lab.extensions import db
 from lab.services.patients import PatientInput, register_patient
 from lab.services.progress import batch_overview
 from lab.services.signatures import current_values
-from tests.factories import PASSWORD, entries, form_data, get_batch, page_text, snapshot, step_values, user
+from tests.factories import (
+    entries,
+    form_data,
+    get_batch,
+    page_text,
+    signature,
+    signed_in,
+    snapshot,
+    step_values,
+    user,
+)
 
 STEP_ORDER = ["receipt", "enrichment", "activation", "transduction", "expansion", "harvest", "formulation",
               "cryopreservation", "storage"]
@@ -30,10 +40,10 @@ def post_step(app: Flask, client: FlaskClient, number: str, step_key: str, *, co
     """POST a step form with in-limit values (as of ``when``, default now) and the current batch version."""
     with app.app_context():
         batch = get_batch(number)
-        version, coi = batch.version, batch.patient.coi
-    raw = step_values(step_key, when=when or datetime.now(UTC), coi=coi, **overrides)
+        raw = step_values(step_key, when=when or datetime.now(UTC), batch=batch, **overrides)
+        version = batch.version
     return client.post(f"/batches/{number}/steps/{step_key}",
-                       data=form_data(raw, comment=comment, batch_version=version))
+                       data=form_data(raw, signer=signed_in(app, client), comment=comment, batch_version=version))
 
 
 def step_states_on_page(page: str) -> list[tuple[str, str]]:
@@ -366,7 +376,7 @@ def verify_over_http(app: Flask, client: FlaskClient, number: str, step_key: str
         entry_id = entries(number, step_key)[-1].id
         version = get_batch(number).version
     return client.post(f"/batches/{number}/entries/{entry_id}/verify",
-                       data={"password": PASSWORD, "batch_version": version})
+                       data={**signature(signed_in(app, client)), "batch_version": version})
 
 
 def test_a_batch_recorded_to_the_end_and_verified_goes_to_qc_testing(app, make_batch, login):

@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from config import Config, TestingConfig, database_url
 from lab import DEBUG_KEY, PACKAGE_DIR, ConfigurationError, create_app
 from lab.extensions import db
+from lab.models import User
 from tests.conftest import ON_POSTGRES
 
 MIGRATIONS_DB = "celltrail_migrations_test"
@@ -104,6 +105,16 @@ def test_starts_with_settings_from_the_environment(deploy: Callable[..., Flask],
     body = page.get_data(as_text=True)
     assert "facility B1234" in body
     assert "times shown in Europe/Berlin" in body
+
+
+def test_a_deployed_app_hashes_passwords_with_scrypt(deploy: Callable[..., Flask], tmp_path: Path) -> None:
+    """Tests use a fast hash; a deployment must not."""
+    app = deploy(SECRET_KEY=REAL_KEY, DATABASE_URL=f"sqlite:///{tmp_path / 'hash.sqlite'}")
+    with app.app_context():
+        user = User(username="x", full_name="x", role="auditor")
+        user.set_password("a long enough password")
+        assert user.password_hash.startswith("scrypt:")
+        assert user.check_password("a long enough password")
 
 
 @pytest.mark.parametrize("fin", ["12345", "1E234", "A0001"])

@@ -31,6 +31,7 @@ EXPECTED_FIELDS = {
         "decision",
     ],
     "enrichment": [
+        "apheresis_bag",
         "pre_tnc",
         "post_viable_cells",
         "post_viability_pct",
@@ -41,6 +42,7 @@ EXPECTED_FIELDS = {
         "processor",
     ],
     "activation": [
+        "culture_bag",
         "cells_seeded",
         "transact_lot",
         "transact_volume_ml",
@@ -49,6 +51,7 @@ EXPECTED_FIELDS = {
         "processor",
     ],
     "transduction": [
+        "culture_bag",
         "vector_lot",
         "titer_tu_per_ml",
         "vector_volume_ml",
@@ -56,6 +59,7 @@ EXPECTED_FIELDS = {
         "biosafety_cabinet",
     ],
     "expansion": [
+        "culture_bag",
         "culture_day",
         "viable_cells",
         "viability_pct",
@@ -63,8 +67,9 @@ EXPECTED_FIELDS = {
         "medium_lot",
         "incubator",
     ],
-    "harvest": ["total_viable_cells", "viability_pct", "cd3_pct", "car_pct", "biosafety_cabinet"],
+    "harvest": ["culture_bag", "total_viable_cells", "viability_pct", "cd3_pct", "car_pct", "biosafety_cabinet"],
     "formulation": [
+        "culture_bag",
         "target_dose_per_kg",
         "car_t_per_ml",
         "max_fill_ml",
@@ -72,8 +77,8 @@ EXPECTED_FIELDS = {
         "bag_lot",
         "biosafety_cabinet",
     ],
-    "cryopreservation": ["freezer", "program", "run_start", "run_end", "profile_ok"],
-    "storage": ["ln2_freezer", "rack", "box", "position", "freezer_temp_c"],
+    "cryopreservation": ["product_bags", "freezer", "program", "run_start", "run_end", "profile_ok"],
+    "storage": ["product_bags", "ln2_freezer", "rack", "box", "position", "freezer_temp_c"],
 }
 EXPECTED_DERIVED = {
     "receipt": ["hours_since_collection"],
@@ -127,6 +132,7 @@ def test_shipped_states_transitions_and_steps(shipped):
         ("hold", ("scheduled", "in_process"), "on_hold", "hold_requested"),
         ("start_processing", ("scheduled",), "in_process", "first_step_recorded"),
         ("complete_manufacturing", ("in_process",), "qc_testing", "all_steps_complete"),
+        ("results_in", ("qc_testing",), "qa_review", "release_results_in"),
     ]
     assert {s.key: [f.key for f in s.fields] for s in shipped.steps} == EXPECTED_FIELDS
     assert {s.key: [d.key for d in s.derived] for s in shipped.steps} == EXPECTED_DERIVED
@@ -180,7 +186,7 @@ def test_shipped_limits_units_and_rules(shipped):
 
     assert shipped.step("cryopreservation").field("program").max_length == 100
     assert shipped.step("storage").field("freezer_temp_c").limits.max == -150
-    assert [f.unit for f in shipped.step("enrichment").fields[:4]] == ["cells", "cells", "%", "%"]
+    assert [f.unit for f in shipped.step("enrichment").fields[1:5]] == ["cells", "cells", "%", "%"]
 
 
 def test_material_and_equipment_kinds(shipped):

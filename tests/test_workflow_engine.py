@@ -8,6 +8,7 @@ import pytest
 
 from labels.codes import CodeKind, make_code
 from workflows import (
+    ContainerInfo,
     EntryContext,
     EquipmentInfo,
     LotInfo,
@@ -70,6 +71,19 @@ EQUIPMENT = {
 }
 
 
+BATCH = "B-A9999-26-00001-5"
+APHERESIS, CULTURE, BAG_1, BAG_2 = (str(make_code(CodeKind.CONTAINER, "A9999", 2026, n)) for n in range(1, 5))
+CONTAINERS = {
+    item.code: item
+    for item in [
+        ContainerInfo(APHERESIS, "apheresis_bag", "Apheresis bag", BATCH, COI, "in use"),
+        ContainerInfo(CULTURE, "culture_bag", "Culture bag", BATCH, COI, "in use"),
+        ContainerInfo(BAG_1, "product_bag", "Final product bag 1 of 2", BATCH, COI, "in use"),
+        ContainerInfo(BAG_2, "product_bag", "Final product bag 2 of 2", BATCH, COI, "in use"),
+    ]
+}
+
+
 def entry(values, *, hours_ago=0.0):
     return PriorEntry(values=values, recorded_at=NOW - timedelta(hours=hours_ago))
 
@@ -89,6 +103,8 @@ def context(**changes):
         prior={"activation": [ACTIVATION], "harvest": [HARVEST]},
         lots=LOTS,
         equipment=EQUIPMENT,
+        batch_number=BATCH,
+        containers=CONTAINERS,
     )
     return dataclasses.replace(ctx, **changes)
 
@@ -104,6 +120,7 @@ RECEIPT = {
     "decision": "accept",
 }
 ENRICHMENT = {
+    "apheresis_bag": APHERESIS,
     "pre_tnc": "1e10",
     "post_viable_cells": "5.5e9",
     "post_viability_pct": "96",
@@ -114,6 +131,7 @@ ENRICHMENT = {
     "processor": "PRO-1",
 }
 TRANSDUCTION = {
+    "culture_bag": CULTURE,
     "vector_lot": "VEC-7",
     "titer_tu_per_ml": "1e8",
     "vector_volume_ml": "0.5",
@@ -121,6 +139,7 @@ TRANSDUCTION = {
     "biosafety_cabinet": "BSC-01",
 }
 EXPANSION = {
+    "culture_bag": CULTURE,
     "culture_day": "5",
     "viable_cells": "3e9",
     "viability_pct": "91.5",
@@ -129,6 +148,7 @@ EXPANSION = {
     "incubator": "INC-01",
 }
 FORMULATION = {
+    "culture_bag": CULTURE,
     "target_dose_per_kg": "1e6",
     "car_t_per_ml": "5e5",
     "max_fill_ml": "70",
@@ -137,13 +157,14 @@ FORMULATION = {
     "biosafety_cabinet": "BSC-01",
 }
 CRYO = {
+    "product_bags": f"{BAG_1}\n{BAG_2}",
     "freezer": "CRF-1",
     "program": "CAR-T v3",
     "run_start": "2026-11-25 08:00",
     "run_end": "2026-11-25 10:30",
     "profile_ok": "yes",
 }
-STORAGE = {"ln2_freezer": "LN2-1", "rack": "R2", "box": "B7", "position": "A3", "freezer_temp_c": "-165"}
+STORAGE = {"product_bags": f"{BAG_1}\n{BAG_2}", "ln2_freezer": "LN2-1", "rack": "R2", "box": "B7", "position": "A3", "freezer_temp_c": "-165"}
 
 
 def check(step_key, raw, base=None, **ctx_changes):
@@ -426,6 +447,7 @@ def test_optional_fields_may_stay_empty_but_not_hold_garbage():
 def test_missing_required_fields_are_each_named():
     result = validate_entry(STEP["storage"], {}, context())
     assert result.errors == {
+        "product_bags": "Enter a value for Product bags.",
         "ln2_freezer": "Enter a value for LN2 freezer.",
         "rack": "Enter a value for Rack.",
         "box": "Enter a value for Box.",
@@ -614,6 +636,7 @@ def test_fold_expansion_without_activation_is_not_computed():
 
 def test_car_t_cells_at_harvest():
     raw = {
+        "culture_bag": CULTURE,
         "total_viable_cells": "3e9",
         "viability_pct": "92",
         "cd3_pct": "95",

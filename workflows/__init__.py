@@ -19,6 +19,7 @@ from workflows.engine import (
     validate_entry,
 )
 from workflows.engine_types import (
+    ContainerInfo,
     EntryContext,
     EntryResult,
     EquipmentInfo,
@@ -32,6 +33,7 @@ from workflows.model import ProcessDefinition, StepSpec, StepState
 
 __all__ = [
     "DEFINITIONS_DIR",
+    "ContainerInfo",
     "DefinitionError",
     "EntryContext",
     "EntryResult",

@@ -19,23 +19,36 @@ from typing import Any
 from workflows import formula
 from workflows.engine import typed_value
 from workflows.model import (
+    BEFORE_RELEASE,
+    CONTAINER_STATUSES,
     FIELD_TYPES,
+    REQUIREMENTS,
+    RESULT_KINDS,
     ROLES,
+    SIGNATURE_MEANINGS,
+    Bound,
+    ContainerKind,
+    CreateSpec,
+    DecisionSpec,
     DerivedSpec,
     FieldSpec,
     HoldRule,
     Limits,
     ProcessDefinition,
+    ReleaseRules,
+    ReleaseTestSpec,
+    Specification,
     StepSpec,
     TransitionSpec,
     WindowSpec,
 )
+from workflows.release import covers, format_spec, is_empty, overlaps
 
 DEFINITIONS_DIR = Path(__file__).parent / "definitions"
 
 DEFINITION_KEY = re.compile(r"[a-z0-9-]+")
 SLUG = re.compile(r"[a-z][a-z0-9_]*")
-CONDITIONS = ("first_step_recorded", "hold_requested", "all_steps_complete")
+CONDITIONS = ("first_step_recorded", "hold_requested", "all_steps_complete", "release_results_in")
 # Names a formula resolves specially (patient.weight_kg, now, <step>.recorded_at): no step,
 # field or derived value may take them.
 RESERVED_STEP_KEYS = ("patient", "now")
@@ -47,11 +60,24 @@ def _keys(required: str, optional: str = "") -> dict[str, bool]:
     return {key: True for key in required.split()} | {key: False for key in optional.split()}
 
 
-_TOP_KEYS = _keys("key version title product initial_state recording_states states steps", "transitions")
+_TOP_KEYS = _keys("key version title product initial_state recording_states states steps",
+                  "transitions container_kinds release release_tests decisions")
 _TRANSITION_KEYS = _keys("event source target when", "title")
 _STEP_KEYS = _keys(
-    "key title role verify fields", "derived verifier_role repeatable min_entries instructions hold window"
+    "key title role verify fields",
+    "derived verifier_role repeatable min_entries instructions hold window creates",
 )
+_CONTAINER_KIND_KEYS = _keys("title stock", "storage regulatory")
+_RELEASE_KEYS = _keys("result_states released_states late_failure_state")
+_DECISION_KEYS = _keys("key title source role meaning", "target resume requires independent reason_required")
+_TEST_COMMON_KEYS = _keys("key title method kind", "required before_release")
+# The keys each kind of release test adds to the common ones.
+_TEST_KIND_KEYS: dict[str, dict[str, bool]] = {
+    "number": _keys("unit min max", "spec_min spec_max spec_above spec_below"),
+    "result": _keys("choices passing", "interim specification"),
+}
+_CREATE_KEYS = _keys("kind", "count volume parent")
+STOCKS = ("bag", "tube")
 _HOLD_KEYS = _keys("field equals")
 _WINDOW_KEYS = _keys("after", "min_days max_days")
 _DERIVED_KEYS = _keys("key label formula", "unit limit_min limit_max integer")
@@ -67,6 +93,8 @@ _FIELD_TYPE_KEYS: dict[str, dict[str, bool]] = {
     "lot": _keys("material"),
     "equipment": _keys("equipment"),
     "coi": {},
+    "container": _keys("container handoff", "sets_status location"),
+    "containers": _keys("container handoff", "all_of_kind sets_status location"),
 }
 _NOT_IN_FORMULAS = {
     "text": "a text field",
@@ -75,6 +103,8 @@ _NOT_IN_FORMULAS = {
     "lot": "a lot field",
     "equipment": "an equipment field",
     "coi": "a COI field",
+    "container": "a container field",
+    "containers": "a containers field",
 }
 
 
@@ -261,13 +291,22 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
         for i, table in enumerate(_tables(data, "transitions", where))
     )
     _unique((t.event for t in transitions), "transition event", "transitions")
+    container_kinds = _container_kinds(_get(data, "container_kinds", dict, where, {}))
     step_tables = _tables(data, "steps", where)
     if not step_tables:
         raise _Invalid(f"{where}: at least one [[steps]] is needed")
     all_step_keys = [t["key"] for t in step_tables if isinstance(t.get("key"), str)]
     steps: list[StepSpec] = []
     for i, table in enumerate(step_tables):
-        steps.append(_step(table, i, steps, all_step_keys))
+        steps.append(_step(table, i, steps, all_step_keys, container_kinds))
+    release_tests = tuple(_release_test(t, i) for i, t in enumerate(_tables(data, "release_tests", where)))
+    _unique((t.key for t in release_tests), "release test key", "release_tests")
+    release = _release(_get(data, "release", dict, where), states) if "release" in data else None
+    if release_tests and release is None:
+        raise _Invalid(f"{where}: release tests need a [release] table "
+                       "(result_states, released_states, late_failure_state)")
+    decisions = tuple(_decision(t, i, states) for i, t in enumerate(_tables(data, "decisions", where)))
+    _unique((d.key for d in decisions), "decision key", "decisions")
     return ProcessDefinition(
         key=key,
         version=version,
@@ -281,7 +320,28 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
         sha256=sha256,
         source_name=source_name,
         source_text=text,
+        container_kinds=container_kinds,
+        release_tests=release_tests,
+        decisions=decisions,
+        release=release,
     )
+
+
+def _container_kinds(table: dict[str, Any]) -> dict[str, ContainerKind]:
+    kinds: dict[str, ContainerKind] = {}
+    for key, data in table.items():
+        where = f"container_kinds.{key}"
+        if not SLUG.fullmatch(key):
+            raise _Invalid(f"{where}: the kind may use only a-z, 0-9 and _, starting with a letter")
+        if not isinstance(data, dict):
+            raise _Invalid(f"{where}: must be a table with title and stock")
+        _check_keys(data, _CONTAINER_KIND_KEYS, where)
+        stock = _text(data, "stock", where)
+        if stock not in STOCKS:
+            raise _Invalid(f"{where}: unknown stock {stock!r} (use one of {', '.join(STOCKS)})")
+        kinds[key] = ContainerKind(key, _text(data, "title", where), stock, _get(data, "storage", str, where, ""),
+                                   _strings(data, "regulatory", where))
+    return kinds
 
 
 def _states(table: dict[str, Any]) -> dict[str, str]:
@@ -324,7 +384,8 @@ def _transition(table: dict[str, Any], states: Mapping[str, str], where: str) ->
     return TransitionSpec(event, source, target, when, _text(table, "title", where, ""))
 
 
-def _step(table: dict[str, Any], index: int, earlier: list[StepSpec], all_step_keys: list[str]) -> StepSpec:
+def _step(table: dict[str, Any], index: int, earlier: list[StepSpec], all_step_keys: list[str],
+          container_kinds: Mapping[str, ContainerKind]) -> StepSpec:
     where = f"steps[{index}]"
     _check_keys(table, _STEP_KEYS, where)
     key = _slug(table, "key", where)
@@ -347,6 +408,8 @@ def _step(table: dict[str, Any], index: int, earlier: list[StepSpec], all_step_k
         raise _Invalid(f"{where}: at least one [[steps.fields]] is needed")
     fields = tuple(_field(t, i, where, repeatable) for i, t in enumerate(field_tables))
     _unique((f.key for f in fields), "field key", where)
+    for field_spec in fields:
+        _check_handoff(field_spec, fields, container_kinds, f"{where}, field {field_spec.key!r}")
 
     derived: list[DerivedSpec] = []
     derived_tables = _tables(table, "derived", where)
@@ -373,7 +436,48 @@ def _step(table: dict[str, Any], index: int, earlier: list[StepSpec], all_step_k
         window=_window(table, where, earlier),
         hold=_hold(table, where, fields),
         verifier_role=verifier_role,
+        creates=tuple(_create(t, i, where, fields, derived, container_kinds)
+                      for i, t in enumerate(_tables(table, "creates", where))),
     )
+
+
+def _check_handoff(spec: FieldSpec, fields: tuple[FieldSpec, ...], container_kinds: Mapping[str, ContainerKind],
+                   where: str) -> None:
+    if spec.container is not None and spec.container not in container_kinds:
+        raise _Invalid(f"{where}: container kind {spec.container!r} is not declared in [container_kinds]")
+    if spec.sets_status is not None and spec.sets_status not in CONTAINER_STATUSES:
+        raise _Invalid(f"{where}: sets_status {spec.sets_status!r} is not one of {', '.join(CONTAINER_STATUSES)}")
+    if spec.location is not None:
+        for name in re.findall(r"{([^{}]*)}", spec.location):
+            if name not in {f.key for f in fields if f.type in ("text", "equipment", "choice")}:
+                raise _Invalid(f"{where}: location names {{{name}}}, which is not a text, choice or equipment "
+                               "field of this step")
+
+
+def _create(table: dict[str, Any], index: int, step_where: str, fields: tuple[FieldSpec, ...],
+            derived: list[DerivedSpec], container_kinds: Mapping[str, ContainerKind]) -> CreateSpec:
+    """What a step creates: the references must name this step's own fields and values."""
+    where = f"{step_where}, creates[{index}]"
+    _check_keys(table, _CREATE_KEYS, where)
+    kind = _text(table, "kind", where)
+    if kind not in container_kinds:
+        raise _Invalid(f"{where}: container kind {kind!r} is not declared in [container_kinds]")
+    numbers = {f.key for f in fields if f.type in ("number", "integer")} | {d.key for d in derived}
+    whole = {f.key for f in fields if f.type == "integer"} | {d.key for d in derived if d.integer}
+    count = table.get("count", 1)
+    if isinstance(count, bool) or not isinstance(count, (int, str)):
+        raise _Invalid(f"{where}: count must be a whole number or the key of an integer value, not {count!r}")
+    if isinstance(count, int) and count < 1:
+        raise _Invalid(f"{where}: count must be at least 1, not {count}")
+    if isinstance(count, str) and count not in whole:
+        raise _Invalid(f"{where}: count {count!r} is not an integer field or integer derived value of this step")
+    volume = _get(table, "volume", str, where)
+    if volume is not None and volume not in numbers:
+        raise _Invalid(f"{where}: volume {volume!r} is not a number field or derived value of this step")
+    parent = _get(table, "parent", str, where)
+    if parent is not None and parent not in {f.key for f in fields if f.type == "container"}:
+        raise _Invalid(f"{where}: parent {parent!r} is not a container field of this step")
+    return CreateSpec(kind, count, volume, parent)
 
 
 def _role(table: Mapping[str, Any], key: str, where: str, default: str | None) -> str:
@@ -474,6 +578,11 @@ def _field(table: dict[str, Any], index: int, step_where: str, repeatable: bool)
         equipment=_slug(table, "equipment", where) if "equipment" in table else None,
         default=_get(table, "default", str, where),
         unique_in_step=unique_in_step,
+        container=_slug(table, "container", where) if "container" in table else None,
+        handoff=_text(table, "handoff", where) if "handoff" in table else None,
+        all_of_kind=_get(table, "all_of_kind", bool, where, False),
+        sets_status=_text(table, "sets_status", where) if "sets_status" in table else None,
+        location=_text(table, "location", where) if "location" in table else None,
     )
     _check_default(spec, where)
     return spec
@@ -563,3 +672,132 @@ def _field_kind(spec: FieldSpec) -> str:
     if spec.type == "datetime":
         return formula.DATETIME
     return _NOT_IN_FORMULAS[spec.type]
+
+
+# --- release testing and QA decisions ------------------------------------------------------
+
+
+def _release(table: dict[str, Any], states: Mapping[str, str]) -> ReleaseRules:
+    where = "release"
+    _check_keys(table, _RELEASE_KEYS, where)
+    result_states = _strings(table, "result_states", where)
+    released_states = _strings(table, "released_states", where)
+    for state in (*result_states, *released_states):
+        _declared(state, states, where)
+    return ReleaseRules(result_states, released_states, _state_ref(table, "late_failure_state", states, where))
+
+
+def _release_test(table: dict[str, Any], index: int) -> ReleaseTestSpec:
+    where = f"release_tests[{index}]"
+    if "key" not in table:
+        raise _Invalid(f"{where}: missing required key 'key'")
+    key = _slug(table, "key", where)
+    where = f"release test {key!r}"
+    if "kind" not in table:
+        raise _Invalid(f"{where}: missing required key 'kind'")
+    kind = _text(table, "kind", where)
+    if kind not in RESULT_KINDS:
+        raise _Invalid(f"{where}: unknown kind {kind!r} (use one of {', '.join(RESULT_KINDS)})")
+    allowed = {**_TEST_COMMON_KEYS, **_TEST_KIND_KEYS[kind]}
+    for option in table:
+        if option not in allowed and any(option in keys for keys in _TEST_KIND_KEYS.values()):
+            raise _Invalid(f"{where}: {option!r} does not apply to a {kind} test")
+    _check_keys(table, allowed, where)
+    required = _get(table, "required", bool, where, True)
+    before_release = _text(table, "before_release", where, "final")
+    if before_release not in BEFORE_RELEASE:
+        raise _Invalid(f"{where}: unknown before_release {before_release!r} (use one of {', '.join(BEFORE_RELEASE)})")
+    if not required and before_release != "none":
+        raise _Invalid(f"{where}: an optional test (required = false) cannot be needed before release; "
+                       'set before_release = "none"')
+    common = {"key": key, "title": _text(table, "title", where), "method": _text(table, "method", where),
+              "kind": kind, "required": required, "before_release": before_release}
+    if kind == "number":
+        if before_release == "interim":
+            raise _Invalid(f"{where}: a number test has no interim results; use before_release = \"final\" or \"none\"")
+        valid = _limits(table, "min", "max", where)
+        unit = _text(table, "unit", where)
+        return ReleaseTestSpec(**common, unit=unit, valid=valid, spec=_specification(table, valid, unit, where))
+    choices = _strings(table, "choices", where)
+    if len(choices) < 2:
+        raise _Invalid(f"{where}: a result test needs at least two choices, one that passes and one that fails")
+    passing = _strings(table, "passing", where)
+    for choice in passing:
+        if choice not in choices:
+            raise _Invalid(f"{where}: passing result {choice!r} is not one of the choices")
+    if not passing:
+        raise _Invalid(f"{where}: 'passing' must name at least one of the choices")
+    if set(passing) == set(choices):
+        raise _Invalid(f"{where}: every choice passes, so no result could fail the specification")
+    interim = _strings(table, "interim", where)
+    for result in interim:
+        if result.casefold() in {c.casefold() for c in choices}:
+            raise _Invalid(f"{where}: interim result {result!r} is also a final choice")
+    if before_release == "interim" and not interim:
+        raise _Invalid(f'{where}: before_release = "interim" needs interim results')
+    return ReleaseTestSpec(**common, choices=choices, passing=passing, interim=interim,
+                           specification=_text(table, "specification", where, ""))
+
+
+def _specification(table: Mapping[str, Any], valid: Limits, unit: str, where: str) -> Specification:
+    """The acceptance interval: it must be possible to pass it and possible to fail it."""
+    spec = Specification(_bound(table, "spec_min", "spec_above", where), _bound(table, "spec_max", "spec_below", where))
+    if spec.low is None and spec.high is None:
+        raise _Invalid(f"{where}: give a specification (spec_min or spec_above, spec_max or spec_below)")
+    words = format_spec(spec, unit)
+    if is_empty(spec):
+        raise _Invalid(f"{where}: the specification {words} is empty: no result could meet it")
+    bounds = Specification(Bound(valid.min) if valid.min is not None else None,
+                           Bound(valid.max) if valid.max is not None else None)
+    if not overlaps(spec, bounds):
+        raise _Invalid(f"{where}: the specification {words} lies outside the valid range {_range(valid)}: "
+                       "no result could meet it")
+    if covers(spec, bounds):
+        raise _Invalid(f"{where}: every value in the valid range {_range(valid)} meets the specification {words}, "
+                       "so no result could fail it")
+    return spec
+
+
+def _bound(table: Mapping[str, Any], inclusive: str, exclusive: str, where: str) -> Bound | None:
+    if inclusive in table and exclusive in table:
+        raise _Invalid(f"{where}: give {inclusive} or {exclusive}, not both")
+    if inclusive in table:
+        return Bound(_get(table, inclusive, float, where), inclusive=True)
+    if exclusive in table:
+        return Bound(_get(table, exclusive, float, where), inclusive=False)
+    return None
+
+
+def _decision(table: dict[str, Any], index: int, states: Mapping[str, str]) -> DecisionSpec:
+    where = f"decisions[{index}]"
+    _check_keys(table, _DECISION_KEYS, where)
+    key = _slug(table, "key", where)
+    where = f"decision {key!r}"
+    source = _strings(table, "source", where)
+    if not source:
+        raise _Invalid(f"{where}: 'source' must list at least one state")
+    for state in source:
+        _declared(state, states, f"{where}: source")
+    resume = _get(table, "resume", bool, where, False)
+    if ("target" in table) == resume:
+        raise _Invalid(f"{where}: give either a target state or resume = true (back to the state it was held from)")
+    target = None if resume else _state_ref(table, "target", states, where)
+    if target in source:
+        raise _Invalid(f"{where}: target {target!r} is also a source state")
+    meaning = _text(table, "meaning", where)
+    if meaning not in SIGNATURE_MEANINGS:
+        raise _Invalid(f"{where}: unknown meaning {meaning!r} (use one of {', '.join(SIGNATURE_MEANINGS)})")
+    requires = _text(table, "requires", where) if "requires" in table else None
+    if requires is not None and requires not in REQUIREMENTS:
+        raise _Invalid(f"{where}: unknown requires {requires!r} (use one of {', '.join(REQUIREMENTS)})")
+    return DecisionSpec(
+        key=key,
+        title=_text(table, "title", where),
+        source=source,
+        target=target,
+        role=_role(table, "role", where, None),
+        meaning=meaning,
+        requires=requires,
+        independent=_get(table, "independent", bool, where, True),
+        reason_required=_get(table, "reason_required", bool, where, True),
+    )

@@ -26,6 +26,7 @@ from workflows.engine_types import (
     Value,
 )
 from workflows.model import (
+    FINISHED_CONTAINER_STATUSES,
     DerivedSpec,
     FieldSpec,
     Limits,
@@ -91,7 +92,13 @@ def typed_value(spec: FieldSpec, text: str | None) -> Value | None:
     """
     if text is None or not text.strip():
         return None
-    return _parse(spec, text.strip(), UTC)[1]
+    return parse_text(spec, text)[1]
+
+
+def parse_text(spec: FieldSpec, text: str) -> tuple[str, Value]:
+    """The canonical text and typed value of non-empty ``text``, with the checks that need
+    no context (type, unit). Raises ValueError with a message for the person who typed it."""
+    return _parse(spec, text.strip(), UTC)
 
 
 def compute_derived(
@@ -151,7 +158,7 @@ def can_start(
     step = definition.step(step_key)
     index = definition.index(step_key)
     if batch_state not in definition.recording_states:
-        return f"The batch is {_state_phrase(definition, batch_state)}: no step can be recorded."
+        return f"The batch is {state_phrase(definition, batch_state)}: no step can be recorded."
     for earlier in definition.steps[:index]:
         if progress.get(earlier.key, StepProgress()).entries < earlier.min_entries:
             return f"Record '{earlier.title}' first: steps are done in order."
@@ -164,11 +171,17 @@ def can_start(
 
 
 def next_state(
-    definition: ProcessDefinition, current_state: str, progress: Mapping[str, StepProgress]
+    definition: ProcessDefinition,
+    current_state: str,
+    progress: Mapping[str, StepProgress],
+    *,
+    results_in: bool = False,
 ) -> str:
     """The state the batch moves to by its automatic transitions (``current_state`` if none).
 
     Transitions fire in file order, one after another, while their condition holds.
+    ``results_in`` says whether the results needed for QA review are in
+    (``workflows.release.results_in``).
     """
     state = current_state
     visited = {state}
@@ -177,7 +190,7 @@ def next_state(
             (
                 t
                 for t in definition.transitions
-                if state in t.source and _condition(definition, t.when, progress)
+                if state in t.source and _condition(definition, t.when, progress, results_in)
             ),
             None,
         )
@@ -252,15 +265,26 @@ def _parse(spec: FieldSpec, text: str, tz: tzinfo) -> tuple[str, Value]:
     if spec.type == "datetime":
         return _parse_datetime(spec, text.strip(), tz)
     if spec.type == "coi":
-        try:
-            code = str(parse_code(text.strip(), CodeKind.COI))
-        except CodeError as exc:
-            raise _Refused(f"{spec.label}: {exc}") from None
+        code = _parse_code(spec, text, CodeKind.COI)
         return code, code
+    if spec.type == "container":
+        code = _parse_code(spec, text, CodeKind.CONTAINER)
+        return code, code
+    if spec.type == "containers":
+        codes = dict.fromkeys(_parse_code(spec, part, CodeKind.CONTAINER) for part in re.split(r"[\s,;]+", text)
+                              if part)  # a code scanned twice counts once
+        return "\n".join(codes), "\n".join(codes)
     code = _code_text(text)  # lot and equipment codes
     if len(code) > MAX_CODE_LENGTH or not code.isprintable():
         raise _Refused(f"{spec.label}: {_echo(text)} is not a code that can be registered.")
     return code, code
+
+
+def _parse_code(spec: FieldSpec, text: str, kind: CodeKind) -> str:
+    try:
+        return str(parse_code(text.strip(), kind))
+    except CodeError as exc:
+        raise _Refused(f"{spec.label}: {exc}") from None
 
 
 def _parse_number(spec: FieldSpec, text: str) -> tuple[str, Value]:
@@ -363,6 +387,8 @@ def _check_in_context(spec: FieldSpec, canonical: str, value: Value, ctx: EntryC
             f"COI MISMATCH: the bag is labelled {canonical} but this batch belongs to patient "
             f"{ctx.batch_coi}. Do not use this bag."
         )
+    elif spec.type in ("container", "containers"):
+        _check_containers(spec, canonical.split("\n"), ctx)
 
 
 def _check_lot(spec: FieldSpec, code: str, ctx: EntryContext, today: date) -> None:
@@ -398,6 +424,35 @@ def _check_equipment(spec: FieldSpec, code: str, ctx: EntryContext, today: date)
             f"{item.name} {code} was due for calibration on {item.calibration_due.isoformat()}: "
             "use a calibrated instrument."
         )
+
+
+def _check_containers(spec: FieldSpec, codes: list[str], ctx: EntryContext) -> None:
+    """Every scanned container exists, belongs to this batch's patient and batch, is of the
+    field's kind and still in use; with ``all_of_kind``, none of the kind is missing."""
+    for code in codes:
+        item = ctx.containers.get(code)
+        if item is None:
+            raise _Refused(f"{spec.label}: no container {code} is registered.")
+        if normalize(item.coi) != normalize(ctx.batch_coi):
+            raise _Refused(
+                f"COI MISMATCH: {code} ({item.title}) belongs to patient {item.coi}, batch {item.batch_number}, "
+                f"but this batch belongs to patient {ctx.batch_coi}. Do not use it: set it aside and tell "
+                "your supervisor."
+            )
+        if item.batch_number != ctx.batch_number:
+            raise _Refused(f"{code} ({item.title}) belongs to batch {item.batch_number} of the same patient, "
+                           f"not to batch {ctx.batch_number}. Do not use it here.")
+        if item.kind != spec.container:
+            raise _Refused(f"{code} is {item.title}; {spec.label} needs {_kind_words(spec.container)}.")
+        if item.status in FINISHED_CONTAINER_STATUSES:
+            raise _Refused(f"{code} ({item.title}) is {item.status}: it cannot be used at this step.")
+    if spec.all_of_kind:
+        missing = [item for item in ctx.containers.values()
+                   if item is not None and item.batch_number == ctx.batch_number and item.kind == spec.container
+                   and item.status not in FINISHED_CONTAINER_STATUSES and item.code not in codes]
+        if missing:
+            names = ", ".join(f"{item.code} ({item.title})" for item in missing)
+            raise _Refused(f"{spec.label}: scan every one; not scanned: {names}.")
 
 
 def _kind_words(kind: str | None) -> str:
@@ -553,7 +608,11 @@ def _later_recorded(
     )
 
 
-def _condition(definition: ProcessDefinition, when: str, progress: Mapping[str, StepProgress]) -> bool:
+def _condition(
+    definition: ProcessDefinition, when: str, progress: Mapping[str, StepProgress], results_in: bool
+) -> bool:
+    if when == "release_results_in":
+        return results_in
     if when == "first_step_recorded":
         return progress.get(definition.steps[0].key, StepProgress()).entries >= 1
     if when == "hold_requested":
@@ -565,7 +624,7 @@ def _condition(definition: ProcessDefinition, when: str, progress: Mapping[str, 
     )
 
 
-def _state_phrase(definition: ProcessDefinition, state: str) -> str:
+def state_phrase(definition: ProcessDefinition, state: str) -> str:
     """``On hold`` -> ``on hold``; ``QC testing`` keeps its capitals."""
     title = definition.states.get(state, state)
     return title[0].lower() + title[1:] if title[1:2].islower() else title

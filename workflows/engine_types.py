@@ -32,6 +32,18 @@ class EquipmentInfo:
 
 
 @dataclass(frozen=True)
+class ContainerInfo:
+    """A container as lab/ found it by its scanned code."""
+
+    code: str
+    kind: str
+    title: str  # e.g. "Final product bag 1 of 2"
+    batch_number: str
+    coi: str
+    status: str
+
+
+@dataclass(frozen=True)
 class PriorEntry:
     """The current (corrected) typed values of one earlier entry of the batch."""
 
@@ -44,8 +56,9 @@ class EntryContext:
     """What the engine needs to know besides the typed text of the entry.
 
     ``prior`` maps a step key to its entries in recording order (the entry being
-    corrected excluded). ``lots`` and ``equipment`` hold what lab/ found for each code
-    typed into a lot or equipment field (None when no such code exists).
+    corrected excluded). ``lots``, ``equipment`` and ``containers`` hold what lab/ found
+    for each code typed into a lot, equipment or container field (None when no such code
+    exists); ``containers`` also holds every container of the batch.
     """
 
     now: datetime  # aware UTC: the server's time of recording
@@ -55,6 +68,9 @@ class EntryContext:
     prior: Mapping[str, list[PriorEntry]] = field(default_factory=dict)
     lots: Mapping[str, LotInfo | None] = field(default_factory=dict)
     equipment: Mapping[str, EquipmentInfo | None] = field(default_factory=dict)
+    batch_number: str = ""
+    #: Every container of the batch, and any other code scanned (None when unknown).
+    containers: Mapping[str, ContainerInfo | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

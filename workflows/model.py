@@ -22,7 +22,13 @@ ROLES = ("technician", "supervisor", "qc_analyst", "qa_officer", "auditor", "adm
 #   lot       the code of a material lot of kind ``material`` (scanned or typed)
 #   equipment the code of an equipment item of kind ``equipment``
 #   coi       a chain-of-identity code that must match the batch's patient
-FIELD_TYPES = ("number", "integer", "text", "choice", "boolean", "datetime", "lot", "equipment", "coi")
+#   container  the code of one container of kind ``container`` of this batch (a hand-off scan)
+#   containers the codes of several such containers, one per line (``all_of_kind``: every one)
+FIELD_TYPES = ("number", "integer", "text", "choice", "boolean", "datetime", "lot", "equipment", "coi",
+               "container", "containers")
+#: What a container can be; the last three end its use at steps.
+CONTAINER_STATUSES = ("in use", "stored", "consumed", "shipped", "discarded")
+FINISHED_CONTAINER_STATUSES = ("consumed", "shipped", "discarded")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,11 @@ class FieldSpec:
     equipment: str | None = None  # equipment fields: the equipment kind
     default: str | None = None  # pre-filled text on the form
     unique_in_step: bool = False  # repeatable steps: no two entries share this value
+    container: str | None = None  # container fields: the container kind scanned
+    handoff: str | None = None  # container fields: what the scan records in the custody trail
+    all_of_kind: bool = False  # containers fields: every open container of the kind must be scanned
+    sets_status: str | None = None  # container fields: the status scanned containers move to
+    location: str | None = None  # container fields: where they go, e.g. "{ln2_freezer} / rack {rack}"
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,32 @@ class HoldRule:
 
 
 @dataclass(frozen=True)
+class ContainerKind:
+    """A kind of physical container the process makes, and what its label says."""
+
+    key: str
+    title: str
+    stock: str  # label stock: "bag" (4 x 4 in) or "tube" (38 x 19 mm)
+    storage: str = ""  # storage condition printed on the label
+    regulatory: tuple[str, ...] = ()  # statements the label must carry (21 CFR 1271.90(c))
+
+
+@dataclass(frozen=True)
+class CreateSpec:
+    """Containers a step creates when it is recorded (so labels to print).
+
+    ``count`` is a number or the key of an integer field or derived value of the step
+    (the number of product bags); ``volume`` the key of a number field or derived value
+    in mL; ``parent`` the key of a container field of the step the new ones come from.
+    """
+
+    kind: str
+    count: int | str = 1
+    volume: str | None = None
+    parent: str | None = None
+
+
+@dataclass(frozen=True)
 class StepSpec:
     key: str
     title: str
@@ -111,6 +148,7 @@ class StepSpec:
     window: WindowSpec | None = None
     hold: HoldRule | None = None
     verifier_role: str = "technician"
+    creates: tuple[CreateSpec, ...] = ()
 
     def field(self, key: str) -> FieldSpec:
         for spec in self.fields:
@@ -125,6 +163,102 @@ class StepSpec:
     @property
     def equipment(self) -> tuple[FieldSpec, ...]:
         return tuple(f for f in self.fields if f.type == "equipment")
+
+    @property
+    def handoffs(self) -> tuple[FieldSpec, ...]:
+        """The fields where a container is scanned: each scan is a custody event."""
+        return tuple(f for f in self.fields if f.type in ("container", "containers"))
+
+
+#: The meanings a signature can carry (21 CFR 11.50(a)(3)).
+SIGNATURE_MEANINGS = ("performed", "verified", "corrected", "reviewed", "approved for release", "rejected")
+
+# Kinds of release test.
+#   number  a measured value in ``unit``, judged against a specification interval
+#   result  one of ``choices`` (negative / positive, conforms / does not conform), or an
+#           interim result such as "no growth to date" before the final one
+RESULT_KINDS = ("number", "result")
+# What a release test needs before the batch may be released.
+#   final    a final result in specification
+#   interim  an interim result in specification is enough (sterility at day 7); the final follows
+#   none     nothing: the result may come after release (vector copy number), or never (optional test)
+BEFORE_RELEASE = ("final", "interim", "none")
+# What a QA decision requires besides its source state.
+#   release              every step done, verified and signed, every result needed in specification,
+#                        no open deviation
+#   exceptional_release  as release, but at least one result is out of specification and only the
+#                        deviations those results opened may still be open (DOMAIN §4.4)
+#   no_open_deviation    every deviation of the batch is closed
+REQUIREMENTS = ("release", "exceptional_release", "no_open_deviation")
+
+
+@dataclass(frozen=True)
+class Bound:
+    """One side of a specification: ``value`` itself passes when ``inclusive``."""
+
+    value: float
+    inclusive: bool = True
+
+
+@dataclass(frozen=True)
+class Specification:
+    """The acceptance interval of a number test; ``None`` is unbounded on that side."""
+
+    low: Bound | None = None
+    high: Bound | None = None
+
+
+@dataclass(frozen=True)
+class ReleaseTestSpec:
+    """One test of the release panel and its specification.
+
+    A ``number`` test has a unit, a valid range (impossible values are refused) and a
+    specification. A ``result`` test has final ``choices`` of which ``passing`` meet the
+    specification, and optional ``interim`` results, each acceptable to date.
+    """
+
+    key: str
+    title: str
+    method: str
+    kind: str
+    required: bool = True  # a result is expected for every batch
+    before_release: str = "final"
+    unit: str | None = None
+    valid: Limits = Limits()
+    spec: Specification = Specification()
+    choices: tuple[str, ...] = ()
+    passing: tuple[str, ...] = ()
+    interim: tuple[str, ...] = ()
+    specification: str = ""  # result tests: the specification in words (default: the passing choices)
+
+
+@dataclass(frozen=True)
+class DecisionSpec:
+    """A decision a person takes on a batch (release, reject, hold), signed with ``meaning``.
+
+    ``target`` None means the batch returns to the state it was held from. ``independent``
+    decisions may not be taken by anyone who performed, corrected or verified a step of
+    the batch (segregation of duties).
+    """
+
+    key: str
+    title: str
+    source: tuple[str, ...]
+    target: str | None
+    role: str
+    meaning: str
+    requires: str | None = None
+    independent: bool = True
+    reason_required: bool = True
+
+
+@dataclass(frozen=True)
+class ReleaseRules:
+    """When QC results may be recorded, and what a result after release does."""
+
+    result_states: tuple[str, ...]  # states in which results may be recorded
+    released_states: tuple[str, ...]  # a result in these is late; a late failure moves the batch to:
+    late_failure_state: str
 
 
 @dataclass(frozen=True)
@@ -152,6 +286,10 @@ class ProcessDefinition:
     sha256: str  # of the file's bytes (UTF-8 text)
     source_name: str  # the file it came from, for messages
     source_text: str = field(repr=False, default="")
+    container_kinds: dict[str, ContainerKind] = field(default_factory=dict)
+    release_tests: tuple[ReleaseTestSpec, ...] = ()
+    decisions: tuple[DecisionSpec, ...] = ()
+    release: ReleaseRules | None = None  # set whenever there are release tests
 
     def step(self, key: str) -> StepSpec:
         for spec in self.steps:
@@ -161,6 +299,18 @@ class ProcessDefinition:
 
     def index(self, key: str) -> int:
         return [s.key for s in self.steps].index(key)
+
+    def release_test(self, key: str) -> ReleaseTestSpec:
+        for spec in self.release_tests:
+            if spec.key == key:
+                return spec
+        raise KeyError(key)
+
+    def decision(self, key: str) -> DecisionSpec:
+        for spec in self.decisions:
+            if spec.key == key:
+                return spec
+        raise KeyError(key)
 
 
 class StepState(str, Enum):

@@ -3,9 +3,11 @@
 from lab.models.audit import AuditEvent
 from lab.models.base import AppendOnly, Audited, utcnow
 from lab.models.batches import Batch, ProcessDefinitionRecord, StepEntry, StepValue
+from lab.models.containers import Container, CustodyEvent, LabelPrint
 from lab.models.inventory import Equipment, MaterialLot
 from lab.models.patients import Patient
-from lab.models.quality import Deviation, Signature
+from lab.models.quality import Deviation, Signature, SigningFailure
+from lab.models.release import Disposition, QcResult
 from lab.models.sequences import CodeSequence
 from lab.models.users import User
 
@@ -15,12 +17,18 @@ __all__ = [
     "Audited",
     "Batch",
     "CodeSequence",
+    "Container",
+    "CustodyEvent",
     "Deviation",
+    "Disposition",
     "Equipment",
+    "LabelPrint",
     "MaterialLot",
     "Patient",
     "ProcessDefinitionRecord",
+    "QcResult",
     "Signature",
+    "SigningFailure",
     "StepEntry",
     "StepValue",
     "User",

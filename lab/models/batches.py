@@ -16,9 +16,11 @@ from lab.extensions import Model
 from lab.models.base import AppendOnly, Audited, utcnow
 
 if TYPE_CHECKING:
+    from lab.models.containers import Container
     from lab.models.inventory import Equipment, MaterialLot
     from lab.models.patients import Patient
     from lab.models.quality import Deviation
+    from lab.models.release import Disposition, QcResult
     from lab.models.users import User
 
 
@@ -54,6 +56,8 @@ class Batch(Audited, Model):
     updated_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     #: Optimistic lock: every change to the batch or its entries increments it.
     version: Mapped[int] = mapped_column(default=1)
+    #: While on hold: the state it was held from, where lifting the hold returns it.
+    held_from: Mapped[str | None] = mapped_column(String(32))
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it as is)
 
@@ -63,6 +67,9 @@ class Batch(Audited, Model):
     updated_by: Mapped[User] = relationship(foreign_keys=[updated_by_id])
     entries: Mapped[list[StepEntry]] = relationship(back_populates="batch", order_by="StepEntry.id")
     deviations: Mapped[list[Deviation]] = relationship(back_populates="batch", order_by="Deviation.id")
+    results: Mapped[list[QcResult]] = relationship(back_populates="batch", order_by="QcResult.id")
+    dispositions: Mapped[list[Disposition]] = relationship(back_populates="batch", order_by="Disposition.id")
+    containers: Mapped[list[Container]] = relationship(back_populates="batch", order_by="Container.id")
 
     @property
     def audit_batch_id(self) -> int | None:

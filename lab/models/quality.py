@@ -1,4 +1,4 @@
-"""Deviations and electronic signatures."""
+"""Deviations and their investigation, electronic signatures, and failed signing attempts."""
 
 from __future__ import annotations
 
@@ -13,11 +13,18 @@ from lab.models.base import AppendOnly, Audited, utcnow
 
 if TYPE_CHECKING:
     from lab.models.batches import Batch, StepEntry
+    from lab.models.release import QcResult
     from lab.models.users import User
+
+CLASSIFICATIONS = ("minor", "major", "critical")
 
 
 class Deviation(Audited, Model):
-    """A departure from the process or its limits, opened automatically or by hand."""
+    """A departure from the process, its limits or a specification, opened automatically or by hand.
+
+    It is classified and investigated (root cause, impact, corrective and preventive
+    action) while open; QA closes it with a signature, after which it never changes.
+    """
 
     __tablename__ = "deviations"
 
@@ -26,17 +33,37 @@ class Deviation(Audited, Model):
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"), index=True)
     entry_id: Mapped[int | None] = mapped_column(ForeignKey("step_entries.id"))
     field_key: Mapped[str | None] = mapped_column(String(64))
-    #: What opened it: ``limit`` (a value out of limit), ``window`` (a step out of its time window).
+    #: What opened it: ``limit`` (a value out of limit), ``window`` (a step out of its time window),
+    #: ``oos`` (a QC result out of specification), ``custody`` (a scan that did not match),
+    #: ``manual`` (opened by hand).
     source: Mapped[str] = mapped_column(String(16))
     title: Mapped[str] = mapped_column(String(255))
     description: Mapped[str] = mapped_column(Text, default="")
     status: Mapped[str] = mapped_column(String(16), default="open")
     opened_at: Mapped[datetime] = mapped_column(default=utcnow)
     opened_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: The QC result that opened it (source ``oos``).
+    result_id: Mapped[int | None] = mapped_column(ForeignKey("qc_results.id"))
+    classification: Mapped[str | None] = mapped_column(String(16))  # one of CLASSIFICATIONS
+    root_cause: Mapped[str | None] = mapped_column(Text)
+    impact: Mapped[str | None] = mapped_column(Text)  # on this batch, its patient and other batches
+    corrective_action: Mapped[str | None] = mapped_column(Text)
+    preventive_action: Mapped[str | None] = mapped_column(Text)
+    investigated_at: Mapped[datetime | None]
+    investigated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    closed_at: Mapped[datetime | None]
+    closed_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
 
     batch: Mapped[Batch] = relationship(back_populates="deviations")
     entry: Mapped[StepEntry | None] = relationship()
-    opened_by: Mapped[User] = relationship()
+    result: Mapped[QcResult | None] = relationship()
+    opened_by: Mapped[User] = relationship(foreign_keys=[opened_by_id])
+    investigated_by: Mapped[User | None] = relationship(foreign_keys=[investigated_by_id])
+    closed_by: Mapped[User | None] = relationship(foreign_keys=[closed_by_id])
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "open"
 
     @property
     def audit_batch_id(self) -> int | None:
@@ -60,6 +87,28 @@ class Signature(AppendOnly, Model):
     content_sha256: Mapped[str] = mapped_column(String(64))
 
     signer: Mapped[User] = relationship()
+
+    @property
+    def audit_batch_id(self) -> int | None:
+        return self.batch_id
+
+
+class SigningFailure(AppendOnly, Model):
+    """A refused signing attempt (wrong password, or a username not the signer's): 21 CFR
+    11.300(d). It is kept although the action it was meant to sign was not done."""
+
+    __tablename__ = "signing_failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    meaning: Mapped[str] = mapped_column(String(32))
+    #: What was to be signed, in words ("Apheresis receipt of batch ...").
+    subject: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(String(64))
+
+    user: Mapped[User] = relationship()
 
     @property
     def audit_batch_id(self) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from flask import current_app
 from flask_login import UserMixin
 from sqlalchemy import String
 from sqlalchemy.orm import Mapped, mapped_column
@@ -37,17 +38,21 @@ class User(UserMixin, Audited, Model):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    #: Consecutive refused signing attempts; reset by a valid signature or an unlock.
+    failed_signatures: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: Set when too many signing attempts failed: no sign-in, no signature until an admin unlocks.
+    locked_at: Mapped[datetime | None]
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses to log in inactive users
-        return self.active
+        return self.active and self.locked_at is None
 
     @property
     def role_title(self) -> str:
         return ROLE_TITLES.get(self.role, self.role)
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+        self.password_hash = generate_password_hash(password, method=current_app.config["PASSWORD_HASH_METHOD"])
 
     def check_password(self, password: str) -> bool:
         return bool(password) and check_password_hash(self.password_hash, password)
@@ -55,7 +60,7 @@ class User(UserMixin, Audited, Model):
     def can_act_as(self, *roles: str) -> bool:
         """True when this active user holds one of ``roles`` (or acts for one)."""
         mine = {self.role} | ACTS_AS.get(self.role, frozenset())
-        return self.active and bool(mine.intersection(roles))
+        return self.is_active and bool(mine.intersection(roles))
 
     def __repr__(self) -> str:
         return f"<User {self.username} ({self.role})>"

@@ -13,13 +13,24 @@ from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
-from lab.models import Batch, Deviation, Equipment, MaterialLot, Signature, StepEntry, StepValue
+from lab.models import (
+    Batch,
+    Container,
+    CustodyEvent,
+    Equipment,
+    MaterialLot,
+    Signature,
+    StepEntry,
+    StepValue,
+)
 from lab.services.signatures import current_values, entry_sha256
 from lab.workflow_registry import pinned_definition
 from workflows.engine import can_start, compute_derived, step_states, typed_value
 from workflows.engine_types import (
+    ContainerInfo,
     EntryContext,
     EquipmentInfo,
     FieldValue,
@@ -29,6 +40,13 @@ from workflows.engine_types import (
     Value,
 )
 from workflows.model import FieldSpec, ProcessDefinition, StepSpec, StepState
+
+
+def container_title(container: Container, definition: ProcessDefinition) -> str:
+    """"Final product bag 1 of 2", "Apheresis bag"."""
+    kind = definition.container_kinds.get(container.kind)
+    name = kind.title if kind else container.kind.replace("_", " ")
+    return f"{name} {container.number} of {container.count}" if container.count > 1 else name
 
 
 def definition_for(batch: Batch) -> ProcessDefinition:
@@ -87,6 +105,7 @@ def entry_context(
     exclude: StepEntry | None = None,
     lots: dict[str, LotInfo | None] | None = None,
     equipment: dict[str, EquipmentInfo | None] | None = None,
+    containers: dict[str, ContainerInfo | None] | None = None,
 ) -> EntryContext:
     """What the engine needs about the rest of the batch to check or compute an entry."""
     prior: dict[str, list[PriorEntry]] = defaultdict(list)
@@ -103,6 +122,8 @@ def entry_context(
         prior=dict(prior),
         lots=lots or {},
         equipment=equipment or {},
+        batch_number=batch.batch_number,
+        containers=containers or {},
     )
 
 
@@ -143,14 +164,20 @@ class StepView:
 
 
 @dataclass
+class ContainerView:
+    container: Container
+    title: str  # "Final product bag 1 of 2"
+    printed: int  # first prints
+    reprinted: int
+
+
+@dataclass
 class BatchOverview:
     batch: Batch
     definition: ProcessDefinition
     steps: list[StepView]
-
-    @property
-    def open_deviations(self) -> list[Deviation]:
-        return [d for d in self.batch.deviations if d.status == "open"]
+    containers: list[ContainerView]
+    custody: list[CustodyEvent]
 
 
 def batch_overview(batch: Batch) -> BatchOverview:
@@ -165,7 +192,13 @@ def batch_overview(batch: Batch) -> BatchOverview:
     for entry in batch.entries:
         view = by_key[entry.step_key]
         view.entries.append(_entry_view(batch, definition, view.spec, entry, signatures.get(entry.id, [])))
-    return BatchOverview(batch, definition, steps)
+    containers = [ContainerView(c, container_title(c, definition), sum(not p.is_reprint for p in c.prints),
+                                sum(p.is_reprint for p in c.prints)) for c in batch.containers]
+    custody = list(db.session.scalars(
+        select(CustodyEvent).where(CustodyEvent.batch_id == batch.id).order_by(CustodyEvent.id)
+        .options(selectinload(CustodyEvent.container), selectinload(CustodyEvent.actor))
+    ))
+    return BatchOverview(batch, definition, steps, containers, custody)
 
 
 def entry_view(batch: Batch, entry: StepEntry) -> EntryView:

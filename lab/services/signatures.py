@@ -1,21 +1,55 @@
 """Electronic signatures: re-authenticated, with meaning, linked to a hash of what was signed.
 
-The hash is over a canonical JSON of the signed record, so any later change to the record
-(a correction) leaves the signature visibly not matching: 21 CFR 11.70.
+21 CFR 11.200(a): the first signature of a session takes both components (username and
+password), later ones the password; the view knows which, this module checks them.
+11.50: a signature keeps the signer, printed name, UTC time and meaning. 11.70: the hash
+is over a canonical JSON of the signed record, so any later change to it (a correction)
+leaves the signature visibly not matching. 11.300(d): a refused attempt is kept and counts
+towards locking the account.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from lab.exceptions import SignatureError
-from lab.extensions import db
-from lab.models import Signature, StepEntry, User
+from sqlalchemy import select
 
-MEANINGS = ("performed", "verified", "reviewed", "approved for release", "rejected")
+from lab import audit
+from lab.exceptions import InvalidInput, SignatureError, SigningAttempt
+from lab.extensions import db
+from lab.models import (
+    Batch,
+    Deviation,
+    Disposition,
+    QcResult,
+    Signature,
+    SigningFailure,
+    StepEntry,
+    User,
+    utcnow,
+)
+from workflows.model import SIGNATURE_MEANINGS
+
+#: Refused signing attempts in a row that lock the account until an administrator unlocks it.
+LOCKOUT_AFTER = 5
+
+Signable = StepEntry | QcResult | Deviation | Disposition
+RECORD_TYPES: dict[type, str] = {StepEntry: "step_entry", QcResult: "qc_result", Deviation: "deviation",
+                                 Disposition: "disposition"}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the signer typed. ``username`` is None when this session has already signed
+    (a later signing of a continuous session needs the password only)."""
+
+    password: str
+    username: str | None = None
 
 
 def content_sha256(content: dict[str, Any]) -> str:
@@ -30,7 +64,7 @@ def current_values(entry: StepEntry) -> dict[str, Any]:
 
 
 def entry_sha256(entry: StepEntry) -> str:
-    """Hash of what a verifier of ``entry`` attests to: its current values and their author."""
+    """Hash of what a signer of ``entry`` attests to: its current values and their author."""
     return content_sha256({
         "record": "step_entry",
         "batch": entry.batch.batch_number,
@@ -43,27 +77,158 @@ def entry_sha256(entry: StepEntry) -> str:
     })
 
 
-def reauthenticate(actor: User, password: str) -> None:
-    """Check the signer's password (both components, 21 CFR 11.200(a)). Writes nothing."""
-    if not password:
-        raise SignatureError("Enter your password to sign.")
-    if not actor.check_password(password):
-        raise SignatureError("The password is wrong: nothing was signed.")
+def result_sha256(result: QcResult) -> str:
+    return content_sha256({
+        "record": "qc_result",
+        "batch": result.batch.batch_number,
+        "test": result.test_key,
+        "text": result.text,
+        "unit": result.unit,
+        "verdict": result.verdict,
+        "final": result.is_final,
+        "specification": result.spec_text,
+        "comment": result.comment,
+        "recorded_by": result.recorded_by.username,
+        "recorded_at": result.recorded_at.isoformat(),
+        "supersedes": result.supersedes_id,
+        "reason": result.reason,
+    })
 
 
-def sign_entry(entry: StepEntry, *, actor: User, meaning: str, now: datetime) -> Signature:
-    """Append a signature of ``entry``'s current content. Call inside ``audit.action``."""
-    if meaning not in MEANINGS:
+def deviation_sha256(deviation: Deviation) -> str:
+    """Hash of a deviation as QA closes it: what happened and its investigation."""
+    return content_sha256({
+        "record": "deviation",
+        "number": deviation.number,
+        "batch": deviation.batch.batch_number,
+        "source": deviation.source,
+        "title": deviation.title,
+        "description": deviation.description,
+        "classification": deviation.classification,
+        "root_cause": deviation.root_cause,
+        "impact": deviation.impact,
+        "corrective_action": deviation.corrective_action,
+        "preventive_action": deviation.preventive_action,
+    })
+
+
+def record_sha256(batch: Batch) -> str:
+    """Digest of a batch's record as it stands: every entry and every QC result."""
+    return content_sha256({
+        "batch": batch.batch_number,
+        "entries": [entry_sha256(entry) for entry in batch.entries],
+        "results": [result_sha256(result) for result in batch.results],
+    })
+
+
+def disposition_sha256(disposition: Disposition) -> str:
+    return content_sha256({
+        "record": "disposition",
+        "batch": disposition.batch.batch_number,
+        "decision": disposition.decision,
+        "state_before": disposition.state_before,
+        "state_after": disposition.state_after,
+        "reason": disposition.reason,
+        "physician_name": disposition.physician_name,
+        "physician_request": disposition.physician_request,
+        "risk_assessment": disposition.risk_assessment,
+        "physician_confirmation": disposition.physician_confirmation,
+        "record_sha256": disposition.record_sha256,
+        "decided_by": disposition.decided_by.username,
+        "decided_at": disposition.decided_at.isoformat(),
+    })
+
+
+def digest(record: Signable) -> str:
+    """The hash a signature of ``record`` must carry to match its current content."""
+    if isinstance(record, StepEntry):
+        return entry_sha256(record)
+    if isinstance(record, QcResult):
+        return result_sha256(record)
+    if isinstance(record, Deviation):
+        return deviation_sha256(record)
+    return disposition_sha256(record)
+
+
+def reauthenticate(actor: User, credentials: Credentials, *, meaning: str, subject: str,
+                   batch_id: int | None) -> None:
+    """Check the signer's components before anything is written (21 CFR 11.200(a)).
+
+    Raises InvalidInput for a missing component (nothing is recorded), SignatureError for
+    a wrong password or someone else's username: its ``attempt`` is to be recorded with
+    ``record_failed_attempt`` once the refused action is rolled back.
+    """
+    if not actor.is_active:
+        raise SignatureError("Your account is locked or deactivated: nothing was signed.")
+    if credentials.username is not None and not credentials.username.strip():
+        raise InvalidInput("Enter your username and password to sign.", {
+            "username": "Your first signature in this session needs your username as well as your "
+                        "password (21 CFR 11.200(a))."})
+    if not credentials.password:
+        raise InvalidInput("Enter your password to sign.", {"password": "Enter your password to sign."})
+    if credentials.username is not None and credentials.username.strip().lower() != actor.username:
+        raise SignatureError(f"That username is not yours: you sign only as yourself ({actor.username}). "
+                             "Nothing was signed.",
+                             SigningAttempt(actor.id, batch_id, meaning, subject[:255], "username not the signer's"))
+    if not actor.check_password(credentials.password):
+        raise SignatureError("The password is wrong: nothing was signed.",
+                             SigningAttempt(actor.id, batch_id, meaning, subject[:255], "wrong password"))
+
+
+def record_failed_attempt(attempt: SigningAttempt, *, now: datetime | None = None) -> str:
+    """Keep a refused attempt and count it; the LOCKOUT_AFTER-th in a row locks the account.
+
+    Call in a fresh transaction, after the refused action was rolled back; the caller
+    commits. Returns what to tell the signer about the lockout.
+    """
+    now = now or utcnow()
+    user = db.session.get(User, attempt.user_id)
+    assert user is not None
+    with audit.action("signature.refused", actor=user, reason=attempt.reason):
+        db.session.add(SigningFailure(user_id=user.id, batch_id=attempt.batch_id, attempted_at=now,
+                                      meaning=attempt.meaning, subject=attempt.subject, reason=attempt.reason))
+        user.failed_signatures += 1
+        if user.failed_signatures >= LOCKOUT_AFTER:
+            user.locked_at = now
+    if user.locked_at is not None:
+        return (f"Your account is now locked after {LOCKOUT_AFTER} refused signing attempts in a row: "
+                "an administrator must unlock it.")
+    left = LOCKOUT_AFTER - user.failed_signatures
+    return f"{left} more refused attempt{'s' if left > 1 else ''} will lock your account."
+
+
+def sign(record: Signable, *, actor: User, meaning: str, now: datetime) -> Signature:
+    """Append ``actor``'s signature of ``record``'s current content. Call inside
+    ``audit.action``, after reauthenticate and after ``record`` was flushed."""
+    if meaning not in SIGNATURE_MEANINGS:
         raise ValueError(f"unknown signature meaning {meaning!r}")
+    if actor.failed_signatures:
+        actor.failed_signatures = 0  # a valid signature ends a run of refused attempts
     signature = Signature(
-        batch_id=entry.batch_id,
-        record_type="step_entry",
-        record_id=entry.id,
+        batch_id=record.batch_id,
+        record_type=RECORD_TYPES[type(record)],
+        record_id=record.id,
         signer_id=actor.id,
         printed_name=actor.full_name,
         meaning=meaning,
         signed_at=now,
-        content_sha256=entry_sha256(entry),
+        content_sha256=digest(record),
     )
     db.session.add(signature)
     return signature
+
+
+def batch_signatures(batch: Batch) -> dict[tuple[str, int], list[Signature]]:
+    """Every signature of ``batch``'s records, by (record type, record id), oldest first."""
+    found: dict[tuple[str, int], list[Signature]] = defaultdict(list)
+    for signature in db.session.scalars(select(Signature).where(Signature.batch_id == batch.id)
+                                        .order_by(Signature.id)):
+        found[(signature.record_type, signature.record_id)].append(signature)
+    return found
+
+
+def marked(record: Signable, signatures: dict[tuple[str, int], list[Signature]]) -> list[tuple[Signature, bool]]:
+    """The signatures of ``record``, each with whether it still matches the record's content."""
+    own = signatures.get((RECORD_TYPES[type(record)], record.id), [])
+    current = digest(record) if own else ""
+    return [(s, s.content_sha256 == current) for s in own]

@@ -25,7 +25,6 @@ from lab.exceptions import (
 from lab.extensions import db
 from lab.models import (
     Batch,
-    Deviation,
     Equipment,
     MaterialLot,
     StepEntry,
@@ -34,6 +33,10 @@ from lab.models import (
     utcnow,
 )
 from lab.permissions import require_role
+from lab.services import containers
+from lab.services.batch_state import automatic_state, move, touch
+from lab.services.containers import Scan
+from lab.services.deviations import open_deviation
 from lab.services.progress import (
     batch_progress,
     definition_for,
@@ -44,9 +47,9 @@ from lab.services.progress import (
     signatures_by_entry,
     typed_values,
 )
-from lab.services.sequences import next_deviation_number
-from lab.services.signatures import current_values, reauthenticate, sign_entry
-from workflows.engine import can_start, compute_derived, next_state, validate_entry
+from lab.services.release_status import was_released
+from lab.services.signatures import Credentials, current_values, reauthenticate, sign
+from workflows.engine import can_start, compute_derived, validate_entry
 from workflows.engine_types import EntryResult, EquipmentInfo, FieldValue, LotInfo
 from workflows.model import ProcessDefinition, StepSpec
 
@@ -56,11 +59,19 @@ CORRECTABLE_STATES = frozenset({"scheduled", "in_process", "qc_testing", "qa_rev
 
 
 class EntryRefused(InvalidInput):
-    """The entry was not saved; ``result`` keeps the engine's flags for the form."""
+    """The entry was not saved; ``result`` keeps the engine's flags for the form.
 
-    def __init__(self, message: str, errors: dict[str, str], result: EntryResult | None) -> None:
+    ``scans`` are hand-off scans of containers this batch may not use: the caller keeps
+    them in the custody trail (``containers.record_mismatches``) after rolling back.
+    """
+
+    def __init__(self, message: str, errors: dict[str, str], result: EntryResult | None,
+                 scans: list[Scan] | None = None) -> None:
         super().__init__(message, errors)
         self.result = result
+        self.scans = scans or []
+        if self.scans:
+            self.status = 409
 
 
 def lock_batch(batch: Batch, expected_version: int | None) -> None:
@@ -133,39 +144,37 @@ def _new_value(spec_type: str, fv: FieldValue, ids: dict[str, int], **kwargs: ob
     )
 
 
-def _open_deviation(batch: Batch, entry: StepEntry, *, source: str, title: str, description: str,
-                    field_key: str | None, actor: User, now: datetime) -> Deviation:
-    deviation = Deviation(
-        number=next_deviation_number(now),
-        batch=batch,
-        entry=entry,
-        field_key=field_key,
-        source=source,
-        title=title[:255],
-        description=description,
-        opened_at=now,
-        opened_by_id=actor.id,
-    )
-    db.session.add(deviation)
-    return deviation
-
-
 def _touch(batch: Batch, definition: ProcessDefinition, actor: User, now: datetime) -> None:
     """Mark the batch changed (bumping its version) and move it to the state the engine gives."""
     db.session.flush()
-    batch.state = next_state(definition, batch.state, batch_progress(batch, definition))
-    batch.updated_at = now
-    batch.updated_by_id = actor.id
+    move(batch, definition, automatic_state(batch, definition))
+    touch(batch, actor, now)
+
+
+def _refuse_closed_record(batch: Batch, definition: ProcessDefinition, words: str) -> None:
+    """A batch's record closes with its release (or rejection), even if it is put on hold later."""
+    if batch.state not in CORRECTABLE_STATES:
+        raise StepNotAllowed(f"Batch {batch.batch_number} is {batch.state}: its record is {words}.")
+    if was_released(batch, definition):
+        raise StepNotAllowed(f"Batch {batch.batch_number} was released: its record is {words}. Open a deviation "
+                             "to document what is wrong.")
+
+
+def _subject(step: StepSpec, batch: Batch) -> str:
+    """What a signature of an entry of ``step`` signs, in words (for a refused attempt)."""
+    return f"{step.title} of batch {batch.batch_number}"
 
 
 def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment: str,
-                expected_version: int | None, actor: User, now: datetime | None = None) -> StepEntry:
-    """Record one entry of ``step_key`` from the text typed on the form.
+                expected_version: int | None, actor: User, credentials: Credentials,
+                now: datetime | None = None) -> StepEntry:
+    """Record one entry of ``step_key`` from the text typed on the form, signed by ``actor``
+    as performed (21 CFR 11.50; ``credentials`` re-entered, 11.200).
 
     Raises NotAllowed (role), StepNotAllowed (order, state), ConcurrentChangeError (the
-    batch changed since the form was built) or EntryRefused (invalid values, or a
-    comment missing for an out-of-limit value). Out-of-limit values are kept, flagged,
-    and each opens a deviation.
+    batch changed since the form was built), EntryRefused (invalid values, or a comment
+    missing for an out-of-limit value), InvalidInput or SignatureError (credentials).
+    Out-of-limit values are kept, flagged, and each opens a deviation.
     """
     now = now or utcnow()
     definition = definition_for(batch)
@@ -174,16 +183,26 @@ def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment:
     lock_batch(batch, expected_version)
     refusal = can_start(definition, step_key, batch_progress(batch, definition), batch.state)
     if refusal:
+        # SQLite has no row lock: a save that committed since lock_batch read the version
+        # shows only now, as the step being taken. Say who took it, as a lost race.
+        lock_batch(batch, expected_version)
         raise StepNotAllowed(refusal)
     comment = _clean_comment(comment)
     lots, equipment, ids = _resolve_codes(step, raw)
-    result = validate_entry(step, raw, entry_context(batch, definition, now=now, lots=lots, equipment=equipment))
+    known = containers.resolve(batch, definition, step, raw)
+    result = validate_entry(step, raw, entry_context(batch, definition, now=now, lots=lots, equipment=equipment,
+                                                     containers=known))
     if result.errors:
-        raise EntryRefused("The entry was not saved: correct the fields marked below.", result.errors, result)
+        scans = containers.mismatches(batch, step, raw, result, known)
+        message = ("STOP: a scanned container does not belong to this batch. Nothing was saved; the scan is "
+                   "recorded in the custody trail." if scans else
+                   "The entry was not saved: correct the fields marked below.")
+        raise EntryRefused(message, result.errors, result, scans)
     if result.needs_comment and not comment:
         reasons = [fv.message for fv in result.exceptions] + ([result.window_message] if result.window_message else [])
         raise EntryRefused("A comment is required.",
                            {"comment": "Explain why the entry is acceptable: " + " ".join(reasons)}, result)
+    reauthenticate(actor, credentials, meaning="performed", subject=_subject(step, batch), batch_id=batch.id)
     occurrence = sum(1 for e in batch.entries if e.step_key == step_key) + 1
     batch_id = batch.id
     try:
@@ -197,38 +216,46 @@ def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment:
                 entry.values.append(_new_value(step.field(fv.key).type, fv, ids,
                                                recorded_at=now, recorded_by_id=actor.id))
             for fv in result.exceptions:
-                _open_deviation(batch, entry, source="limit", title=f"{step.title}: {fv.message}",
-                                description=comment, field_key=fv.key, actor=actor, now=now)
+                open_deviation(batch, source="limit", title=f"{step.title}: {fv.message}", description=comment,
+                               entry=entry, field_key=fv.key, actor=actor, now=now)
             if result.window_message:
-                _open_deviation(batch, entry, source="window", title=f"{step.title}: {result.window_message}",
-                                description=comment, field_key=None, actor=actor, now=now)
+                open_deviation(batch, source="window", title=f"{step.title}: {result.window_message}",
+                               description=comment, entry=entry, actor=actor, now=now)
+            db.session.flush()
+            containers.record_handoffs(batch, step, entry, result, actor=actor, now=now)
+            containers.create_containers(batch, step, entry, result, actor=actor, now=now)
             _touch(batch, definition, actor, now)
+            sign(entry, actor=actor, meaning="performed", now=now)
     except (StaleDataError, IntegrityError):
         raise _conflict(batch_id) from None
     return entry
 
 
 def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str, *, reason: str,
-                  expected_version: int | None, actor: User, now: datetime | None = None) -> StepValue:
+                  expected_version: int | None, actor: User, credentials: Credentials,
+                  now: datetime | None = None) -> StepValue:
     """Supersede the current value of ``field_key`` in ``entry``; the old value stays on record.
 
-    The new value is checked as the original was, at the time the entry was recorded. A
-    verification of the entry no longer matches its content afterwards, so the entry
-    needs verifying again. Raises as record_step does.
+    The new value is checked as the original was, at the time the entry was recorded. The
+    corrector signs the corrected entry (meaning "corrected"); earlier signatures no longer
+    match its content, so an entry that needs verification needs verifying again. Raises
+    as record_step does.
     """
     now = now or utcnow()
     definition = definition_for(batch)
     step = definition.step(entry.step_key)
     spec = step.field(field_key)
     require_role(actor, step.role, f"correct {step.title}")
-    if batch.state not in CORRECTABLE_STATES:
-        raise StepNotAllowed(f"Batch {batch.batch_number} is {batch.state}: its record is closed to corrections.")
+    _refuse_closed_record(batch, definition, "closed to corrections")
     lock_batch(batch, expected_version)
     reason = reason.strip()
     if not reason:
         raise InvalidInput("A reason is required.", {"reason": "Say why the value is corrected."})
     if len(reason) > MAX_COMMENT:
         raise InvalidInput("Reason too long.", {"reason": f"Use at most {MAX_COMMENT} characters."})
+    if spec.type in ("container", "containers"):
+        raise InvalidInput("A scan cannot be corrected.", {"value": "A container scan is the custody record of a "
+                           "hand-off and cannot be corrected: open a deviation to explain it instead."})
     current = current_values(entry)
     old = current.get(field_key)
     raw = {key: value.text for key, value in current.items()}
@@ -245,6 +272,8 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
         raise InvalidInput("No change.", {"value": "The new value is the same as the current one."})
     values = {**typed_values(step, entry), field_key: fv.value}
     newly_out = [d for d in compute_derived(step, values, ctx).values() if d.out_of_limit]
+    reauthenticate(actor, credentials, meaning="corrected", subject=f"correction of {spec.label}, "
+                   f"{_subject(step, batch)}", batch_id=batch.id)
     batch_id = batch.id
     try:
         with audit.action("step.correct", actor=actor, reason=reason):
@@ -254,9 +283,10 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
             flagged = [fv] if fv.out_of_limit else []
             for item in [*flagged, *newly_out]:
                 if not _has_open_deviation(entry, item.key):
-                    _open_deviation(batch, entry, source="limit", title=f"{step.title} (corrected): {item.message}",
-                                    description=reason, field_key=item.key, actor=actor, now=now)
+                    open_deviation(batch, source="limit", title=f"{step.title} (corrected): {item.message}",
+                                   description=reason, entry=entry, field_key=item.key, actor=actor, now=now)
             _touch(batch, definition, actor, now)
+            sign(entry, actor=actor, meaning="corrected", now=now)
     except (StaleDataError, IntegrityError):
         raise _conflict(batch_id) from None
     return value
@@ -267,13 +297,13 @@ def _has_open_deviation(entry: StepEntry, field_key: str) -> bool:
                for d in entry.batch.deviations)
 
 
-def verify_entry(batch: Batch, entry: StepEntry, *, password: str, expected_version: int | None,
+def verify_entry(batch: Batch, entry: StepEntry, *, credentials: Credentials, expected_version: int | None,
                  actor: User, now: datetime | None = None) -> None:
     """Sign ``entry`` as verified by ``actor``, who must be someone else than its authors.
 
-    Raises NotAllowed (role, self-verification), StepNotAllowed (nothing to verify),
-    SignatureError (password) or ConcurrentChangeError. The password is checked before
-    anything is written.
+    Raises NotAllowed (role, self-verification), StepNotAllowed (nothing to verify, or the
+    record is closed), InvalidInput or SignatureError (credentials) or
+    ConcurrentChangeError. The credentials are checked before anything is written.
     """
     now = now or utcnow()
     definition = definition_for(batch)
@@ -285,14 +315,15 @@ def verify_entry(batch: Batch, entry: StepEntry, *, password: str, expected_vers
     if actor.id in authors:
         raise NotAllowed("You recorded or corrected this entry: a different person must verify it "
                          "(21 CFR 211.188(b)(11)).")
+    _refuse_closed_record(batch, definition, "closed")
     lock_batch(batch, expected_version)
     if is_verified(entry, signatures_by_entry(batch).get(entry.id, [])):
         raise StepNotAllowed("This entry is already verified.")
-    reauthenticate(actor, password)
+    reauthenticate(actor, credentials, meaning="verified", subject=_subject(step, batch), batch_id=batch.id)
     batch_id = batch.id
     try:
         with audit.action("step.verify", actor=actor):
-            sign_entry(entry, actor=actor, meaning="verified", now=now)
+            sign(entry, actor=actor, meaning="verified", now=now)
             _touch(batch, definition, actor, now)
     except StaleDataError:
         raise _conflict(batch_id) from None

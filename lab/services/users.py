@@ -70,10 +70,29 @@ def update_user(user: User, *, role: str, active: bool, actor: User, reason: str
         user.active = active
 
 
+def unlock_user(user: User, *, actor: User, reason: str) -> None:
+    """Unlock an account locked by refused signing attempts and reset their count.
+
+    Raises NotAllowed (not an admin) or InvalidInput (not locked, or no reason).
+    """
+    require(actor, "manage_users", "manage user accounts")
+    if user.locked_at is None:
+        raise InvalidInput("The account is not locked.", {"reason": f"{user.username} is not locked."})
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("Give a reason.", {"reason": "Say why the account may sign again (kept in the audit "
+                                                         "trail), e.g. the owner confirmed the attempts were theirs."})
+    if len(reason) > 500:
+        raise InvalidInput("Reason too long.", {"reason": "Use at most 500 characters."})
+    with audit.action("user.unlock", actor=actor, reason=reason):
+        user.locked_at = None
+        user.failed_signatures = 0
+
+
 def authenticate(username: str, password: str) -> User | None:
     """The active user with these credentials, recording the sign-in; else None."""
     user = db.session.scalar(select(User).where(User.username == username.strip().lower()))
-    if user is None or not user.active or not user.check_password(password):
+    if user is None or not user.is_active or not user.check_password(password):
         return None
     with audit.action("user.login", actor=user):
         user.last_login_at = utcnow()

@@ -8,15 +8,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
 
-from lab.exceptions import ConcurrentChangeError, InvalidInput, LabError, StepNotAllowed
+from lab.exceptions import StepNotAllowed
 from lab.extensions import db
 from lab.forms import CorrectionForm, StepEntryForm, VerifyForm
-from lab.models import Batch, Patient, StepEntry
+from lab.models import Batch, Container, Patient, StepEntry
 from lab.permissions import require_role
+from lab.services.containers import record_mismatches
 from lab.services.progress import batch_overview, batch_progress, definition_for, entry_view
+from lab.services.release_status import quality_record
 from lab.services.signatures import current_values
 from lab.services.steps import EntryRefused, correct_value, record_step, verify_entry
-from lab.views.common import apply_errors
+from lab.views import signing
 from labels.codes import CodeError, CodeKind, parse_code
 from workflows.engine import can_start
 from workflows.engine_types import EntryResult
@@ -35,6 +37,7 @@ def get_batch_or_404(batch_number: str) -> Batch:
         select(Batch)
         .where(Batch.batch_number == code)
         .options(selectinload(Batch.entries).selectinload(StepEntry.values),
+                 selectinload(Batch.containers).selectinload(Container.prints),
                  selectinload(Batch.deviations), selectinload(Batch.patient).selectinload(Patient.batches))
     )
     if batch is None:
@@ -59,7 +62,7 @@ def get_entry_or_404(batch: Batch, entry_id: int) -> StepEntry:
 @bp.route("/<batch_number>")
 def detail(batch_number: str) -> str:
     batch = get_batch_or_404(batch_number)
-    return render_template("batches/detail.html", overview=batch_overview(batch))
+    return render_template("batches/detail.html", overview=batch_overview(batch), quality=quality_record(batch))
 
 
 @bp.route("/<batch_number>/steps/<step_key>", methods=["GET", "POST"])
@@ -69,8 +72,8 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
     require_role(current_user, step.role, f"record {step.title}")
     form = StepEntryForm(batch_version=batch.version)
     raw = {f.key: request.form.get(f"field-{f.key}", "") for f in step.fields}
-    if request.method == "GET":
-        raw = {f.key: f.default or "" for f in step.fields}
+    if request.method == "GET":  # defaults, or what a scan filled in (/scan of a container)
+        raw = {f.key: request.args.get(f"field-{f.key}", f.default or "")[:200] for f in step.fields}
         definition = definition_for(batch)
         blocked = can_start(definition, step_key, batch_progress(batch, definition), batch.state)
         if blocked:
@@ -82,20 +85,24 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
     status = 422
     if form.validate_on_submit():
         try:
-            record_step(batch, step_key, raw, comment=form.comment.data or "",
-                        expected_version=form.batch_version.data, actor=current_user)
+            outcome = signing.attempt(form, lambda: record_step(
+                batch, step_key, raw, comment=form.comment.data or "", expected_version=form.batch_version.data,
+                actor=current_user, credentials=signing.credentials(form)), passthrough=(EntryRefused,))
         except EntryRefused as error:
             db.session.rollback()
             errors, result = error.errors, error.result
             form.form_errors.append(str(error))
-        except (ConcurrentChangeError, StepNotAllowed) as error:
-            db.session.rollback()
-            form.form_errors.append(str(error))
-            status = error.status
+            if error.scans:  # the refused hand-off's scans stay in the custody trail
+                record_mismatches(batch, error.scans, actor=current_user)
+                db.session.commit()
+                status = error.status
         else:
-            db.session.commit()
-            flash(f"{step.title} recorded for {batch.batch_number}.", "success")
-            return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"step-{step_key}"))
+            if outcome.done:
+                flash(f"{step.title} recorded for {batch.batch_number} and signed by {current_user.full_name}.",
+                      "success")
+                return redirect(url_for("batches.detail", batch_number=batch.batch_number,
+                                        _anchor=f"step-{step_key}"))
+            status = outcome.status
     batch = get_batch_or_404(batch_number)
     form.batch_version.data = batch.version if status == 409 else form.batch_version.data
     if "comment" in errors:
@@ -117,21 +124,13 @@ def correct(batch_number: str, entry_id: int, field_key: str) -> str | Response 
     form = CorrectionForm(batch_version=batch.version)
     status = 200
     if form.validate_on_submit():
-        try:
-            correct_value(batch, entry, field_key, form.value.data or "", reason=form.reason.data or "",
-                          expected_version=form.batch_version.data, actor=current_user)
-        except InvalidInput as error:
-            db.session.rollback()
-            apply_errors(form, error)
-            status = error.status
-        except (ConcurrentChangeError, StepNotAllowed) as error:
-            db.session.rollback()
-            form.form_errors.append(str(error))
-            status = error.status
-        else:
-            db.session.commit()
+        outcome = signing.attempt(form, lambda: correct_value(
+            batch, entry, field_key, form.value.data or "", reason=form.reason.data or "",
+            expected_version=form.batch_version.data, actor=current_user, credentials=signing.credentials(form)))
+        if outcome.done:
             flash(f"{spec.label} corrected; the old value stays on record.", "success")
             return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"step-{step.key}"))
+        status = outcome.status
         batch = get_batch_or_404(batch_number)
         entry = get_entry_or_404(batch, entry_id)
         if status == 409:
@@ -153,17 +152,13 @@ def verify(batch_number: str, entry_id: int) -> str | Response | tuple[str, int]
     form = VerifyForm(batch_version=batch.version)
     status = 200
     if form.validate_on_submit():
-        try:
-            verify_entry(batch, entry, password=form.password.data or "",
-                         expected_version=form.batch_version.data, actor=current_user)
-        except LabError as error:
-            db.session.rollback()
-            form.password.errors = [str(error)]
-            status = error.status
-        else:
-            db.session.commit()
+        outcome = signing.attempt(form, lambda: verify_entry(
+            batch, entry, credentials=signing.credentials(form), expected_version=form.batch_version.data,
+            actor=current_user))
+        if outcome.done:
             flash(f"{step.title} verified and signed by {current_user.full_name}.", "success")
             return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"step-{step.key}"))
+        status = outcome.status
         batch = get_batch_or_404(batch_number)
         entry = get_entry_or_404(batch, entry_id)
         form.batch_version.data = batch.version

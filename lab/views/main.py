@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from flask import (
     Blueprint,
     abort,
@@ -19,9 +21,12 @@ from werkzeug.wrappers import Response
 
 from lab.extensions import db
 from lab.forms import LoginForm
-from lab.models import Batch, Patient
+from lab.models import Batch, Container, Patient
+from lab.services.alerts import quality_alerts
+from lab.services.progress import batch_progress, definition_for
 from lab.services.users import authenticate
 from labels.codes import CodeError, CodeKind, identify
+from workflows.engine import can_start
 
 bp = Blueprint("main", __name__)
 
@@ -45,7 +50,7 @@ def login() -> str | Response | tuple[str, int]:
             login_user(user)
             session.permanent = True
             return redirect(_safe_next(request.args.get("next")))
-        form.password.errors.append("Unknown username, wrong password, or a deactivated account.")
+        form.password.errors.append("Unknown username, wrong password, or a deactivated or locked account.")
     status = 401 if request.method == "POST" else 200
     return render_template("main/login.html", form=form), status
 
@@ -67,12 +72,27 @@ def dashboard() -> str:
         .order_by(open_first, Batch.created_at.desc())
         .limit(200)
     ).all()
-    return render_template("main/dashboard.html", batches=batches)
+    return render_template("main/dashboard.html", batches=batches, alerts=quality_alerts())
+
+
+def _where_container_is_needed(container: Container) -> str:
+    """The step that may be recorded now and scans this kind of container, with the code
+    filled in; else the container's own page."""
+    batch = container.batch
+    definition = definition_for(batch)
+    progress = batch_progress(batch, definition)
+    for step in definition.steps:
+        fields = [f for f in step.handoffs if f.container == container.kind]
+        if fields and can_start(definition, step.key, progress, batch.state) is None:
+            step_url = url_for("batches.record", batch_number=batch.batch_number, step_key=step.key)
+            return f"{step_url}?{urlencode({f'field-{fields[0].key}': container.code})}"
+    return url_for("containers.detail", code=container.code)
 
 
 @bp.route("/scan")
 def scan() -> Response:
-    """Open what a scanned or typed code names: a batch number or a patient's COI."""
+    """Open what a scanned or typed code names: a container (at the step that needs it), a
+    batch, or a patient's COI. Accepts a bare code, a QR payload or a URL ending in a code."""
     text = request.args.get("code", "")
     if not text.strip():
         abort(400, "Scan or type a batch number or COI.")
@@ -82,6 +102,11 @@ def scan() -> Response:
     except CodeError as error:
         abort(400, str(error))
     code, kind = str(parsed), parsed.kind
+    if kind is CodeKind.CONTAINER:
+        container = db.session.scalar(select(Container).where(Container.code == code))
+        if container is None:
+            abort(404, f"No container {code} is registered in this lab.")
+        return redirect(_where_container_is_needed(container))
     if kind is CodeKind.BATCH:
         if db.session.scalar(select(Batch.id).where(Batch.batch_number == code)) is None:
             abort(404, f"No batch {code} is registered in this lab.")

@@ -1,0 +1,144 @@
+"""QC release results: recorded and corrected by QC analysts, each judged on entry and signed.
+
+A result out of specification opens a deviation by itself. A result after release is
+accepted (sterility is final at day 14); if it fails, the released batch goes on hold and
+the deviation is the investigation (21 CFR 211.192). Results are never overwritten: a
+correction supersedes the current result and gives a reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from lab import audit
+from lab.exceptions import InvalidInput, StepNotAllowed
+from lab.extensions import db
+from lab.models import Batch, QcResult, User, utcnow
+from lab.permissions import require
+from lab.services.batch_state import automatic_state, move, touch
+from lab.services.deviations import open_deviation
+from lab.services.progress import definition_for
+from lab.services.release_status import as_current, current_results, was_released
+from lab.services.signatures import Credentials, reauthenticate, sign
+from lab.services.steps import MAX_COMMENT, lock_batch
+from workflows.model import ProcessDefinition, ReleaseTestSpec
+from workflows.release import (
+    FAIL,
+    ResultCheck,
+    ResultRefused,
+    check_result,
+    correction_refusal,
+    is_late,
+    result_refusal,
+    spec_text,
+    state_after_result,
+)
+
+
+def record_result(batch: Batch, test_key: str, text: str, *, comment: str, actor: User,
+                  credentials: Credentials, now: datetime | None = None) -> QcResult:
+    """Record a result of release test ``test_key``, signed by ``actor`` as performed.
+
+    Raises KeyError (no such test), NotAllowed (role), StepNotAllowed (the batch's state,
+    or the test already has its final result), InvalidInput (the result's type, unit or
+    range; the comment) or SignatureError. Nothing is written on refusal.
+    """
+    now = now or utcnow()
+    definition = definition_for(batch)
+    test = definition.release_test(test_key)
+    require(actor, "record_result", "record QC results")
+    lock_batch(batch, None)
+    current = current_results(batch).get(test_key)
+    refusal = result_refusal(definition, test, batch.state, as_current(current) if current else None)
+    if refusal:
+        raise StepNotAllowed(refusal)
+    check = _checked(test, text)
+    comment = _clean(comment, "comment")
+    reauthenticate(actor, credentials, meaning="performed", subject=f"{test.title} result of batch "
+                   f"{batch.batch_number}", batch_id=batch.id)
+    with audit.action("result.record", actor=actor, reason=comment or None):
+        result = _new_result(batch, test, check, actor, now, comment=comment or None,
+                             late=_after_release(batch, definition))
+        _follow_up(batch, definition, test, result, check, actor, now, previous=None)
+    return result
+
+
+def correct_result(batch: Batch, result: QcResult, text: str, *, reason: str, actor: User,
+                   credentials: Credentials, now: datetime | None = None) -> QcResult:
+    """Supersede ``result`` (its test's current result) with a corrected one, signed by
+    ``actor`` as corrected; the old result stays on record. Refused once the batch was
+    released. Raises as record_result does."""
+    now = now or utcnow()
+    definition = definition_for(batch)
+    test = definition.release_test(result.test_key)
+    require(actor, "record_result", "correct QC results")
+    lock_batch(batch, None)
+    refusal = correction_refusal(definition, batch.state, was_released=was_released(batch, definition))
+    if refusal:
+        raise StepNotAllowed(refusal)
+    if current_results(batch).get(result.test_key) is not result:
+        raise StepNotAllowed(f"This {test.title} result was followed by a later one: correct the current result.")
+    reason = _clean(reason, "reason")
+    if not reason:
+        raise InvalidInput("A reason is required.", {"reason": "Say why the result is corrected."})
+    check = _checked(test, text)
+    if check.text == result.text:
+        raise InvalidInput("No change.", {"value": "The corrected result is the same as the current one."})
+    reauthenticate(actor, credentials, meaning="corrected", subject=f"correction of the {test.title} result "
+                   f"of batch {batch.batch_number}", batch_id=batch.id)
+    with audit.action("result.correct", actor=actor, reason=reason):
+        corrected = _new_result(batch, test, check, actor, now, supersedes_id=result.id, reason=reason,
+                                late=result.is_late)
+        _follow_up(batch, definition, test, corrected, check, actor, now, previous=result)
+    return corrected
+
+
+def _checked(test: ReleaseTestSpec, text: str) -> ResultCheck:
+    try:
+        return check_result(test, text)
+    except ResultRefused as error:
+        raise InvalidInput("The result was not recorded.", {"value": str(error)}) from None
+
+
+def _clean(text: str, key: str) -> str:
+    text = text.strip()
+    if len(text) > MAX_COMMENT:
+        raise InvalidInput("Too long.", {key: f"Use at most {MAX_COMMENT} characters."})
+    return text
+
+
+def _new_result(batch: Batch, test: ReleaseTestSpec, check: ResultCheck, actor: User, now: datetime, *,
+                late: bool, comment: str | None = None, supersedes_id: int | None = None,
+                reason: str | None = None) -> QcResult:
+    result = QcResult(batch=batch, test_key=test.key, text=check.text, number=check.number, unit=check.unit,
+                      verdict=check.verdict, is_final=check.final, spec_text=spec_text(test)[:128],
+                      message=check.message[:255], comment=comment, is_late=late, recorded_at=now,
+                      recorded_by_id=actor.id, supersedes_id=supersedes_id, reason=reason)
+    db.session.add(result)
+    db.session.flush()
+    return result
+
+
+def _follow_up(batch: Batch, definition: ProcessDefinition, test: ReleaseTestSpec, result: QcResult,
+               check: ResultCheck, actor: User, now: datetime, *, previous: QcResult | None) -> None:
+    """Sign the result; a failure opens a deviation (one open per test) and, after release,
+    puts the batch on hold; otherwise the automatic transitions may move the batch on."""
+    sign(result, actor=actor, meaning="corrected" if previous else "performed", now=now)
+    if check.verdict == FAIL and not _open_oos_deviation(batch, test.key):
+        title = (f"Late failing result after release: {check.message}" if _after_release(batch, definition)
+                 else f"Out of specification: {check.message}")
+        open_deviation(batch, source="oos", title=title, description=result.comment or result.reason or "",
+                       result=result, actor=actor, now=now)
+    state = state_after_result(definition, batch.state, check) or automatic_state(batch, definition)
+    if move(batch, definition, state):
+        touch(batch, actor, now)
+
+
+def _after_release(batch: Batch, definition: ProcessDefinition) -> bool:
+    """True when the batch is released, or on hold from a released state."""
+    return is_late(definition, batch.state) or (batch.held_from is not None and is_late(definition, batch.held_from))
+
+
+def _open_oos_deviation(batch: Batch, test_key: str) -> bool:
+    return any(d.is_open and d.source == "oos" and d.result is not None and d.result.test_key == test_key
+               for d in batch.deviations)

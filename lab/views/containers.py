@@ -1,0 +1,118 @@
+"""Containers: their page, their labels (PDF and ZPL), and hand-off scans outside steps."""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
+from flask_login import current_user
+from sqlalchemy import select
+from werkzeug.wrappers import Response
+
+from lab.exceptions import InvalidInput
+from lab.extensions import db
+from lab.forms import ContainerScanForm
+from lab.models import Container, CustodyEvent
+from lab.services import containers as container_service
+from lab.services.labels import print_labels
+from lab.services.progress import container_title, definition_for
+from lab.views.batches import get_batch_or_404
+from lab.views.common import apply_errors
+from labels.codes import CodeError, CodeKind, parse_code
+from labels.pdf import render_label, render_label_sheet
+from labels.zpl import render_zpl
+
+bp = Blueprint("containers", __name__)
+PAPERS = ("A4", "Letter")
+
+
+def get_container_or_404(code: str) -> Container:
+    """The container named in the URL: 400 for a malformed code or wrong check character."""
+    try:
+        canonical = str(parse_code(code, CodeKind.CONTAINER))
+    except CodeError as error:
+        abort(400, str(error))
+    container = db.session.scalar(select(Container).where(Container.code == canonical))
+    if container is None:
+        abort(404, f"No container {canonical} is registered in this lab.")
+    return container
+
+
+def _pdf(data: bytes, name: str) -> Response:
+    return send_file(BytesIO(data), mimetype="application/pdf", download_name=name, max_age=0)
+
+
+@bp.route("/containers/<code>")
+def detail(code: str) -> str:
+    container = get_container_or_404(code)
+    return _page(container, ContainerScanForm())
+
+
+def _page(container: Container, form: ContainerScanForm) -> str:
+    custody = db.session.scalars(
+        select(CustodyEvent).where(CustodyEvent.container_id == container.id).order_by(CustodyEvent.id)
+    ).all()
+    children = db.session.scalars(select(Container).where(Container.parent_id == container.id)
+                                  .order_by(Container.id)).all()
+    definition = definition_for(container.batch)
+    return render_template("containers/detail.html", container=container, custody=custody, children=children,
+                           title=container_title(container, definition), form=form,
+                           events=container_service.HANDOFF_EVENTS)
+
+
+@bp.route("/containers/<code>/label.pdf")
+def label_pdf(code: str) -> Response:
+    container = get_container_or_404(code)
+    (label,) = print_labels([container], actor=current_user, output="pdf", reason=request.args.get("reason", ""))
+    data = render_label(label)
+    db.session.commit()
+    return _pdf(data, f"label-{container.code}.pdf")
+
+
+@bp.route("/containers/<code>/label.zpl")
+def label_zpl(code: str) -> Response:
+    container = get_container_or_404(code)
+    (label,) = print_labels([container], actor=current_user, output="zpl", reason=request.args.get("reason", ""))
+    text = render_zpl(label)
+    db.session.commit()
+    return send_file(BytesIO(text.encode("utf-8")), mimetype="application/vnd.zebra-zpl",
+                     download_name=f"label-{container.code}.zpl", max_age=0)
+
+
+@bp.route("/batches/<batch_number>/labels.pdf")
+def batch_labels(batch_number: str) -> Response:
+    batch = get_batch_or_404(batch_number)
+    paper = request.args.get("paper", "A4")
+    if paper not in PAPERS:
+        abort(400, f"Paper must be one of {', '.join(PAPERS)}.")
+    if not batch.containers:
+        abort(404, f"Batch {batch.batch_number} has no containers yet: nothing to print.")
+    labels = print_labels(batch.containers, actor=current_user, output="sheet", reason=request.args.get("reason", ""))
+    data = render_label_sheet(labels, paper=paper)
+    db.session.commit()
+    return _pdf(data, f"labels-{batch.batch_number}.pdf")
+
+
+@bp.route("/containers/<code>/scan", methods=["POST"])
+def scan(code: str) -> Response | tuple[str, int]:
+    """A hand-off outside a step: the label applied and scanned back, a move, a shipment."""
+    container = get_container_or_404(code)
+    form = ContainerScanForm()
+    if not form.validate_on_submit():
+        return _page(container, form), 422
+    try:
+        container_service.confirm_scan(container, form.scanned.data or "", event=form.event.data or "",
+                                       to_location=form.to_location.data or "", actor=current_user)
+    except container_service.CustodyMismatch as error:
+        db.session.rollback()
+        container_service.record_mismatches(container.batch, error.scans, actor=current_user)
+        db.session.commit()
+        form.form_errors.append(str(error))
+        return _page(container, form), error.status
+    except InvalidInput as error:
+        db.session.rollback()
+        apply_errors(form, error)
+        return _page(container, form), error.status
+    db.session.commit()
+    flash(f"{container.code}: {form.event.data} recorded.", "success")
+    return redirect(url_for("containers.detail", code=container.code))

@@ -1,0 +1,156 @@
+"""Release testing, QA review by exception, disposition and the certificate of analysis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from io import BytesIO
+
+from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
+from flask_login import current_user
+from werkzeug.wrappers import Response
+from wtforms.fields.choices import SelectChoice
+
+from lab.exceptions import StepNotAllowed
+from lab.models import QcResult, utcnow
+from lab.permissions import require, require_role
+from lab.quality_forms import DecisionForm, ResultCorrectionForm, ResultForm
+from lab.services.disposition import EXCEPTIONAL_FIELDS, DecisionInput, available_decisions, decide
+from lab.services.progress import definition_for
+from lab.services.records import coa_data
+from lab.services.release_status import as_current, batch_facts, current_results, quality_record
+from lab.services.results import correct_result, record_result
+from lab.services.review import review_batch
+from lab.views import signing
+from lab.views.batches import get_batch_or_404
+from labels.coa import render_coa
+from labels.text import UnprintableText
+from workflows.model import DecisionSpec, ProcessDefinition, ReleaseTestSpec
+from workflows.release import blockers, result_refusal, spec_text
+
+bp = Blueprint("quality", __name__)
+
+
+def _test_or_404(definition: ProcessDefinition, key: str) -> ReleaseTestSpec:
+    try:
+        return definition.release_test(key)
+    except KeyError:
+        abort(404, f"Process {definition.key} v{definition.version} has no release test {key!r}.")
+
+
+@bp.route("/batches/<batch_number>/results")
+def results(batch_number: str) -> str:
+    batch = get_batch_or_404(batch_number)
+    definition = definition_for(batch)
+    return render_template("quality/results.html", batch=batch, definition=definition,
+                           record=quality_record(batch, definition))
+
+
+@bp.route("/batches/<batch_number>/results/<test_key>", methods=["GET", "POST"])
+def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]:
+    batch = get_batch_or_404(batch_number)
+    definition = definition_for(batch)
+    test = _test_or_404(definition, test_key)
+    require(current_user, "record_result", "record QC results")
+    form = ResultForm()
+    status = 200
+    if form.validate_on_submit():
+        outcome = signing.attempt(form, lambda: record_result(
+            batch, test_key, form.value.data or "", comment=form.comment.data or "", actor=current_user,
+            credentials=signing.credentials(form)))
+        if (result := outcome.value) is not None:
+            flash(result.message, "error" if result.verdict == "fail" else "success")
+            return redirect(url_for("quality.results", batch_number=batch.batch_number, _anchor=f"result-{result.id}"))
+        status = outcome.status
+        batch = get_batch_or_404(batch_number)
+    elif form.is_submitted():
+        status = 422
+    else:
+        current = current_results(batch).get(test_key)
+        refusal = result_refusal(definition, test, batch.state, as_current(current) if current else None)
+        if refusal:
+            raise StepNotAllowed(refusal)
+    return render_template("quality/record.html", batch=batch, test=test, form=form, specification=spec_text(test),
+                           current=current_results(batch).get(test_key)), status
+
+
+@bp.route("/batches/<batch_number>/results/<int:result_id>/correct", methods=["GET", "POST"])
+def correct(batch_number: str, result_id: int) -> str | Response | tuple[str, int]:
+    batch = get_batch_or_404(batch_number)
+    found = next((r for r in batch.results if r.id == result_id), None)
+    if found is None:
+        abort(404, f"Batch {batch.batch_number} has no result {result_id}.")
+    result: QcResult = found
+    test = _test_or_404(definition_for(batch), result.test_key)
+    require(current_user, "record_result", "correct QC results")
+    form = ResultCorrectionForm()
+    status = 200
+    if form.validate_on_submit():
+        outcome = signing.attempt(form, lambda: correct_result(
+            batch, result, form.value.data or "", reason=form.reason.data or "", actor=current_user,
+            credentials=signing.credentials(form)))
+        if (corrected := outcome.value) is not None:
+            flash(f"{test.title} corrected; the old result stays on record. {corrected.message}", "success")
+            return redirect(url_for("quality.results", batch_number=batch.batch_number,
+                                    _anchor=f"result-{corrected.id}"))
+        status = outcome.status
+        batch = get_batch_or_404(batch_number)
+        result = next(r for r in batch.results if r.id == result_id)
+    elif form.is_submitted():
+        status = 422
+    return render_template("quality/correct.html", batch=batch, test=test, result=result, form=form), status
+
+
+@bp.route("/batches/<batch_number>/review")
+def review(batch_number: str) -> str:
+    batch = get_batch_or_404(batch_number)
+    return render_template("quality/review.html", batch=batch, review=review_batch(batch))
+
+
+@bp.route("/batches/<batch_number>/disposition", methods=["GET", "POST"])
+def disposition(batch_number: str) -> str | Response | tuple[str, int]:
+    batch = get_batch_or_404(batch_number)
+    definition = definition_for(batch)
+    roles = tuple(sorted({d.role for d in definition.decisions}))
+    if not roles:
+        abort(404, f"Process {definition.key} v{definition.version} defines no QA decisions.")
+    require_role(current_user, roles, "decide a batch's disposition")
+    form = DecisionForm(batch_version=batch.version)
+    options = available_decisions(batch, definition, current_user)
+    # On submission every decision is a valid choice: the service says why one may not be taken now.
+    form.decision.choices = _choices(definition.decisions if form.is_submitted() else options)
+    status = 200
+    if form.validate_on_submit():
+        data = DecisionInput(form.decision.data or "", form.reason.data or "",
+                             **{key: getattr(form, key).data or "" for key in EXCEPTIONAL_FIELDS})
+        outcome = signing.attempt(form, lambda: decide(
+            batch, data, expected_version=form.batch_version.data, actor=current_user,
+            credentials=signing.credentials(form)))
+        if (taken := outcome.value) is not None:
+            flash(f"{taken.title}: batch {batch.batch_number} is now {definition.states[taken.state_after].lower()}, "
+                  f"signed by {current_user.full_name}.", "success")
+            return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor="disposition"))
+        status = outcome.status
+        batch = get_batch_or_404(batch_number)
+        form.batch_version.data = batch.version
+        options = available_decisions(batch, definition, current_user)
+        form.decision.choices = _choices(options)
+    elif form.is_submitted():
+        status = 422
+    facts = batch_facts(batch, definition)
+    why_not = {d.key: blockers(definition, d, facts) for d in options}
+    return render_template("quality/disposition.html", batch=batch, definition=definition, form=form,
+                           options=options, why_not=why_not), status
+
+
+def _choices(decisions: Iterable[DecisionSpec]) -> list[SelectChoice]:
+    return [SelectChoice(d.key, d.title) for d in decisions]
+
+
+@bp.route("/batches/<batch_number>/coa.pdf")
+def coa(batch_number: str) -> Response:
+    batch = get_batch_or_404(batch_number)
+    try:
+        pdf = render_coa(coa_data(batch, downloaded_by=current_user, now=utcnow()))
+    except UnprintableText as error:
+        abort(422, f"The certificate cannot be printed: {error}")
+    return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"CoA-{batch.batch_number}.pdf")

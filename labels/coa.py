@@ -1,0 +1,219 @@
+"""The certificate of analysis of one batch, as an A4 PDF.
+
+Every verdict is printed as a word (PASS, FAIL, PENDING), never as colour alone. The
+document is built twice: the first pass counts the pages so that every footer can say
+"Page X of Y". Output is byte-reproducible (``invariant``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from xml.sax.saxutils import escape
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+from labels.data import CoaData, CoaResult, ResultStatus, SignatureData
+from labels.layout import MM
+from labels.qr import draw_qr
+from labels.text import SANS, SANS_BOLD, clean, format_date, format_utc
+
+PAGE_MARGIN = 18 * MM
+FRAME_PADDING = 6  # platypus' default inside the page margins
+TEXT_WIDTH = A4[0] - 2 * (PAGE_MARGIN + FRAME_PADDING)
+CELL_PADDING = 3
+FOOTER_SIZE = 7.5
+QR_SIZE = 25 * MM
+# Test, method, specification, result, verdict, analyst, date; wide enough that a date or
+# "PENDING" is never split across lines.
+RESULT_SHARES = (29, 23, 33, 24, 18, 23, 20)
+RESULT_COLUMNS = tuple(TEXT_WIDTH * share / sum(RESULT_SHARES) for share in RESULT_SHARES)
+
+BODY = ParagraphStyle("coa-body", fontName=SANS, fontSize=9, leading=11.5, embeddedHyphenation=1)
+SMALL = ParagraphStyle("coa-small", parent=BODY, fontSize=8, leading=10)
+SMALL_BOLD = ParagraphStyle("coa-small-bold", parent=SMALL, fontName=SANS_BOLD)
+LABEL = ParagraphStyle("coa-label", parent=BODY, fontName=SANS_BOLD)
+TITLE = ParagraphStyle("coa-title", parent=BODY, fontName=SANS_BOLD, fontSize=16, leading=20, spaceAfter=2)
+HEADING = ParagraphStyle(
+    "coa-heading", parent=BODY, fontName=SANS_BOLD, fontSize=11, leading=14, spaceBefore=8, spaceAfter=4
+)
+NOTICE = ParagraphStyle("coa-notice", parent=BODY, fontName=SANS_BOLD, fontSize=10, leading=13, spaceBefore=4)
+
+VERDICTS = {ResultStatus.PASS: "PASS", ResultStatus.FAIL: "FAIL", ResultStatus.PENDING: "PENDING"}
+
+
+class QrFlowable(Flowable):
+    """A vector QR of ``payload``, ``size`` points square with its quiet zone."""
+
+    def __init__(self, payload: str, size: float) -> None:
+        super().__init__()
+        self.payload = payload
+        self.size = size
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        return self.size, self.size
+
+    def draw(self) -> None:
+        draw_qr(self.canv, self.payload, 0, 0, self.size)
+
+
+def _text(text: str, style: ParagraphStyle = BODY) -> Paragraph:
+    """A paragraph of user text: escaped (Paragraph parses markup), line breaks kept."""
+    lines = [escape(clean(line, style.fontName)) for line in text.splitlines()]
+    return Paragraph("<br/>".join(lines), style)
+
+
+def _identity(coa: CoaData) -> Table:
+    rows = [
+        ("Batch number", coa.batch_number),
+        ("COI", coa.coi),
+        ("Product", coa.product),
+        ("Patient reference", coa.patient_ref),
+        ("Process", f"{coa.process_key}, version {coa.process_version}"),
+    ]
+    details = Table(
+        [[_text(name, LABEL), _text(value)] for name, value in rows],
+        colWidths=(34 * MM, TEXT_WIDTH - QR_SIZE - 34 * MM),
+        style=TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (0, -1), 0)]),
+    )
+    return Table(
+        [[details, QrFlowable(coa.batch_number, QR_SIZE)]],
+        colWidths=(TEXT_WIDTH - QR_SIZE, QR_SIZE),
+        style=TableStyle(
+            [
+                ("VALIGN", (0, 0), (-1, -1), "TOP"),
+                ("LEFTPADDING", (0, 0), (-1, -1), 0),
+                ("RIGHTPADDING", (0, 0), (-1, -1), 0),
+            ]
+        ),
+    )
+
+
+def _result_row(result: CoaResult) -> list[Paragraph]:
+    return [
+        _text(result.test, SMALL),
+        _text(result.method, SMALL),
+        _text(result.specification, SMALL),
+        _text(result.result or "—", SMALL),
+        _text(VERDICTS[result.status], SMALL_BOLD),
+        _text(result.analyst or "—", SMALL),
+        _text(format_date(result.tested_on) if result.tested_on else "—", SMALL),
+    ]
+
+
+def _results(coa: CoaData) -> list[Flowable]:
+    if not coa.results:
+        return [_text("No release test results have been recorded.", NOTICE)]
+    header = [
+        _text(title, SMALL_BOLD)
+        for title in ("Test", "Method", "Specification", "Result", "Verdict", "Analyst", "Date")
+    ]
+    style = [
+        ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
+        ("BACKGROUND", (0, 0), (-1, 0), colors.Color(0.9, 0.9, 0.9)),
+        ("VALIGN", (0, 0), (-1, -1), "TOP"),
+        ("LEFTPADDING", (0, 0), (-1, -1), CELL_PADDING),
+        ("RIGHTPADDING", (0, 0), (-1, -1), CELL_PADDING),
+    ]
+    style += [
+        ("BACKGROUND", (0, row), (-1, row), colors.Color(1, 0.88, 0.88))
+        for row, result in enumerate(coa.results, start=1)
+        if result.status is ResultStatus.FAIL
+    ]
+    table = Table(
+        [header, *(_result_row(result) for result in coa.results)],
+        colWidths=RESULT_COLUMNS,
+        repeatRows=1,
+        style=TableStyle(style),
+    )
+    flowables: list[Flowable] = [table]
+    pending = [result.test for result in coa.results if result.status is ResultStatus.PENDING]
+    if pending:
+        flowables.append(
+            _text(
+                f"{len(pending)} of {len(coa.results)} results pending: {', '.join(pending)}. "
+                "This certificate is not final until every result is in.",
+                NOTICE,
+            )
+        )
+    return flowables
+
+
+def _signature(signature: SignatureData | None) -> str:
+    if signature is None:
+        return "Not signed."
+    return f"Signed by {signature.printed_name}. Meaning: {signature.meaning}. Signed at {format_utc(signature.signed_at)}."
+
+
+def _disposition(coa: CoaData) -> list[Flowable]:
+    flowables: list[Flowable] = [_text("Disposition", HEADING)]
+    if coa.disposition is None:
+        flowables.append(_text("Disposition: not yet decided. This batch has not been released.", NOTICE))
+    else:
+        flowables.append(_text(f"Disposition: {coa.disposition}", NOTICE))
+        flowables.append(_text(_signature(coa.disposition_signature)))
+    if coa.exceptional_release_notes:
+        flowables.append(_text("Exceptional release", HEADING))
+        flowables.append(_text(coa.exceptional_release_notes))
+    return flowables
+
+
+def _story(coa: CoaData) -> list[Flowable]:
+    return [
+        _text("Certificate of Analysis", TITLE),
+        _text("\n".join((coa.facility_name, *coa.facility_address)), SMALL),
+        Spacer(0, 4 * MM),
+        _identity(coa),
+        _text("Release test results", HEADING),
+        *_results(coa),
+        *_disposition(coa),
+    ]
+
+
+def _footer(coa: CoaData, total: int | None) -> Callable[[Canvas, SimpleDocTemplate], None]:
+    generated = f"Certificate of analysis {coa.batch_number}, generated {format_utc(coa.generated_at)}"
+    downloaded = (
+        f"Downloaded by {clean(coa.downloaded_by)} at {format_utc(coa.generated_at)}" if coa.downloaded_by else None
+    )
+
+    def draw(canvas: Canvas, doc: SimpleDocTemplate) -> None:
+        canvas.saveState()
+        canvas.setFont(SANS, FOOTER_SIZE)
+        left, right, y = PAGE_MARGIN + FRAME_PADDING, A4[0] - PAGE_MARGIN - FRAME_PADDING, PAGE_MARGIN / 2
+        canvas.drawString(left, y, generated)
+        canvas.drawRightString(right, y, f"Page {doc.page} of {total or doc.page}")
+        if downloaded:
+            canvas.drawString(left, y - FOOTER_SIZE * 1.3, downloaded)
+        canvas.restoreState()
+
+    return draw
+
+
+def _build(coa: CoaData, total: int | None) -> tuple[bytes, int]:
+    buffer = BytesIO()
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=PAGE_MARGIN,
+        rightMargin=PAGE_MARGIN,
+        topMargin=PAGE_MARGIN,
+        bottomMargin=PAGE_MARGIN,
+        title=f"Certificate of analysis {coa.batch_number}",
+        author=clean(coa.facility_name),
+        creator="CellTrail",
+        invariant=True,
+    )
+    footer = _footer(coa, total)
+    doc.build(_story(coa), onFirstPage=footer, onLaterPages=footer)
+    return buffer.getvalue(), doc.page
+
+
+def render_coa(coa: CoaData) -> bytes:
+    """The certificate of analysis as an A4 PDF. Raises UnprintableText for characters the font lacks."""
+    _, pages = _build(coa, None)
+    pdf, _ = _build(coa, pages)
+    return pdf

@@ -1,0 +1,157 @@
+"""Plain data the printers take: one label (``LabelData``) and one certificate of analysis (``CoaData``).
+
+``lab/`` builds these from its records; ``labels/`` only reads them. Dates are plain dates,
+times are timezone-aware datetimes (a naive one is refused: a printed time must say its zone).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from labels.codes import CodeKind, parse_code
+
+# 21 CFR 1271.90(c); lab/ decides which lines a container needs and passes them in.
+FOR_AUTOLOGOUS_USE_ONLY = "FOR AUTOLOGOUS USE ONLY"
+NOT_EVALUATED_FOR_INFECTIOUS_SUBSTANCES = "NOT EVALUATED FOR INFECTIOUS SUBSTANCES"
+
+
+def _check_code(value: str, kind: CodeKind) -> None:
+    """Refuse a code whose check character is wrong or that is not written in its canonical form."""
+    if str(parse_code(value, kind)) != value:
+        raise ValueError(f"Print the {kind.value} as {parse_code(value, kind)}, not {value!r}.")
+
+
+def _check_aware(name: str, moment: datetime) -> None:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be timezone-aware, got {moment.isoformat()}.")
+
+
+class Stock(StrEnum):
+    """Label stock: a product bag label (4 x 4 in) or a cryo-tube label (38 x 19 mm)."""
+
+    BAG = "bag"
+    TUBE = "tube"
+
+    @property
+    def size_mm(self) -> tuple[float, float]:
+        """Width and height of one label in millimetres."""
+        return (101.6, 101.6) if self is Stock.BAG else (38.0, 19.0)
+
+
+@dataclass(frozen=True)
+class LabelData:
+    """Everything printed on one container label.
+
+    ``code`` is the container code and the whole QR payload; it, ``coi`` and ``batch_number``
+    must be valid codes in canonical form (labels.codes), so a label never carries a code
+    with a wrong check character. ``kind`` is the title printed
+    on the label ("Final product bag", "QC sample", ...). Tube labels print only the code,
+    kind, COI, batch number, REPRINT and one or two dates; bag labels print every field given.
+    ``regulatory_lines`` print in bold in the order given (e.g. FOR_AUTOLOGOUS_USE_ONLY on
+    product bags). ``printed_at`` is printed in the zone it carries.
+    """
+
+    code: str
+    kind: str
+    stock: Stock
+    coi: str
+    batch_number: str
+    product: str
+    printed_at: datetime
+    patient_ref: str | None = None
+    patient_initials: str | None = None
+    patient_dob: date | None = None
+    bag_number: int | None = None
+    bag_count: int | None = None
+    volume_ml: Decimal | None = None
+    collected_on: date | None = None
+    filled_on: date | None = None
+    expires_on: date | None = None
+    storage: str | None = None
+    facility_name: str | None = None
+    facility_address: tuple[str, ...] = ()
+    regulatory_lines: tuple[str, ...] = ()
+    reprint: bool = False
+    copy_note: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_code(self.code, CodeKind.CONTAINER)
+        _check_code(self.coi, CodeKind.COI)
+        _check_code(self.batch_number, CodeKind.BATCH)
+        _check_aware("printed_at", self.printed_at)
+        if not self.kind.strip() or not self.product.strip():
+            raise ValueError("A label needs the container's kind and the product.")
+        if (self.bag_number is None) != (self.bag_count is None):
+            raise ValueError("bag_number and bag_count go together.")
+        if self.bag_number is not None and self.bag_count is not None and not 1 <= self.bag_number <= self.bag_count:
+            raise ValueError(f"Bag {self.bag_number} of {self.bag_count} is not a bag of the set.")
+        if self.volume_ml is not None and self.volume_ml <= 0:
+            raise ValueError(f"A volume of {self.volume_ml} mL cannot be printed.")
+
+
+class ResultStatus(StrEnum):
+    """The verdict of one release test, printed in words on the certificate."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    PENDING = "pending"
+
+
+@dataclass(frozen=True)
+class CoaResult:
+    """One release test on the certificate; ``result``, ``analyst`` and ``tested_on`` are None while pending."""
+
+    test: str
+    method: str
+    specification: str
+    status: ResultStatus
+    result: str | None = None
+    analyst: str | None = None
+    tested_on: date | None = None
+
+
+@dataclass(frozen=True)
+class SignatureData:
+    """An electronic signature as 21 CFR 11.50 wants it shown: printed name, meaning and time."""
+
+    printed_name: str
+    meaning: str
+    signed_at: datetime
+
+    def __post_init__(self) -> None:
+        _check_aware("signed_at", self.signed_at)
+
+
+@dataclass(frozen=True)
+class CoaData:
+    """A certificate of analysis for one batch.
+
+    ``batch_number`` (also the QR payload) and ``coi`` must be valid codes in canonical form. ``disposition`` is None until QA decides, and a
+    signature needs a disposition. ``downloaded_by`` is the printed name of whoever downloads
+    the PDF; the footer then says "Downloaded by <name> at <generated_at in UTC>".
+    """
+
+    batch_number: str
+    coi: str
+    product: str
+    patient_ref: str
+    process_key: str
+    process_version: int
+    facility_name: str
+    results: tuple[CoaResult, ...]
+    generated_at: datetime
+    facility_address: tuple[str, ...] = ()
+    disposition: str | None = None
+    disposition_signature: SignatureData | None = None
+    exceptional_release_notes: str | None = None
+    downloaded_by: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_code(self.batch_number, CodeKind.BATCH)
+        _check_code(self.coi, CodeKind.COI)
+        _check_aware("generated_at", self.generated_at)
+        if self.disposition_signature is not None and self.disposition is None:
+            raise ValueError("A disposition signature needs the disposition it signs.")

@@ -1,0 +1,69 @@
+"""Fonts and the text forms of dates and times shared by labels and certificates.
+
+The standard PDF fonts cannot show "≤" or "−" (as in "≤ −150 °C"), so TrueType fonts are
+embedded: DejaVu Sans, and DejaVu Sans Mono Bold for codes (its zero is dotted, unlike the
+letter O). They ship inside this package (labels/fonts, with their licence), so a label
+looks the same, to the point, on every machine that prints it: a validated layout must not
+depend on the fonts a server happens to have. DejaVu also covers Greek (IFN-γ, TNF-α). A
+character the font lacks would print as an empty box, so it is refused instead
+(``UnprintableText``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFont
+
+FONTS_DIR = Path(__file__).parent / "fonts"
+
+
+def _register_fonts() -> tuple[str, str, str]:
+    """Register the text fonts; return the sans, sans bold and mono bold font names."""
+    names = {"CellTrail-Sans": "DejaVuSans.ttf", "CellTrail-Sans-Bold": "DejaVuSans-Bold.ttf",
+             "CellTrail-Mono-Bold": "DejaVuSansMono-Bold.ttf"}
+    for name, file in names.items():
+        pdfmetrics.registerFont(TTFont(name, str(FONTS_DIR / file)))
+    sans, sans_bold, mono_bold = names
+    return sans, sans_bold, mono_bold
+
+
+SANS, SANS_BOLD, MONO_BOLD = _register_fonts()
+
+
+class UnprintableText(ValueError):
+    """Text holds a character the label fonts cannot draw."""
+
+
+def clean(text: str, font: str = SANS) -> str:
+    """Collapse whitespace (line breaks included) to single spaces; refuse characters ``font`` lacks."""
+    text = " ".join(text.split())
+    face = pdfmetrics.getFont(font).face
+    missing = sorted({char for char in text if ord(char) not in face.charToGlyph})
+    if missing:
+        raise UnprintableText(f"{text!r} holds characters the label font cannot print: {''.join(missing)!r}.")
+    return text
+
+
+def format_date(day: date) -> str:
+    """ISO 8601 (2026-11-25): one reading in every country."""
+    return day.isoformat()
+
+
+def format_time(moment: datetime) -> str:
+    """``2026-11-25 14:03 UTC``, or the zone's offset (``+01:00``) for another zone."""
+    offset = moment.utcoffset()
+    if offset is None:
+        raise ValueError(f"{moment.isoformat()} has no time zone.")
+    if not offset:
+        return f"{moment:%Y-%m-%d %H:%M} UTC"
+    minutes = int(offset.total_seconds()) // 60
+    sign = "+" if minutes >= 0 else "-"
+    return f"{moment:%Y-%m-%d %H:%M} {sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def format_utc(moment: datetime) -> str:
+    """The moment in UTC, as ``format_time`` writes it."""
+    return format_time(moment.astimezone(UTC))
