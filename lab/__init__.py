@@ -45,10 +45,10 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     migrate.init_app(app, db, directory=str(PACKAGE_DIR / "migrations"), render_as_batch=True)
 
     from lab import auth, cli, errors, templating
-    from lab.views import admin, batches, containers, deviations, inventory, main, patients, quality
+    from lab.views import admin, audit, batches, containers, deviations, inventory, main, patients, quality, records
 
     auth.init_app(app)
-    for module in (main, patients, batches, containers, admin, inventory, quality, deviations):
+    for module in (main, patients, batches, containers, admin, inventory, quality, deviations, records, audit):
         app.register_blueprint(module.bp)
     errors.register_error_handlers(app)
     templating.register(app)

@@ -5,7 +5,7 @@ Completeness comes from a session event, so no write path can forget the trail
 ``audit.action(name, actor=..., reason=...)``. A flush that changes audited rows outside
 such a block is refused, as is any update or delete of append-only rows, or any delete
 of an audited row. Entries are written on the flush's own connection, so they commit
-or roll back with the change they describe.
+or roll back with the change they describe, and chained (lab.audit_chain) under a lock.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import event, insert, inspect
+from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, UOWTransaction
 
+from lab import audit_chain
 from lab.exceptions import ImmutableRecordError
 from lab.extensions import db
 from lab.models import AppendOnly, Audited, AuditEvent, User, utcnow
@@ -86,7 +87,7 @@ def _write_audit_entries(session: Session, context: UOWTransaction) -> None:
     for row in rows:
         row.update(occurred_at=current.at, actor_id=actor_id, actor_username=actor_name,
                    action=current.name, reason=current.reason)
-    session.connection().execute(insert(AuditEvent), rows)
+    audit_chain.append(session.connection(), rows)
 
 
 def _columns(obj: Audited) -> Iterator[tuple[str, str]]:

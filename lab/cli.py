@@ -7,6 +7,7 @@ from flask import Flask
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
 
+from lab.cli_records import export_records, verify_export_command
 from lab.exceptions import InvalidInput
 from lab.extensions import db
 from lab.models.users import ROLE_TITLES
@@ -19,6 +20,9 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(create_user_command)
     app.cli.add_command(check_workflows)
     app.cli.add_command(seed_demo)
+    app.cli.add_command(export_records)
+    app.cli.add_command(verify_export_command)
+    app.cli.add_command(verify_audit)
 
 
 @click.command("init-db")
@@ -88,3 +92,29 @@ def seed_demo(password: str) -> None:
         raise click.exceptions.Exit(1) from None
     db.session.commit()
     click.echo(summary)
+
+
+@click.command("verify-audit")
+@with_appcontext  # also under FlaskCliRunner, which does not push one
+def verify_audit() -> None:
+    """Walk the audit trail's hash chain and check every signature; exit 1 naming the first
+    sign of a change made in the database behind the application."""
+    from lab.services.audit_verify import verify_chain, verify_signatures
+
+    chain, signatures = verify_chain(), verify_signatures()
+    problems = [*chain.findings.problems, *signatures.findings.problems]
+    for problem in problems:
+        click.echo(f"TAMPERED: {problem}", err=True)
+    hidden = chain.findings.count + signatures.findings.count - len(problems)
+    if hidden:
+        click.echo(f"... and {hidden} more.", err=True)
+    click.echo(f"Audit trail: {chain.entries} entries, last entry {chain.last_id}, sha256 {chain.last_hash}: "
+               + ("chain broken." if chain.findings.count else "chain intact."))
+    click.echo(f"Signatures: {signatures.checked} checked, "
+               f"{signatures.checked - signatures.superseded - signatures.findings.count} match their records, "
+               f"{signatures.superseded} no longer match because a later signed correction changed their record "
+               "(expected; the record shows them so).")
+    if problems:
+        click.echo(f"Not intact: {problems[0]}", err=True)
+        raise click.exceptions.Exit(1)
+    click.echo("Intact: no sign of a change made behind the application.")

@@ -16,6 +16,9 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "investigate_deviation": ("supervisor", "qc_analyst", "qa_officer"),
     "close_deviation": ("qa_officer",),
     "print_labels": ("technician", "supervisor", "qc_analyst"),
+    # Reviewing the trail is the quality unit's and the inspector's job (Annex 11 §9; reviewed
+    # by someone independent of the process); administrators answer for accounts and access.
+    "review_audit_trail": ("qa_officer", "auditor", "admin"),
 }
 
 

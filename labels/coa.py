@@ -7,24 +7,16 @@ document is built twice: the first pass counts the pages so that every footer ca
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from io import BytesIO
-from xml.sax.saxutils import escape
-
 from reportlab.lib import colors
-from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
 
 from labels.data import CoaData, CoaResult, ResultStatus, SignatureData
+from labels.document import LEFT, PAGE_MARGIN, RIGHT, TEXT_WIDTH, Footer, QrFlowable, paragraph, render_counted
 from labels.layout import MM
-from labels.qr import draw_qr
 from labels.text import SANS, SANS_BOLD, clean, format_date, format_utc
 
-PAGE_MARGIN = 18 * MM
-FRAME_PADDING = 6  # platypus' default inside the page margins
-TEXT_WIDTH = A4[0] - 2 * (PAGE_MARGIN + FRAME_PADDING)
 CELL_PADDING = 3
 FOOTER_SIZE = 7.5
 QR_SIZE = 25 * MM
@@ -46,25 +38,8 @@ NOTICE = ParagraphStyle("coa-notice", parent=BODY, fontName=SANS_BOLD, fontSize=
 VERDICTS = {ResultStatus.PASS: "PASS", ResultStatus.FAIL: "FAIL", ResultStatus.PENDING: "PENDING"}
 
 
-class QrFlowable(Flowable):
-    """A vector QR of ``payload``, ``size`` points square with its quiet zone."""
-
-    def __init__(self, payload: str, size: float) -> None:
-        super().__init__()
-        self.payload = payload
-        self.size = size
-
-    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
-        return self.size, self.size
-
-    def draw(self) -> None:
-        draw_qr(self.canv, self.payload, 0, 0, self.size)
-
-
 def _text(text: str, style: ParagraphStyle = BODY) -> Paragraph:
-    """A paragraph of user text: escaped (Paragraph parses markup), line breaks kept."""
-    lines = [escape(clean(line, style.fontName)) for line in text.splitlines()]
-    return Paragraph("<br/>".join(lines), style)
+    return paragraph(text, style)
 
 
 def _identity(coa: CoaData) -> Table:
@@ -174,46 +149,24 @@ def _story(coa: CoaData) -> list[Flowable]:
     ]
 
 
-def _footer(coa: CoaData, total: int | None) -> Callable[[Canvas, SimpleDocTemplate], None]:
+def _footer(coa: CoaData) -> Footer:
     generated = f"Certificate of analysis {coa.batch_number}, generated {format_utc(coa.generated_at)}"
     downloaded = (
         f"Downloaded by {clean(coa.downloaded_by)} at {format_utc(coa.generated_at)}" if coa.downloaded_by else None
     )
 
-    def draw(canvas: Canvas, doc: SimpleDocTemplate) -> None:
-        canvas.saveState()
+    def draw(canvas: Canvas, page: int, total: int) -> None:
         canvas.setFont(SANS, FOOTER_SIZE)
-        left, right, y = PAGE_MARGIN + FRAME_PADDING, A4[0] - PAGE_MARGIN - FRAME_PADDING, PAGE_MARGIN / 2
-        canvas.drawString(left, y, generated)
-        canvas.drawRightString(right, y, f"Page {doc.page} of {total or doc.page}")
+        y = PAGE_MARGIN / 2
+        canvas.drawString(LEFT, y, generated)
+        canvas.drawRightString(RIGHT, y, f"Page {page} of {total}")
         if downloaded:
-            canvas.drawString(left, y - FOOTER_SIZE * 1.3, downloaded)
-        canvas.restoreState()
+            canvas.drawString(LEFT, y - FOOTER_SIZE * 1.3, downloaded)
 
     return draw
 
 
-def _build(coa: CoaData, total: int | None) -> tuple[bytes, int]:
-    buffer = BytesIO()
-    doc = SimpleDocTemplate(
-        buffer,
-        pagesize=A4,
-        leftMargin=PAGE_MARGIN,
-        rightMargin=PAGE_MARGIN,
-        topMargin=PAGE_MARGIN,
-        bottomMargin=PAGE_MARGIN,
-        title=f"Certificate of analysis {coa.batch_number}",
-        author=clean(coa.facility_name),
-        creator="CellTrail",
-        invariant=True,
-    )
-    footer = _footer(coa, total)
-    doc.build(_story(coa), onFirstPage=footer, onLaterPages=footer)
-    return buffer.getvalue(), doc.page
-
-
 def render_coa(coa: CoaData) -> bytes:
     """The certificate of analysis as an A4 PDF. Raises UnprintableText for characters the font lacks."""
-    _, pages = _build(coa, None)
-    pdf, _ = _build(coa, pages)
-    return pdf
+    return render_counted(lambda: _story(coa), _footer(coa), title=f"Certificate of analysis {coa.batch_number}",
+                          author=clean(coa.facility_name))

@@ -18,15 +18,17 @@ FOR_AUTOLOGOUS_USE_ONLY = "FOR AUTOLOGOUS USE ONLY"
 NOT_EVALUATED_FOR_INFECTIOUS_SUBSTANCES = "NOT EVALUATED FOR INFECTIOUS SUBSTANCES"
 
 
-def _check_code(value: str, kind: CodeKind) -> None:
+def check_code(value: str, kind: CodeKind) -> None:
     """Refuse a code whose check character is wrong or that is not written in its canonical form."""
     if str(parse_code(value, kind)) != value:
         raise ValueError(f"Print the {kind.value} as {parse_code(value, kind)}, not {value!r}.")
 
 
-def _check_aware(name: str, moment: datetime) -> None:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{name} must be timezone-aware, got {moment.isoformat()}.")
+def check_aware(name: str, *moments: datetime | None) -> None:
+    """Refuse a naive time: a printed time must say its zone. ``None`` (not yet happened) passes."""
+    for moment in moments:
+        if moment is not None and (moment.tzinfo is None or moment.utcoffset() is None):
+            raise ValueError(f"{name} must be timezone-aware, got {moment.isoformat()}.")
 
 
 class Stock(StrEnum):
@@ -78,10 +80,10 @@ class LabelData:
     copy_note: str | None = None
 
     def __post_init__(self) -> None:
-        _check_code(self.code, CodeKind.CONTAINER)
-        _check_code(self.coi, CodeKind.COI)
-        _check_code(self.batch_number, CodeKind.BATCH)
-        _check_aware("printed_at", self.printed_at)
+        check_code(self.code, CodeKind.CONTAINER)
+        check_code(self.coi, CodeKind.COI)
+        check_code(self.batch_number, CodeKind.BATCH)
+        check_aware("printed_at", self.printed_at)
         if not self.kind.strip() or not self.product.strip():
             raise ValueError("A label needs the container's kind and the product.")
         if (self.bag_number is None) != (self.bag_count is None):
@@ -122,7 +124,7 @@ class SignatureData:
     signed_at: datetime
 
     def __post_init__(self) -> None:
-        _check_aware("signed_at", self.signed_at)
+        check_aware("signed_at", self.signed_at)
 
 
 @dataclass(frozen=True)
@@ -150,8 +152,8 @@ class CoaData:
     downloaded_by: str | None = None
 
     def __post_init__(self) -> None:
-        _check_code(self.batch_number, CodeKind.BATCH)
-        _check_code(self.coi, CodeKind.COI)
-        _check_aware("generated_at", self.generated_at)
+        check_code(self.batch_number, CodeKind.BATCH)
+        check_code(self.coi, CodeKind.COI)
+        check_aware("generated_at", self.generated_at)
         if self.disposition_signature is not None and self.disposition is None:
             raise ValueError("A disposition signature needs the disposition it signs.")

@@ -9,14 +9,16 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from config import TestingConfig
+from config import TestingConfig, database_url
 from lab import audit, create_app
 from lab.demo import Recorder
 from lab.extensions import db
@@ -52,11 +54,53 @@ def _schema() -> None:
 
 
 @pytest.fixture
+def empty_database(tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty database that is not the session's test schema. On PostgreSQL it
+    is named after the test database, so runs on different test databases never collide."""
+    if not ON_POSTGRES:
+        yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
+        return
+    server_url = make_url(database_url(os.environ["TEST_DATABASE_URL"]) or "")
+    name = f"{server_url.database}_empty"
+    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+        yield server_url.set(database=name).render_as_string(hide_password=False)
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def shared_app(app: Flask, tmp_path: Path) -> Iterator[Flask]:
+    """An app whose sessions use separate connections, for tests that race them: the
+    PostgreSQL test app, or an app on a SQLite file (in-memory SQLite is one connection)."""
+    if ON_POSTGRES:
+        yield app
+        return
+
+    class FileConfig(TestingConfig):
+        SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+
+    file_app = create_app(FileConfig)
+    with file_app.app_context():
+        db.create_all()
+    yield file_app
+    with file_app.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
 def app(_schema: None) -> Iterator[Flask]:
     app = create_app(TestingConfig)
     with app.app_context():
         if ON_POSTGRES:
             tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
+            # The audit trail's trigger refuses TRUNCATE; a superuser's replica role skips triggers.
+            db.session.execute(text("SET LOCAL session_replication_role = replica"))
             db.session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
             db.session.commit()
         else:

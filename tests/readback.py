@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import pdfplumber
+import pypdf
 import pypdfium2
 import zxingcpp
 from PIL import Image
@@ -44,3 +45,19 @@ def text_of(pdf: bytes) -> str:
     """All text of the PDF, white space folded."""
     with pdfplumber.open(io.BytesIO(pdf)) as document:
         return " ".join(" ".join((page.extract_text() or "").split()) for page in document.pages)
+
+
+def page_texts(pdf: bytes) -> list[str]:
+    """Each page's text, white space folded (pypdf: several times faster than pdfplumber)."""
+    return [" ".join(page.extract_text().split()) for page in pypdf.PdfReader(io.BytesIO(pdf)).pages]
+
+
+def cells_text(pdf: bytes) -> str:
+    """The text of every table cell, cell by cell (white space folded): a wrapped cell reads
+    as one run even where its neighbours wrap too, which page text interleaves. A QR's
+    modules (rectangles a few points high) are left out: their edges read as cell borders."""
+    with pdfplumber.open(io.BytesIO(pdf)) as document:
+        tables = [page.filter(lambda obj: obj["object_type"] != "rect" or obj["height"] > 3).extract_tables()
+                  for page in document.pages]
+    return " | ".join(" ".join(cell.split()) for page in tables for table in page for row in table
+                      for cell in row if cell)

@@ -2,37 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from flask import Flask
-from sqlalchemy import event
 
-from lab.extensions import db
-
-
-@contextmanager
-def counted_queries(app: Flask) -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany) -> None:
-        statements.append(statement)
-
-    with app.app_context():
-        engine = db.engine
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
+from tests.queries import statements
 
 
 def _queries_for_page(app: Flask, login, number: str) -> int:
     client = login("tech1")
-    with counted_queries(app) as statements:
+    with statements(app) as found:
         response = client.get(f"/batches/{number}")
     assert response.status_code == 200
-    return len(statements)
+    return len(found)
 
 
 def test_batch_page_query_count_does_not_grow_with_entries(app: Flask, make_batch, login) -> None:

@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, date, datetime
-from pathlib import Path
 
-import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
-from config import TestingConfig
-from lab import audit, create_app
+from lab import audit
 from lab.demo import add_inventory
 from lab.exceptions import ConcurrentChangeError
 from lab.extensions import db
@@ -26,26 +23,8 @@ from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
 from lab.services.signatures import Credentials
 from lab.services.steps import record_step
-from tests.conftest import ON_POSTGRES, ROLES
+from tests.conftest import ROLES
 from tests.factories import PASSWORD, PASSWORD_HASH, form_data, get_batch, step_values, user
-
-
-@pytest.fixture
-def shared_app(app: Flask, tmp_path: Path) -> Iterator[Flask]:
-    """An app whose connections are separate: the PostgreSQL test app, or a SQLite file."""
-    if ON_POSTGRES:
-        yield app
-        return
-
-    class FileConfig(TestingConfig):
-        SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'race.sqlite'}"
-
-    file_app = create_app(FileConfig)
-    with file_app.app_context():
-        db.create_all()
-    yield file_app
-    with file_app.app_context():
-        db.engine.dispose()
 
 
 def _setup_lab(app: Flask) -> None:

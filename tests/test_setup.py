@@ -14,16 +14,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask import Flask
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import inspect, text
 
 from config import Config, TestingConfig, database_url
 from lab import DEBUG_KEY, PACKAGE_DIR, ConfigurationError, create_app
 from lab.extensions import db
 from lab.models import User
-from tests.conftest import ON_POSTGRES
 
-MIGRATIONS_DB = "celltrail_migrations_test"
 #: A src, href or action pointing off-site (http://, https:// or protocol-relative //).
 EXTERNAL_REF = re.compile(r"""(?:src|href|action)\s*=\s*["']?\s*(?:https?:)?//""", re.IGNORECASE)
 
@@ -174,26 +171,6 @@ def test_postgres_database_url_from_environment_uses_psycopg(deploy: Callable[..
 
 
 # --- schema: migrations ----------------------------------------------------------------------
-
-@pytest.fixture
-def empty_database(tmp_path: Path) -> Iterator[str]:
-    """The URL of an empty database that is not the session's test schema."""
-    if not ON_POSTGRES:
-        yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
-        return
-    server_url = database_url(os.environ["TEST_DATABASE_URL"])
-    assert server_url is not None
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {MIGRATIONS_DB} WITH (FORCE)"))
-            connection.execute(text(f"CREATE DATABASE {MIGRATIONS_DB}"))
-        yield make_url(server_url).set(database=MIGRATIONS_DB).render_as_string(hide_password=False)
-        with admin.connect() as connection:
-            connection.execute(text(f"DROP DATABASE IF EXISTS {MIGRATIONS_DB} WITH (FORCE)"))
-    finally:
-        admin.dispose()
-
 
 @pytest.fixture
 def empty_app(empty_database: str) -> Iterator[Flask]:

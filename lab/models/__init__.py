@@ -1,18 +1,20 @@
 """All models, imported here so that metadata and migrations see every table."""
 
-from lab.models.audit import AuditEvent
+from lab.models.audit import AuditChainHead, AuditEvent
 from lab.models.base import AppendOnly, Audited, utcnow
 from lab.models.batches import Batch, ProcessDefinitionRecord, StepEntry, StepValue
 from lab.models.containers import Container, CustodyEvent, LabelPrint
 from lab.models.inventory import Equipment, MaterialLot
 from lab.models.patients import Patient
 from lab.models.quality import Deviation, Signature, SigningFailure
+from lab.models.records import Download, IssuedRecord
 from lab.models.release import Disposition, QcResult
 from lab.models.sequences import CodeSequence
 from lab.models.users import User
 
 __all__ = [
     "AppendOnly",
+    "AuditChainHead",
     "AuditEvent",
     "Audited",
     "Batch",
@@ -21,7 +23,9 @@ __all__ = [
     "CustodyEvent",
     "Deviation",
     "Disposition",
+    "Download",
     "Equipment",
+    "IssuedRecord",
     "LabelPrint",
     "MaterialLot",
     "Patient",

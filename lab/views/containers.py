@@ -13,6 +13,7 @@ from lab.exceptions import InvalidInput
 from lab.extensions import db
 from lab.forms import ContainerScanForm
 from lab.models import Container, CustodyEvent
+from lab.permissions import require_role
 from lab.services import containers as container_service
 from lab.services.labels import print_labels
 from lab.services.progress import container_title, definition_for
@@ -97,6 +98,7 @@ def batch_labels(batch_number: str) -> Response:
 def scan(code: str) -> Response | tuple[str, int]:
     """A hand-off outside a step: the label applied and scanned back, a move, a shipment."""
     container = get_container_or_404(code)
+    require_role(current_user, "technician", "hand containers over")  # before the form: 403, whatever was sent
     form = ContainerScanForm()
     if not form.validate_on_submit():
         return _page(container, form), 422

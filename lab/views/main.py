@@ -26,6 +26,7 @@ from lab.services.alerts import quality_alerts
 from lab.services.progress import batch_progress, definition_for
 from lab.services.users import authenticate
 from labels.codes import CodeError, CodeKind, identify
+from labels.digest import DigestError, scanned_digest
 from workflows.engine import can_start
 
 bp = Blueprint("main", __name__)
@@ -92,14 +93,18 @@ def _where_container_is_needed(container: Container) -> str:
 @bp.route("/scan")
 def scan() -> Response:
     """Open what a scanned or typed code names: a container (at the step that needs it), a
-    batch, or a patient's COI. Accepts a bare code, a QR payload or a URL ending in a code."""
+    batch, a patient's COI, or the verification of a printed batch record (its digest QR).
+    Accepts a bare code, a QR payload or a URL ending in a code."""
     text = request.args.get("code", "")
     if not text.strip():
         abort(400, "Scan or type a batch number or COI.")
     compact = text.strip().rstrip("/").rsplit("/", 1)[-1]  # a URL ending in a code
     try:
+        digest = scanned_digest(text)  # the QR (or digest) of a printed batch record
+        if digest is not None:
+            return redirect(url_for("records.verify", text=digest))
         parsed = identify(compact)
-    except CodeError as error:
+    except (CodeError, DigestError) as error:
         abort(400, str(error))
     code, kind = str(parsed), parsed.kind
     if kind is CodeKind.CONTAINER:

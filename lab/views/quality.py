@@ -11,10 +11,12 @@ from werkzeug.wrappers import Response
 from wtforms.fields.choices import SelectChoice
 
 from lab.exceptions import StepNotAllowed
+from lab.extensions import db
 from lab.models import QcResult, utcnow
 from lab.permissions import require, require_role
 from lab.quality_forms import DecisionForm, ResultCorrectionForm, ResultForm
 from lab.services.disposition import EXCEPTIONAL_FIELDS, DecisionInput, available_decisions, decide
+from lab.services.downloads import record_download
 from lab.services.progress import definition_for
 from lab.services.records import coa_data
 from lab.services.release_status import as_current, batch_facts, current_results, quality_record
@@ -23,6 +25,7 @@ from lab.services.review import review_batch
 from lab.views import signing
 from lab.views.batches import get_batch_or_404
 from labels.coa import render_coa
+from labels.digest import sha256_hex
 from labels.text import UnprintableText
 from workflows.model import DecisionSpec, ProcessDefinition, ReleaseTestSpec
 from workflows.release import blockers, result_refusal, spec_text
@@ -149,8 +152,11 @@ def _choices(decisions: Iterable[DecisionSpec]) -> list[SelectChoice]:
 @bp.route("/batches/<batch_number>/coa.pdf")
 def coa(batch_number: str) -> Response:
     batch = get_batch_or_404(batch_number)
+    now = utcnow()
     try:
-        pdf = render_coa(coa_data(batch, downloaded_by=current_user, now=utcnow()))
+        pdf = render_coa(coa_data(batch, downloaded_by=current_user, now=now))
     except UnprintableText as error:
         abort(422, f"The certificate cannot be printed: {error}")
+    record_download(current_user, "coa", batch=batch, digest=sha256_hex(pdf), now=now)
+    db.session.commit()
     return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"CoA-{batch.batch_number}.pdf")

@@ -1,0 +1,82 @@
+"""The hash chain of the audit trail: how an entry's hash is computed, and appending under a lock.
+
+Canonical form of an entry (what ``hash`` is the SHA-256 of, as lowercase hex): the UTF-8
+bytes of the JSON object of its fields ``id``, ``prev_hash``, ``occurred_at``,
+``actor_id``, ``actor_username``, ``action``, ``operation``, ``table_name``, ``row_id``,
+``field``, ``old_value``, ``new_value``, ``reason`` and ``batch_id``, keys sorted, no
+whitespace (separators ``,`` and ``:``), non-ASCII characters as themselves (not
+``\\u`` escapes). Integers are JSON numbers, texts JSON strings, absent values ``null``;
+``occurred_at`` is UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always six decimals).
+``prev_hash`` is the previous entry's ``hash``, or 64 zeros for the first entry.
+
+Appends are serialized: the writer locks the one ``audit_chain_head`` row (SELECT ... FOR
+UPDATE on PostgreSQL) and holds it until its transaction ends. On SQLite the flush that
+produced the entries already holds the database's write lock when the head is read, which
+serializes writers the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from lab.exceptions import LabError
+from lab.models import AuditChainHead, AuditEvent
+
+GENESIS = "0" * 64
+HASHED_FIELDS = ("id", "prev_hash", "occurred_at", "actor_id", "actor_username", "action", "operation",
+                 "table_name", "row_id", "field", "old_value", "new_value", "reason", "batch_id")
+HEAD_ID = 1
+
+
+class ChainHeadMissing(LabError):
+    """The trail has entries but no chain head: someone deleted it behind the application.
+    Every write is refused until an administrator restores it (verify-audit says what is left)."""
+
+    status = 503
+
+
+def canonical(entry: Mapping[str, Any]) -> bytes:
+    """The bytes an entry's hash covers (module docstring)."""
+    content = {name: entry[name] for name in HASHED_FIELDS}
+    when: datetime = content["occurred_at"]
+    content["occurred_at"] = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def entry_hash(entry: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical(entry)).hexdigest()
+
+
+def append(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Number, chain and insert ``rows`` (every field of HASHED_FIELDS but the first two),
+    leaving the chain head locked by this transaction until it commits or rolls back."""
+    last_id, last_hash = _lock_head(connection)
+    for row in rows:
+        last_id += 1
+        row.update(id=last_id, prev_hash=last_hash)
+        row["hash"] = last_hash = entry_hash(row)
+    connection.execute(insert(AuditEvent), rows)
+    connection.execute(update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
+                       .values(last_id=last_id, last_hash=last_hash))
+
+
+def _lock_head(connection: Connection) -> tuple[int, str]:
+    query = select(AuditChainHead.last_id, AuditChainHead.last_hash).where(AuditChainHead.id == HEAD_ID)
+    head = connection.execute(query.with_for_update()).one_or_none()
+    if head is None:
+        if connection.scalar(select(exists().select_from(AuditEvent))):
+            raise ChainHeadMissing("The audit trail's chain head is missing: nothing was saved. "
+                                   "Run `flask --app lab verify-audit` and call your administrator.")
+        # A new trail. A concurrent first writer's row wins; this one then waits on it.
+        dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+        connection.execute(dialect.insert(AuditChainHead).values(id=HEAD_ID, last_id=0, last_hash=GENESIS)
+                           .on_conflict_do_nothing())
+        head = connection.execute(query.with_for_update()).one()
+    return head.last_id, head.last_hash

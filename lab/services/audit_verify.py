@@ -1,0 +1,201 @@
+"""Checks behind ``flask --app lab verify-audit``: is the trail the one the application wrote,
+and does every signature still match what it signs?
+
+Chain: entries are read in id order, a thousand at a time (constant memory). An entry whose
+content no longer gives its hash was edited; one whose ``prev_hash`` is not the previous
+entry's hash follows a deleted, inserted or rewritten entry; the chain head must name the
+last entry, which catches entries deleted from or added to the end.
+
+Signatures: the application changes signed content only by a correction, and signs the
+corrected record (meaning "corrected"). So the rule is: a record's latest signature must
+match the record, and an earlier signature may stop matching only if a later "corrected"
+signature of the same record follows it. Those are information (the record shows them as
+no longer matching); any other mismatch, or a signature whose record is gone, means the
+signed record was changed in the database.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select, true
+from sqlalchemy.orm import selectinload
+
+from lab.audit_chain import GENESIS, HEAD_ID, entry_hash
+from lab.extensions import db
+from lab.models import AuditChainHead, AuditEvent, Batch, Deviation, Disposition, QcResult, Signature, StepEntry
+from lab.services.signatures import RECORD_TYPES, Signable, digest
+
+CHUNK = 1000
+#: Problems listed in full; the rest are counted.
+SHOWN = 20
+
+
+@dataclass
+class Findings:
+    """Problems found (in the order found, the first few in full) and their number."""
+
+    problems: list[str] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, message: str) -> None:
+        self.count += 1
+        if len(self.problems) < SHOWN:
+            self.problems.append(message)
+
+
+@dataclass
+class ChainReport:
+    entries: int = 0
+    last_id: int = 0
+    last_hash: str = GENESIS
+    findings: Findings = field(default_factory=Findings)
+
+
+@dataclass
+class SignatureReport:
+    checked: int = 0
+    #: Signatures that no longer match because a later signed correction changed their record.
+    superseded: int = 0
+    findings: Findings = field(default_factory=Findings)
+
+
+def verify_chain() -> ChainReport:
+    """Walk the whole trail and compare its end with the chain head.
+
+    The head is read after the walk: a legitimate append commits its entries and the head
+    together, so entries seen before the head was read and beyond it were not written by
+    the application. Entries appended while the walk ran are walked too.
+    """
+    report = ChainReport()
+    _walk(report)
+    head = _head()
+    while head is not None and head.last_id > report.last_id and _walk(report):
+        head = _head()
+    findings = report.findings
+    if head is None:
+        if report.entries:
+            findings.add("The chain head is missing: it was deleted in the database.")
+    elif head.last_id < report.last_id:
+        first = db.session.scalar(select(func.min(AuditEvent.id)).where(AuditEvent.id > head.last_id))
+        findings.add(f"Entry {first}: added after the last entry the application wrote (entry {head.last_id}): "
+                     "inserted in the database.")
+    elif head.last_id > report.last_id:
+        findings.add(f"Entry {head.last_id}: missing. The trail ends at entry {report.last_id}, but the "
+                     f"application's last entry was {head.last_id}: entries were deleted from its end.")
+    elif head.last_hash != report.last_hash:
+        findings.add(f"Entry {head.last_id}: its hash is not the one the application recorded for the last "
+                     "entry: the entry or the chain head was rewritten in the database.")
+    return report
+
+
+def _head() -> Any:
+    return db.session.execute(select(AuditChainHead.last_id, AuditChainHead.last_hash)
+                              .where(AuditChainHead.id == HEAD_ID)).one_or_none()
+
+
+def _walk(report: ChainReport) -> int:
+    """Check the entries after ``report.last_id``; return how many there were."""
+    walked = 0
+    table = AuditEvent.__table__
+    while rows := db.session.execute(select(table).where(table.c.id > report.last_id if report.entries else true())
+                                     .order_by(table.c.id).limit(CHUNK)).mappings().all():
+        for row in rows:
+            _check_entry(report, row)
+        walked += len(rows)
+    return walked
+
+
+def _check_entry(report: ChainReport, row: Any) -> None:
+    entry_id = row["id"]
+    if row["prev_hash"] != report.last_hash:
+        if not report.entries:
+            where = "it starts the trail, but does not link to the start of the chain: entries before it were deleted"
+        elif entry_id > report.last_id + 1 and report.last_id > 0:
+            missing = (f"entry {report.last_id + 1} is" if entry_id == report.last_id + 2
+                       else f"entries {report.last_id + 1} to {entry_id - 1} are")
+            where = f"its link to entry {report.last_id} is broken, and {missing} missing: deleted"
+        else:
+            where = (f"its link to entry {report.last_id} is broken: that entry was rewritten or inserted, or "
+                     "an entry between them deleted")
+        report.findings.add(f"Entry {entry_id}: {where} in the database.")
+    if entry_hash(row) != row["hash"]:
+        report.findings.add(f"Entry {entry_id}: its content does not match its hash: edited or inserted in the "
+                            "database.")
+    report.entries += 1
+    report.last_id, report.last_hash = entry_id, row["hash"]
+
+
+# --- signatures -------------------------------------------------------------------------------
+
+_MODELS: dict[str, type[Signable]] = {name: model for model, name in RECORD_TYPES.items()}
+_LOAD = {
+    StepEntry: (selectinload(StepEntry.values), selectinload(StepEntry.batch), selectinload(StepEntry.performed_by)),
+    QcResult: (selectinload(QcResult.batch), selectinload(QcResult.recorded_by)),
+    Deviation: (selectinload(Deviation.batch),),
+    Disposition: (selectinload(Disposition.batch), selectinload(Disposition.decided_by)),
+}
+
+
+def verify_signatures() -> SignatureReport:
+    """Check every signature against the record it signs, one batch at a time."""
+    report = SignatureReport()
+    for signatures in _signatures_by_batch():
+        _check_batch(report, signatures)
+        db.session.expunge_all()  # constant memory: nothing of a checked batch stays loaded
+    return report
+
+
+def _signatures_by_batch() -> Iterator[Sequence[Signature]]:
+    after = 0
+    while batch_ids := db.session.scalars(select(Batch.id).where(Batch.id > after).order_by(Batch.id)
+                                          .limit(100)).all():
+        for batch_id in batch_ids:
+            yield db.session.scalars(select(Signature).where(Signature.batch_id == batch_id)
+                                     .order_by(Signature.id)).all()
+        after = batch_ids[-1]
+    yield db.session.scalars(select(Signature).where(Signature.batch_id.is_(None)).order_by(Signature.id)).all()
+
+
+def _check_batch(report: SignatureReport, signatures: Sequence[Signature]) -> None:
+    by_record: dict[tuple[str, int], list[Signature]] = defaultdict(list)
+    for signature in signatures:
+        by_record[(signature.record_type, signature.record_id)].append(signature)
+    records = _records(by_record)
+    for (record_type, record_id), signed in by_record.items():
+        report.checked += len(signed)
+        record = records.get((record_type, record_id))
+        if record is None or record.batch_id != signed[0].batch_id:
+            for signature in signed:
+                report.findings.add(f"Signature {signature.id}: the {record_type.replace('_', ' ')} {record_id} it "
+                                    "signs is not in its batch: deleted or moved in the database.")
+            continue
+        current = digest(record)
+        for position, signature in enumerate(signed):
+            if signature.content_sha256 == current:
+                continue
+            if any(later.meaning == "corrected" for later in signed[position + 1:]):
+                report.superseded += 1
+            else:
+                report.findings.add(
+                    f"Signature {signature.id} ({signature.meaning}, {signature.printed_name}, "
+                    f"{signature.signed_at:%Y-%m-%d %H:%M:%S} UTC): the {record_type.replace('_', ' ')} {record_id} "
+                    "it signs has changed with no signed correction since: changed in the database.")
+
+
+def _records(by_record: dict[tuple[str, int], list[Signature]]) -> dict[tuple[str, int], Signable]:
+    wanted: dict[str, list[int]] = defaultdict(list)
+    for record_type, record_id in by_record:
+        wanted[record_type].append(record_id)
+    found: dict[tuple[str, int], Signable] = {}
+    for record_type, ids in wanted.items():
+        model = _MODELS.get(record_type)
+        if model is None:
+            continue
+        records: Sequence[Any] = db.session.scalars(select(model).where(model.id.in_(ids))
+                                                    .options(*_LOAD[model])).all()
+        found.update(((record_type, record.id), record) for record in records)
+    return found

@@ -1,0 +1,82 @@
+"""What the A4 documents (certificate of analysis, batch record) share: margins, user text
+as paragraphs, the vector QR flowable, and the two-pass build behind "Page X of Y"."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from io import BytesIO
+from xml.sax.saxutils import escape
+
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate
+
+from labels.layout import MM
+from labels.qr import draw_qr
+from labels.text import clean
+
+PAGE_MARGIN = 18 * MM
+FRAME_PADDING = 6  # platypus' default inside the page margins
+TEXT_WIDTH = A4[0] - 2 * (PAGE_MARGIN + FRAME_PADDING)
+LEFT = PAGE_MARGIN + FRAME_PADDING
+RIGHT = A4[0] - PAGE_MARGIN - FRAME_PADDING
+
+#: Draws one page's footer: (canvas, page number, page count).
+Footer = Callable[[Canvas, int, int], None]
+
+
+class QrFlowable(Flowable):
+    """A vector QR of ``payload``, ``size`` points square with its quiet zone."""
+
+    def __init__(self, payload: str, size: float) -> None:
+        super().__init__()
+        self.payload = payload
+        self.size = size
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        return self.size, self.size
+
+    def draw(self) -> None:
+        draw_qr(self.canv, self.payload, 0, 0, self.size)
+
+
+def paragraph(text: str, style: ParagraphStyle) -> Paragraph:
+    """A paragraph of user text: escaped (Paragraph parses markup), line breaks kept.
+    Raises UnprintableText for characters the font lacks."""
+    lines = [escape(clean(line, style.fontName)) for line in text.splitlines()]
+    return Paragraph("<br/>".join(lines), style)
+
+
+def _build(story: list[Flowable], footer: Footer, total: int | None, *, title: str, author: str,
+           bottom_margin: float) -> tuple[bytes, int]:
+    buffer = BytesIO()
+    doc = SimpleDocTemplate(
+        buffer,
+        pagesize=A4,
+        leftMargin=PAGE_MARGIN,
+        rightMargin=PAGE_MARGIN,
+        topMargin=PAGE_MARGIN,
+        bottomMargin=bottom_margin,
+        title=title,
+        author=author,
+        creator="CellTrail",
+        invariant=True,
+    )
+
+    def draw(canvas: Canvas, document: SimpleDocTemplate) -> None:
+        canvas.saveState()
+        footer(canvas, document.page, total or document.page)
+        canvas.restoreState()
+
+    doc.build(story, onFirstPage=draw, onLaterPages=draw)
+    return buffer.getvalue(), doc.page
+
+
+def render_counted(story: Callable[[], list[Flowable]], footer: Footer, *, title: str, author: str,
+                   bottom_margin: float = PAGE_MARGIN) -> bytes:
+    """An A4 PDF of ``story`` built twice: the first pass counts the pages so that every
+    footer can say "Page X of Y". Byte-reproducible (``invariant``)."""
+    _, pages = _build(story(), footer, None, title=title, author=author, bottom_margin=bottom_margin)
+    pdf, _ = _build(story(), footer, pages, title=title, author=author, bottom_margin=bottom_margin)
+    return pdf
