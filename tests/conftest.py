@@ -10,6 +10,7 @@ import os
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -147,6 +148,21 @@ def login(client: FlaskClient) -> Callable[[str], FlaskClient]:
         assert response.status_code == 302, response.get_data(as_text=True)
         return client
     return _login
+
+
+@pytest.fixture
+def never_500(app: Flask) -> Iterator[None]:
+    """Fails the test if any answer it got was a server error: a module of bad-input tests
+    uses it for every test (``pytestmark = pytest.mark.usefixtures("never_500")``)."""
+    statuses: list[int] = []
+
+    @app.after_request
+    def _note(response: Any) -> Any:
+        statuses.append(response.status_code)
+        return response
+
+    yield
+    assert all(status < 500 for status in statuses), statuses
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -17,13 +16,11 @@ from config import TestingConfig
 from lab import audit, create_app
 from lab.extensions import db
 from lab.models import Patient, User
+from tests.conftest import ON_POSTGRES
 from tests.factories import PASSWORD, PASSWORD_HASH, entries, form_data, get_batch, page_text, snapshot, step_values
 
-ON_POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 LONG = "x" * 50_000
-
-
-
+pytestmark = pytest.mark.usefixtures("never_500")
 
 
 def step_form(app: Flask, number: str, step_key: str, *, comment: str = "", **overrides: str) -> dict[str, Any]:
@@ -36,20 +33,6 @@ def step_form(app: Flask, number: str, step_key: str, *, comment: str = "", **ov
 def assert_refused(response: Any, status: int, message: str) -> None:
     assert response.status_code == status, page_text(response)[:2000]
     assert message in page_text(response)
-
-
-@pytest.fixture(autouse=True)
-def never_500(app: Flask) -> Iterator[None]:
-    """Whatever a test here sends, no answer is a server error."""
-    statuses: list[int] = []
-
-    @app.after_request
-    def _note(response: Any) -> Any:
-        statuses.append(response.status_code)
-        return response
-
-    yield
-    assert all(status < 500 for status in statuses), statuses
 
 
 @pytest.fixture

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 from flask import Flask
 from sqlalchemy import func, select
@@ -15,19 +12,7 @@ from tests.factories import get_batch, page_text, signature
 from tests.quality import record_results
 
 LONG = "x" * 50_000
-
-
-@pytest.fixture(autouse=True)
-def never_500(app: Flask) -> Iterator[None]:
-    statuses: list[int] = []
-
-    @app.after_request
-    def _note(response: Any) -> Any:
-        statuses.append(response.status_code)
-        return response
-
-    yield
-    assert all(status < 500 for status in statuses), statuses
+pytestmark = pytest.mark.usefixtures("never_500")
 
 
 def audit_count(app: Flask) -> int:
