@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
@@ -56,6 +57,17 @@ def signature(username: str, password: str = PASSWORD) -> dict[str, str]:
     """The signature components of a signing form. The username matters only on the first
     signature of a sign-in (21 CFR 11.200(a)); later ones ignore it."""
     return {"username": username, "password": password}
+
+
+def post_step(app: Flask, client: Any, number: str, step_key: str, *, comment: str = "",
+              when: datetime | None = None, **overrides: str) -> Any:
+    """POST a step form with in-limit values (as of ``when``, default now) and the current batch version."""
+    with app.app_context():
+        batch = get_batch(number)
+        raw = step_values(step_key, when=when or datetime.now(UTC), batch=batch, **overrides)
+        version = batch.version
+    return client.post(f"/batches/{number}/steps/{step_key}",
+                       data=form_data(raw, signer=signed_in(app, client), comment=comment, batch_version=version))
 
 
 def page_text(response: Any) -> str:

@@ -18,7 +18,7 @@ from lab.models import AuditEvent, Batch, Deviation, MaterialLot, Patient, Signa
 from lab.services.patients import PatientInput, register_patient
 from lab.services.signatures import Credentials
 from lab.services.steps import correct_value, record_step
-from tests.factories import PASSWORD, entries, form_data, get_batch, signature, signed_in, step_values, user
+from tests.factories import PASSWORD, entries, get_batch, post_step, signature, step_values, user
 
 
 def count(model: type) -> int:
@@ -30,14 +30,6 @@ def events(action: str | None = None) -> list[AuditEvent]:
     if action is not None:
         query = query.where(AuditEvent.action == action)
     return list(db.session.scalars(query))
-
-
-def post_step(app: Flask, client: Any, number: str, step_key: str, *, comment: str = "", **overrides: str) -> Any:
-    with app.app_context():
-        batch = get_batch(number)
-        raw = step_values(step_key, when=datetime.now(UTC), batch=batch, **overrides)
-        data = form_data(raw, comment=comment, batch_version=batch.version)
-    return client.post(f"/batches/{number}/steps/{step_key}", data={**data, **signature(signed_in(app, client))})
 
 
 def test_recording_a_step_writes_its_audit_entries(app, make_batch, login):

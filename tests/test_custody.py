@@ -3,27 +3,17 @@ another patient or batch is refused, and only its mismatch is kept."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from flask import Flask
 from sqlalchemy import func, select
 
 from lab.extensions import db
 from lab.models import AuditEvent, Container, CustodyEvent, StepEntry
-from tests.factories import entries, form_data, get_batch, page_text, signature, snapshot, step_values
+from tests.factories import entries, get_batch, page_text, post_step, signature, snapshot
 
 
 def container(app: Flask, number: str, kind: str) -> str:
     with app.app_context():
         return next(c.code for c in get_batch(number).containers if c.kind == kind)
-
-
-def post_step(app: Flask, client, number: str, step_key: str, **overrides: str):
-    with app.app_context():
-        batch = get_batch(number)
-        raw = step_values(step_key, when=datetime.now(UTC), batch=batch, **overrides)
-        version = batch.version
-    return client.post(f"/batches/{number}/steps/{step_key}", data=form_data(raw, batch_version=version))
 
 
 def custody(app: Flask, number: str) -> list[tuple[str, str, bool, str | None]]:

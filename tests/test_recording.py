@@ -18,13 +18,12 @@ from lab.services.progress import batch_overview
 from lab.services.signatures import current_values
 from tests.factories import (
     entries,
-    form_data,
     get_batch,
     page_text,
+    post_step,
     signature,
     signed_in,
     snapshot,
-    step_values,
     user,
 )
 
@@ -33,17 +32,6 @@ STEP_ORDER = ["receipt", "enrichment", "activation", "transduction", "expansion"
 
 
 
-
-
-def post_step(app: Flask, client: FlaskClient, number: str, step_key: str, *, comment: str = "",
-              when: datetime | None = None, **overrides: str) -> Any:
-    """POST a step form with in-limit values (as of ``when``, default now) and the current batch version."""
-    with app.app_context():
-        batch = get_batch(number)
-        raw = step_values(step_key, when=when or datetime.now(UTC), batch=batch, **overrides)
-        version = batch.version
-    return client.post(f"/batches/{number}/steps/{step_key}",
-                       data=form_data(raw, signer=signed_in(app, client), comment=comment, batch_version=version))
 
 
 def step_states_on_page(page: str) -> list[tuple[str, str]]:
