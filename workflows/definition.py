@@ -21,9 +21,7 @@ from workflows.engine import typed_value
 from workflows.model import (
     BEFORE_RELEASE,
     CONTAINER_STATUSES,
-    FIELD_TYPES,
     REQUIREMENTS,
-    RESULT_KINDS,
     ROLES,
     SIGNATURE_MEANINGS,
     Bound,
@@ -197,6 +195,30 @@ def _check_keys(table: Mapping[str, Any], allowed: Mapping[str, bool], where: st
     for key, required in allowed.items():
         if required and key not in table:
             raise _Invalid(f"{where}: missing required key {key!r}")
+
+
+def _key_and_kind(table: Mapping[str, Any], where: str, named: str, kind_key: str, common: Mapping[str, bool],
+                  per_kind: Mapping[str, Mapping[str, bool]]) -> tuple[str, str, str]:
+    """The key and kind of a table whose allowed keys depend on its kind (a field's type, a
+    release test's kind), its keys checked. ``where`` names the table by position until its
+    key is known, then ``named`` and the key do; an option of another kind is refused as not
+    applying to "a <kind> <last word of named>". Returns (key, where, kind)."""
+    if "key" not in table:
+        raise _Invalid(f"{where}: missing required key 'key'")
+    key = _slug(table, "key", where)
+    where = f"{named} {key!r}"
+    if kind_key not in table:
+        raise _Invalid(f"{where}: missing required key {kind_key!r}")
+    kind = _text(table, kind_key, where)
+    if kind not in per_kind:
+        raise _Invalid(f"{where}: unknown {kind_key} {kind!r} (use one of {', '.join(per_kind)})")
+    allowed = {**common, **per_kind[kind]}
+    noun = named.rsplit(" ", 1)[-1]
+    for option in table:
+        if option not in allowed and any(option in keys for keys in per_kind.values()):
+            raise _Invalid(f"{where}: {option!r} does not apply to a {kind} {noun}")
+    _check_keys(table, allowed, where)
+    return key, where, kind
 
 
 def _get(table: Mapping[str, Any], key: str, kind: type, where: str, default: Any = None) -> Any:
@@ -524,21 +546,8 @@ def _hold(table: Mapping[str, Any], where: str, fields: tuple[FieldSpec, ...]) -
 
 
 def _field(table: dict[str, Any], index: int, step_where: str, repeatable: bool) -> FieldSpec:
-    where = f"{step_where}, fields[{index}]"
-    if "key" not in table:
-        raise _Invalid(f"{where}: missing required key 'key'")
-    key = _slug(table, "key", where)
-    where = f"{step_where}, field {key!r}"
-    if "type" not in table:
-        raise _Invalid(f"{where}: missing required key 'type'")
-    field_type = _text(table, "type", where)
-    if field_type not in FIELD_TYPES:
-        raise _Invalid(f"{where}: unknown type {field_type!r} (use one of {', '.join(FIELD_TYPES)})")
-    allowed = {**_FIELD_COMMON_KEYS, **_FIELD_TYPE_KEYS[field_type]}
-    for option in table:
-        if option not in allowed and any(option in keys for keys in _FIELD_TYPE_KEYS.values()):
-            raise _Invalid(f"{where}: {option!r} does not apply to a {field_type} field")
-    _check_keys(table, allowed, where)
+    key, where, field_type = _key_and_kind(table, f"{step_where}, fields[{index}]", f"{step_where}, field", "type",
+                                           _FIELD_COMMON_KEYS, _FIELD_TYPE_KEYS)
 
     if key in RESERVED_VALUE_KEYS:
         raise _Invalid(f"{where}: {key!r} is reserved for formulas; choose another field key")
@@ -688,21 +697,8 @@ def _release(table: dict[str, Any], states: Mapping[str, str]) -> ReleaseRules:
 
 
 def _release_test(table: dict[str, Any], index: int) -> ReleaseTestSpec:
-    where = f"release_tests[{index}]"
-    if "key" not in table:
-        raise _Invalid(f"{where}: missing required key 'key'")
-    key = _slug(table, "key", where)
-    where = f"release test {key!r}"
-    if "kind" not in table:
-        raise _Invalid(f"{where}: missing required key 'kind'")
-    kind = _text(table, "kind", where)
-    if kind not in RESULT_KINDS:
-        raise _Invalid(f"{where}: unknown kind {kind!r} (use one of {', '.join(RESULT_KINDS)})")
-    allowed = {**_TEST_COMMON_KEYS, **_TEST_KIND_KEYS[kind]}
-    for option in table:
-        if option not in allowed and any(option in keys for keys in _TEST_KIND_KEYS.values()):
-            raise _Invalid(f"{where}: {option!r} does not apply to a {kind} test")
-    _check_keys(table, allowed, where)
+    key, where, kind = _key_and_kind(table, f"release_tests[{index}]", "release test", "kind", _TEST_COMMON_KEYS,
+                                     _TEST_KIND_KEYS)
     required = _get(table, "required", bool, where, True)
     before_release = _text(table, "before_release", where, "final")
     if before_release not in BEFORE_RELEASE:
