@@ -26,6 +26,7 @@ from sqlalchemy import or_, select
 
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, Download
+from lab.services.audit_trail import EARLIEST
 from lab.services.batch_record import COPY_TABLES
 from lab.services.downloads import record_download
 from lab.services.record_issue import Snapshot, issue_record, snapshot, verify_digest
@@ -35,8 +36,6 @@ from labels.record_data import Issue
 
 FORMAT = "celltrail/record-export/1"
 MANIFEST = "manifest.json"
-#: No CellTrail record is older; an earlier date is a typing error.
-EARLIEST = date(2000, 1, 1)
 EXPORTER = "the command line (export-records)"
 SELECTION = "batches started, or changed (any audit trail entry), from since 00:00 to until 24:00 UTC"
 
