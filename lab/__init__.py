@@ -44,10 +44,11 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     login_manager.init_app(app)
     migrate.init_app(app, db, directory=str(PACKAGE_DIR / "migrations"), render_as_batch=True)
 
-    from lab import auth, cli, errors, templating
+    from lab import auth, cli, errors, sent_forms, templating
     from lab.views import admin, audit, batches, containers, deviations, inventory, main, patients, quality, records
 
     auth.init_app(app)
+    sent_forms.init_app(app)
     for module in (main, patients, batches, containers, admin, inventory, quality, deviations, records, audit):
         app.register_blueprint(module.bp)
     errors.register_error_handlers(app)

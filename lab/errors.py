@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 from flask import Flask, render_template, request
+from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
 from lab.exceptions import LabError
 from lab.extensions import db
+
+#: Page headings for refusals, in words a person at the bench reads (not "Bad Request").
+TITLES = {400: "Not understood", 401: "Sign in first", 403: "Not allowed", 404: "Not found",
+          405: "Not possible here", 409: "Not done: the record has moved on", 413: "Too large",
+          422: "Not accepted"}
 
 
 def register_error_handlers(app: Flask) -> None:
@@ -33,14 +39,15 @@ def register_error_handlers(app: Flask) -> None:
     def http_error(error: HTTPException) -> tuple[str, int]:
         db.session.rollback()
         code = error.code or 500
-        return render_template("errors/error.html", code=code, title=error.name,
+        return render_template("errors/error.html", code=code, title=TITLES.get(code, error.name),
                                message=error.description), code
 
     @app.errorhandler(LabError)
     def lab_error(error: LabError) -> tuple[str, int]:
         db.session.rollback()
+        user_id = current_user.id if current_user.is_authenticated else None
         return render_template("errors/error.html", code=error.status, title="Not done",
-                               message=str(error)), error.status
+                               message=error.said_to(user_id)), error.status
 
     @app.errorhandler(500)
     def server_error(error: Exception) -> tuple[str, int]:

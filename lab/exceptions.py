@@ -11,6 +11,10 @@ class LabError(Exception):
 
     status = 400
 
+    def said_to(self, user_id: int | None) -> str:
+        """The message as shown to ``user_id`` (the signed-in user)."""
+        return str(self)
+
 
 class NotAllowed(LabError):
     """The user's role may not take this action, or segregation of duties forbids it."""
@@ -45,7 +49,7 @@ class ConcurrentChangeError(LabError):
 
     status = 409
 
-    def __init__(self, changed_by: str, changed_at: datetime) -> None:
+    def __init__(self, changed_by: str, changed_at: datetime, changed_by_id: int | None = None) -> None:
         super().__init__(
             f"{changed_by} changed this batch at {changed_at:%Y-%m-%d %H:%M:%S} UTC, after you opened "
             "this form. Nothing of yours was saved; your input is still below. Review the batch "
@@ -53,6 +57,17 @@ class ConcurrentChangeError(LabError):
         )
         self.changed_by = changed_by
         self.changed_at = changed_at
+        self.changed_by_id = changed_by_id
+
+    def said_to(self, user_id: int | None) -> str:
+        """The same refusal, to the person who made the change: their form went twice (a
+        double click, the back button, a second tab), and the first one stands."""
+        if user_id is None or user_id != self.changed_by_id:
+            return str(self)
+        return (f"You changed this batch at {self.changed_at:%Y-%m-%d %H:%M:%S} UTC, after this form was "
+                "opened: it was sent twice, or again from an older page (the back button, another tab). "
+                "What you saved first stands and nothing was recorded twice. Review the batch before "
+                "saving anything again.")
 
 
 class SignatureError(LabError):

@@ -20,6 +20,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, Optional
 from wtforms.widgets import HiddenInput
 
 from lab.models.users import ROLE_TITLES
+from lab.sent_forms import OnceForm
 from lab.services.containers import HANDOFF_EVENTS
 
 ROLE_CHOICES = [SelectChoice(key, title) for key, title in ROLE_TITLES.items()]
@@ -42,24 +43,24 @@ class LoginForm(FlaskForm):
     password = PasswordField("Password", [DataRequired(), Length(max=256)])
 
 
-class CreateUserForm(FlaskForm):
+class CreateUserForm(OnceForm):
     username = StringField("Username", [DataRequired(), Length(max=64)])
     full_name = StringField("Full name (printed with signatures)", [DataRequired(), Length(max=128)])
     role = SelectField("Role", choices=ROLE_CHOICES)
     password = PasswordField("Initial password", [DataRequired(), Length(max=256)])
 
 
-class UpdateUserForm(FlaskForm):
+class UpdateUserForm(OnceForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
     status = SelectField("Status", choices=[SelectChoice("active", "Active"), SelectChoice("inactive", "Deactivated")])
     reason = StringField("Reason for the change", [DataRequired(), Length(max=500)])
 
 
-class UnlockUserForm(FlaskForm):
+class UnlockUserForm(OnceForm):
     reason = StringField("Reason for unlocking", [DataRequired(), Length(max=500)])
 
 
-class RegisterPatientForm(FlaskForm):
+class RegisterPatientForm(OnceForm):
     patient_ref = StringField("Patient ID (pseudonymous)", [DataRequired(), Length(max=32)])
     initials = StringField("Initials", [DataRequired(), Length(max=4)])
     date_of_birth = DateField("Date of birth", [InputRequired(message="Enter the date of birth.")])
@@ -67,10 +68,16 @@ class RegisterPatientForm(FlaskForm):
     indication = StringField("Indication", [DataRequired(), Length(max=128)])
 
 
-class VersionedForm(FlaskForm):
+class VersionedForm(OnceForm):
     """A form that changes a batch carries the batch version it was built from."""
 
     batch_version = IntegerField(widget=HiddenInput(), validators=[InputRequired()])
+
+    def show_version(self, version: int) -> None:
+        """Build the form again on ``version`` (after a refusal, once the user has seen why).
+        The raw text is what a field renders, so both change."""
+        self.batch_version.data = version
+        self.batch_version.raw_data = [str(version)]
 
     def validate(self, extra_validators: Any = None) -> bool:
         valid = super().validate(extra_validators)
@@ -80,7 +87,7 @@ class VersionedForm(FlaskForm):
         return valid
 
 
-class SigningForm(FlaskForm):
+class SigningForm(OnceForm):
     """The components of an electronic signature. The username is asked only for the first
     signature of a sign-in (21 CFR 11.200(a)); the view decides."""
 
@@ -104,11 +111,11 @@ class VerifyForm(VersionedForm, SigningForm):
     """Only the signature: the entry comes from the URL."""
 
 
-class StartBatchForm(FlaskForm):
+class StartBatchForm(OnceForm):
     """Only CSRF: the patient comes from the URL."""
 
 
-class ContainerScanForm(FlaskForm):
+class ContainerScanForm(OnceForm):
     """A hand-off scan on a container's page (the event choices are fixed by the service)."""
 
     event = SelectField("Hand-off", choices=[SelectChoice(e, e) for e in HANDOFF_EVENTS])

@@ -3,23 +3,23 @@ services check the rules (and say which field is at fault)."""
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
 from lab.forms import SigningForm, VersionedForm
 from lab.models.quality import CLASSIFICATIONS
+from lab.sent_forms import OnceForm
 
 LONG = 4000
 
 
-class ResultForm(SigningForm):
+class ResultForm(VersionedForm, SigningForm):
     value = StringField("Result", [Length(max=255)])
     comment = TextAreaField("Comment", [Optional(), Length(max=2000)])
 
 
-class ResultCorrectionForm(SigningForm):
+class ResultCorrectionForm(VersionedForm, SigningForm):
     value = StringField("Corrected result", [Length(max=255)])
     reason = TextAreaField("Reason for the correction", [Length(max=2000)])
 
@@ -35,12 +35,12 @@ class DecisionForm(VersionedForm, SigningForm):
     physician_confirmation = TextAreaField("The physician's confirmation", [Length(max=LONG)])
 
 
-class ReportDeviationForm(FlaskForm):
+class ReportDeviationForm(OnceForm):
     title = StringField("What departed from the process", [Length(max=255)])
     description = TextAreaField("What happened, when, and what was done at once", [Length(max=LONG)])
 
 
-class InvestigationForm(FlaskForm):
+class InvestigationForm(OnceForm):
     classification = SelectField("Classification", choices=[SelectChoice("", "not classified yet"),
                                                             *(SelectChoice(c, c) for c in CLASSIFICATIONS)])
     root_cause = TextAreaField("Root cause", [Length(max=LONG)])

@@ -6,8 +6,10 @@ fields, tuples are arrays, times are ISO 8601 in UTC with microseconds and a ``Z
 (``2026-11-25T14:03:00.000000Z``), dates ``YYYY-MM-DD``, other values strings, integers,
 booleans or null (no floats: numbers are kept as the text recorded); keys sorted, no
 white space (separators ``,`` and ``:``), non-ASCII written as is, encoded in UTF-8. The
-digest is the SHA-256 of those bytes, in lower-case hex. Nothing of one printout (who
-downloaded it, when) is in the record, so two downloads of an unchanged record share it.
+digest is the SHA-256 of those bytes, in lower-case hex. A field marked ``NOT_CANONICAL``
+is left out: it only draws what other fields hold (the expansion chart of the counts).
+Nothing of one printout (who downloaded it, when) is in the record, so two downloads of an
+unchanged record share it.
 
 QR payload: ``V-`` and the 64 hex digits in upper case: the QR alphanumeric set only
 (DESIGN.md), distinct from every code shape. The scan box also takes the bare digest as
@@ -26,6 +28,8 @@ from typing import Any
 
 FORMAT = "celltrail/batch-record/1"
 PAYLOAD_PREFIX = "V-"
+#: ``dataclasses.field(metadata=NOT_CANONICAL)``: a field the canonical form (so the digest) leaves out.
+NOT_CANONICAL = {"canonical": False}
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -36,7 +40,7 @@ class DigestError(ValueError):
 def plain(value: Any) -> Any:
     """``value`` as JSON-ready values in the canonical form (see the module docstring)."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value) if f.metadata.get("canonical", True)}
     if isinstance(value, (tuple, list)):
         return [plain(item) for item in value]
     if isinstance(value, datetime):

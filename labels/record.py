@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from reportlab.lib import colors
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import Flowable, PageBreak, Paragraph, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, KeepTogether, PageBreak, Paragraph, Spacer, Table, TableStyle
 
+from labels.chart import ExpansionChart, expansion_drawing, expansion_summary
 from labels.digest import qr_payload, record_digest
 from labels.document import LEFT, PAGE_MARGIN, RIGHT, TEXT_WIDTH, Footer, QrFlowable, paragraph, render_counted
 from labels.layout import MM
@@ -220,7 +221,21 @@ def _steps(record: BatchRecordData) -> list[Flowable]:
             flowables.append(_p("Not recorded.", BODY))
         for entry in step.entries:
             flowables += _entry(entry)
+        if record.expansion is not None and step.key == record.expansion.step_key:
+            flowables += _expansion(record.expansion)
     return flowables
+
+
+def _expansion(chart: ExpansionChart) -> list[Flowable]:
+    """The expansion chart (the batch page's, from the same drawing) with its caption."""
+    limit = f", its limit {chart.limit_text} dashed" if chart.limit_text else ""
+    fold = ", the right axis giving the fold expansion since seeding" if chart.has_fold else ""
+    caption = (f"Expansion chart: viable cells by culture day (day 0: the cells seeded) on a log scale{fold}; "
+               f"viability below{limit}; shaded: the days a step is due. ▼ (▲) marks a value below (above) its "
+               "limit, named beside it. Drawn from the current values of the entries above, corrections "
+               f"included. {expansion_summary(chart)}")
+    return [KeepTogether([Spacer(0, 2 * MM), _p("Expansion chart", ENTRY), expansion_drawing(chart, TEXT_WIDTH),
+                          _p(caption, SMALL)])]
 
 
 # --- containers and custody ----------------------------------------------------------------------

@@ -8,11 +8,13 @@ Times are aware datetimes (printed in UTC); every list is in recording order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+from labels.chart import ExpansionChart
 from labels.codes import CodeKind
 from labels.data import check_aware, check_code
+from labels.digest import NOT_CANONICAL
 
 
 @dataclass(frozen=True)
@@ -248,6 +250,9 @@ class BatchRecordData:
     release_tests: tuple[ReleaseTestRecord, ...]
     decisions: tuple[DecisionRecord, ...]
     audit: tuple[AuditRecord, ...]
+    #: The expansion chart, printed after its step. Outside the digest: it draws the current
+    #: values of entries the record holds (and the windows of the process its SHA-256 pins).
+    expansion: ExpansionChart | None = field(default=None, metadata=NOT_CANONICAL)
 
     def __post_init__(self) -> None:
         check_code(self.batch_number, CodeKind.BATCH)

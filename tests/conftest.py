@@ -28,6 +28,7 @@ from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
 from lab.services.progress import definition_for
 from tests.factories import PASSWORD, PASSWORD_HASH, add_inventory, user
+from tests.routes import every_kind_of_record
 
 ON_POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
 ROLES = {
@@ -197,3 +198,9 @@ def make_batch(app: Flask, users: dict[str, int], inventory: None) -> Callable[.
             db.session.commit()
             return batch.batch_number
     return _make_batch
+
+
+@pytest.fixture
+def lab_records(app: Flask, make_batch: Callable[..., str]) -> dict[str, Any]:
+    """One record of every kind a route names, and the value of each URL argument."""
+    return every_kind_of_record(app, make_batch)

@@ -59,15 +59,19 @@ def release(app: Flask, number: str, decision: str = "release", **fields: str) -
         db.session.commit()
 
 
-def post_result(app: Flask, client: FlaskClient, number: str, test_key: str, value: str, **extra: str) -> Any:
-    return client.post(f"/batches/{number}/results/{test_key}",
-                       data={"value": value, **signature(signed_in(app, client)), **extra})
+def post_result(app: Flask, client: FlaskClient, number: str, test_key: str, value: str, **extra: Any) -> Any:
+    data = {"value": value, "batch_version": version(app, number), **signature(signed_in(app, client)), **extra}
+    return client.post(f"/batches/{number}/results/{test_key}", data=data)
+
+
+def version(app: Flask, number: str) -> int:
+    """The batch's version now: what a form opened now carries."""
+    with app.app_context():
+        return get_batch(number).version
 
 
 def post_decision(app: Flask, client: FlaskClient, number: str, decision: str, **extra: Any) -> Any:
-    with app.app_context():
-        version = get_batch(number).version
-    data = {"decision": decision, "batch_version": version, **signature(signed_in(app, client)), **extra}
+    data = {"decision": decision, "batch_version": version(app, number), **signature(signed_in(app, client)), **extra}
     return client.post(f"/batches/{number}/disposition", data=data)
 
 

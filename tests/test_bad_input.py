@@ -256,10 +256,10 @@ def test_unknown_steps_entries_and_fields_are_404(app, make_batch, tech):
         ("get", f"/batches/{number}/entries/99999/fields/volume_ml/correct", f"Batch {number} has no entry 99999."),
         ("post", f"/batches/{number}/entries/{entry_id}/fields/no_field/correct",
          "Apheresis receipt has no field 'no_field'."),
-        ("get", f"/batches/{number}/entries/abc/verify", "Not Found"),
-        ("get", f"/batches/{number}/entries/-1/verify", "Not Found"),
+        ("get", f"/batches/{number}/entries/abc/verify", "<h1>Not found</h1>"),
+        ("get", f"/batches/{number}/entries/-1/verify", "<h1>Not found</h1>"),
         ("get", "/patients/NOBODY-9", "No patient 'NOBODY-9' is registered in this lab."),
-        ("get", "/no/such/page", "Not Found"),
+        ("get", "/no/such/page", "<h1>Not found</h1>"),
     ]
     for method, url, message in cases:
         response = getattr(tech, method)(url, data={"batch_version": version, "password": PASSWORD,
@@ -298,7 +298,7 @@ def test_a_body_over_the_size_limit_is_413(app, scheduled, tech):
     before = snapshot(app, scheduled)
     response = tech.post(f"/batches/{scheduled}/steps/receipt", data=data)
     assert response.status_code == 413
-    assert "Request Entity Too Large" in page_text(response)
+    assert "<h1>Too large</h1>" in page_text(response)
     assert snapshot(app, scheduled) == before
     response = tech.post("/patients/new", data={"patient_ref": "SLE-09", "indication": "x" * 2_000_000})
     assert response.status_code == 413

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from tests.factories import get_batch
-from tests.quality import EXCEPTIONAL, record_results, release
+from tests.quality import EXCEPTIONAL, post_result, record_results, release
 from tests.readback import qr_texts, text_of
 
 
@@ -13,7 +13,7 @@ def coa_text(client, number: str) -> str:
     response = client.get(f"/batches/{number}/coa.pdf")
     assert response.status_code == 200
     assert response.mimetype == "application/pdf"
-    assert f"CoA-{number}.pdf" in response.headers["Content-Disposition"]
+    assert response.headers["Content-Disposition"] == f"attachment; filename=CoA-{number}.pdf"
     return text_of(response.data)
 
 
@@ -60,8 +60,7 @@ def test_a_released_batch_on_hold_says_it_is_on_hold(app, make_batch, login):
     number = make_batch()
     record_results(app, number)
     release(app, number)
-    login("qc1").post(f"/batches/{number}/results/sterility",
-                      data={"value": "growth", "username": "qc1", "password": "correct-horse-42"})
+    post_result(app, login("qc1"), number, "sterility", "growth")
     text = coa_text(login("qa1"), number)
     assert "Disposition: On hold (after release on" in text
     assert "FAIL" in text

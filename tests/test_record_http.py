@@ -59,7 +59,7 @@ def download(client: FlaskClient, number: str) -> bytes:
     response = client.get(f"/batches/{number}/record.pdf")
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.mimetype == "application/pdf"
-    assert f"record-{number}.pdf" in response.headers["Content-Disposition"]
+    assert response.headers["Content-Disposition"] == f"attachment; filename=record-{number}.pdf"
     return response.data
 
 

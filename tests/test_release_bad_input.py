@@ -31,13 +31,19 @@ def test_garbage_on_every_release_form_is_refused_with_nothing_written(app, make
     before = audit_count(app)
     qc = login("qc1")
     cases = [
-        (qc, f"/batches/{number}/results/sterility", {}, 422, "Enter the result of Sterility."),
-        (qc, f"/batches/{number}/results/sterility", {"value": LONG, **signature("qc1")}, 422, "255"),
-        (qc, f"/batches/{number}/results/sterility", {"value": "no\x07growth", **signature("qc1")}, 422,
-         "choose one of"),
-        (qc, f"/batches/{number}/results/sterility", {"value": "growth", "comment": LONG, **signature("qc1")}, 422,
-         "2000"),
-        (qc, f"/batches/{number}/results/{result_id}/correct", {}, 422, "Say why the result is corrected."),
+        (qc, f"/batches/{number}/results/sterility", {"batch_version": version}, 422, "Enter the result of Sterility."),
+        (qc, f"/batches/{number}/results/sterility", {}, 422, "reload the page"),
+        (qc, f"/batches/{number}/results/sterility", {"value": LONG, "batch_version": version, **signature("qc1")},
+         422, "255"),
+        (qc, f"/batches/{number}/results/sterility", {"value": "no\x07growth", "batch_version": version,
+                                                      **signature("qc1")}, 422, "choose one of"),
+        (qc, f"/batches/{number}/results/sterility", {"value": "growth", "comment": LONG, "batch_version": version,
+                                                      **signature("qc1")}, 422, "2000"),
+        (qc, f"/batches/{number}/results/{result_id}/correct", {"batch_version": version}, 422,
+         "Say why the result is corrected."),
+        (qc, f"/batches/{number}/results/{result_id}/correct", {"value": "91", "reason": "Retyped.",
+                                                                "batch_version": version - 1, **signature("qc1")},
+         409, "changed this batch at"),
         (qc, f"/batches/{number}/results/0/correct", {}, 404, "has no result 0"),
     ]
     for client, url, data, status, message in cases:

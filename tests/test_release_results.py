@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from lab.extensions import db
 from lab.models import Deviation, QcResult, Signature, SigningFailure
 from tests.factories import entries, get_batch, page_text, signature, snapshot
-from tests.quality import post_result, record_results, release, state, words
+from tests.quality import post_result, record_results, release, state, version, words
 
 
 def results_of(app, number: str, test_key: str) -> list[QcResult]:
@@ -130,14 +130,15 @@ def test_a_correction_supersedes_the_result_and_keeps_it(app, make_batch, login)
     assert post_result(app, qc, number, "viability", "19.2").status_code == 302  # transposed digits: OOS
     [wrong] = results_of(app, number, "viability")
     url = f"/batches/{number}/results/{wrong.id}/correct"
-    response = qc.post(url, data={"value": "", "reason": "", **signature("qc1")})
+    response = qc.post(url, data={"value": "", "reason": "", "batch_version": version(app, number), **signature("qc1")})
     assert response.status_code == 422
     assert "Say why the result is corrected." in page_text(response)
-    response = qc.post(url, data={"value": "19.2", "reason": "Checked.", **signature("qc1")})
+    response = qc.post(url, data={"value": "19.2", "reason": "Checked.", "batch_version": version(app, number),
+                                  **signature("qc1")})
     assert response.status_code == 422
     assert "The corrected result is the same as the current one." in page_text(response)
     response = qc.post(url, data={"value": "91.2", "reason": "Transposed digits: the print-out reads 91.2 %.",
-                                  **signature("qc1")})
+                                  "batch_version": version(app, number), **signature("qc1")})
     assert response.status_code == 302
     old, new = results_of(app, number, "viability")
     assert (old.id, old.text, new.text, new.supersedes_id, new.verdict) == (wrong.id, "19.2", "91.2", wrong.id, "pass")
@@ -148,7 +149,8 @@ def test_a_correction_supersedes_the_result_and_keeps_it(app, make_batch, login)
     with app.app_context():  # the OOS deviation stays open for QA to close with its investigation
         [deviation] = get_batch(number).deviations
         assert deviation.is_open and deviation.result_id == wrong.id
-    response = qc.post(url, data={"value": "92", "reason": "Again.", **signature("qc1")})
+    response = qc.post(url, data={"value": "92", "reason": "Again.", "batch_version": version(app, number),
+                                  **signature("qc1")})
     assert response.status_code == 409
     assert "followed by a later one: correct the current result" in page_text(response)
 
@@ -203,7 +205,8 @@ def test_results_are_not_corrected_after_release(app, make_batch, login):
     qc = login("qc1")
     before = counts(app)
     response = qc.post(f"/batches/{number}/results/{viability.id}/correct",
-                       data={"value": "92", "reason": "Retyped.", **signature("qc1")})
+                       data={"value": "92", "reason": "Retyped.", "batch_version": version(app, number),
+                             **signature("qc1")})
     assert response.status_code == 409
     assert "The batch was released on these results: they can no longer be corrected." in page_text(response)
     assert counts(app) == before

@@ -12,8 +12,8 @@ from lab.models import CustodyEvent
 from lab.services.labels import print_labels
 from lab.services.signatures import Credentials
 from lab.services.steps import correct_value
-from tests.factories import PASSWORD, entries, get_batch, signature, user
-from tests.quality import record_results, release, words
+from tests.factories import PASSWORD, entries, get_batch, user
+from tests.quality import post_result, record_results, release, words
 
 SECTIONS = ["Out-of-limit values", "Corrections", "Deviations", "Results out of specification", "Late entries",
             "Missing results", "Signature gaps", "Label reprints", "Custody mismatches"]
@@ -77,7 +77,7 @@ def test_results_after_release_are_late_entries(app, make_batch, login):
     record_results(app, number)
     release(app, number)
     qc = login("qc1")
-    qc.post(f"/batches/{number}/results/sterility", data={"value": "no growth", **signature("qc1")})
+    post_result(app, qc, number, "sterility", "no growth")
     page = words(login("qa1").get(f"/batches/{number}/review"))
     assert counts(page)["Late entries"] == 1
     assert "Sterility: no growth recorded after release" in page

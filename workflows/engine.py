@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from labels.codes import CodeError, CodeKind, normalize, parse_code
+from labels.codes import CodeError, CodeKind, identify, normalize, parse_code
 from workflows import formula
 from workflows.engine_types import (
     EntryContext,
@@ -34,6 +34,7 @@ from workflows.model import (
     StepSpec,
     StepState,
 )
+from workflows.timing import culture_day, window_words
 
 # A clock a few minutes fast on the tablet must not block an entry.
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -394,7 +395,7 @@ def _check_in_context(spec: FieldSpec, canonical: str, value: Value, ctx: EntryC
 def _check_lot(spec: FieldSpec, code: str, ctx: EntryContext, today: date) -> None:
     lot = ctx.lots.get(code)
     if lot is None:
-        raise _Refused(f"No material lot '{code}' is registered.")
+        raise _Refused(_unregistered(code, "material lot"))
     if lot.material != spec.material:
         raise _Refused(
             f"Lot {code} is {lot.name} ({_kind_words(lot.material)}); {spec.label} needs "
@@ -410,10 +411,20 @@ def _check_lot(spec: FieldSpec, code: str, ctx: EntryContext, today: date) -> No
         raise _Refused(f"Lot {code} expired on {lot.expiry_date.isoformat()}.")
 
 
+def _unregistered(code: str, what: str) -> str:
+    """Why an unknown code is refused: a CellTrail label scanned into the wrong field is
+    named for what it is (a container's label scanned as the medium lot)."""
+    try:
+        kind = identify(code).kind
+    except CodeError:
+        return f"No {what} '{code}' is registered."
+    return f"{code} is a {kind.value}, not a {what}: scan the label of the {what} itself."
+
+
 def _check_equipment(spec: FieldSpec, code: str, ctx: EntryContext, today: date) -> None:
     item = ctx.equipment.get(code)
     if item is None:
-        raise _Refused(f"No equipment '{code}' is registered.")
+        raise _Refused(_unregistered(code, "equipment"))
     if item.kind != spec.equipment:
         needed = _kind_words(spec.equipment)
         raise _Refused(f"{item.name} {code} is {_kind_words(item.kind)}; {spec.label} needs {needed}.")
@@ -578,25 +589,14 @@ def _window_message(step: StepSpec, ctx: EntryContext) -> str:
     window = step.window
     if window is None or not ctx.prior.get(window.after):
         return ""
-    started = ctx.prior[window.after][0].recorded_at
-    day = math.floor((ctx.now - started).total_seconds() / 86400)
+    day = culture_day(ctx.prior[window.after][0].recorded_at, ctx.now)
     if (window.min_days is None or day >= window.min_days) and (
         window.max_days is None or day <= window.max_days
     ):
         return ""
-    if window.min_days is not None and window.max_days is not None:
-        due = (
-            f"on culture day {window.min_days}–{window.max_days}"
-            if window.min_days != window.max_days
-            else f"on culture day {window.min_days}"
-        )
-    elif window.min_days is not None:
-        due = f"from culture day {window.min_days}"
-    else:
-        due = f"by culture day {window.max_days}"
     # The step has no title for ``after``, only its key ("activation" -> "Activation").
     after = window.after.replace("_", " ").capitalize()
-    return f"{step.title} is due {due} after {after}; today is day {day}."
+    return f"{step.title} is due {window_words(window)} after {after}; today is day {day}."
 
 
 def _later_recorded(

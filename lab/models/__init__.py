@@ -4,6 +4,7 @@ from lab.models.audit import AuditChainHead, AuditEvent
 from lab.models.base import AppendOnly, Audited, utcnow
 from lab.models.batches import Batch, ProcessDefinitionRecord, StepEntry, StepValue
 from lab.models.containers import Container, CustodyEvent, LabelPrint
+from lab.models.forms import SentForm
 from lab.models.inventory import Equipment, MaterialLot
 from lab.models.patients import Patient
 from lab.models.quality import Deviation, Signature, SigningFailure
@@ -31,6 +32,7 @@ __all__ = [
     "Patient",
     "ProcessDefinitionRecord",
     "QcResult",
+    "SentForm",
     "Signature",
     "SigningFailure",
     "StepEntry",

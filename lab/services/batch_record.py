@@ -14,6 +14,7 @@ from sqlalchemy import select
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, QcResult, Signature, StepValue
 from lab.services.deviations import SOURCES
+from lab.services.expansion import expansion_chart
 from lab.services.progress import ContainerView, EntryView, StepView, ValueView, batch_overview
 from lab.services.release_status import QualityRecord, TestRow, quality_record
 from labels.record_data import (
@@ -71,6 +72,7 @@ def batch_record(batch: Batch) -> BatchRecordData:
         release_tests=tuple(_release_test(row) for row in quality.panel),
         decisions=_decisions(quality, definition),
         audit=_audit(batch),
+        expansion=expansion_chart(batch, definition),
     )
 
 

@@ -77,8 +77,12 @@ def is_verified(entry: StepEntry, signatures: list[Signature]) -> bool:
     return any(s.meaning == "verified" and s.content_sha256 == digest for s in signatures)
 
 
-def batch_progress(batch: Batch, definition: ProcessDefinition) -> dict[str, StepProgress]:
-    signatures = signatures_by_entry(batch)
+def batch_progress(batch: Batch, definition: ProcessDefinition,
+                   signatures: dict[int, list[Signature]] | None = None) -> dict[str, StepProgress]:
+    """Entries, unverified entries and hold requests per step; ``signatures`` (entry id ->
+    its signatures) saves a query per batch when a list of batches already loaded them."""
+    if signatures is None:
+        signatures = signatures_by_entry(batch)
     counts: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
     for entry in batch.entries:
         step = definition.step(entry.step_key)

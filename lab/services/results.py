@@ -36,7 +36,8 @@ from workflows.release import (
 
 
 def record_result(batch: Batch, test_key: str, text: str, *, comment: str, actor: User,
-                  credentials: Credentials, now: datetime | None = None) -> QcResult:
+                  credentials: Credentials, now: datetime | None = None,
+                  expected_version: int | None = None) -> QcResult:
     """Record a result of release test ``test_key``, signed by ``actor`` as performed.
 
     Raises KeyError (no such test), NotAllowed (role), StepNotAllowed (the batch's state,
@@ -47,7 +48,7 @@ def record_result(batch: Batch, test_key: str, text: str, *, comment: str, actor
     definition = definition_for(batch)
     test = definition.release_test(test_key)
     require(actor, "record_result", "record QC results")
-    lock_batch(batch, None)
+    lock_batch(batch, expected_version)
     current = current_results(batch).get(test_key)
     refusal = result_refusal(definition, test, batch.state, as_current(current) if current else None)
     if refusal:
@@ -64,7 +65,8 @@ def record_result(batch: Batch, test_key: str, text: str, *, comment: str, actor
 
 
 def correct_result(batch: Batch, result: QcResult, text: str, *, reason: str, actor: User,
-                   credentials: Credentials, now: datetime | None = None) -> QcResult:
+                   credentials: Credentials, now: datetime | None = None,
+                   expected_version: int | None = None) -> QcResult:
     """Supersede ``result`` (its test's current result) with a corrected one, signed by
     ``actor`` as corrected; the old result stays on record. Refused once the batch was
     released. Raises as record_result does."""
@@ -72,7 +74,7 @@ def correct_result(batch: Batch, result: QcResult, text: str, *, reason: str, ac
     definition = definition_for(batch)
     test = definition.release_test(result.test_key)
     require(actor, "record_result", "correct QC results")
-    lock_batch(batch, None)
+    lock_batch(batch, expected_version)
     refusal = correction_refusal(definition, batch.state, was_released=was_released(batch, definition))
     if refusal:
         raise StepNotAllowed(refusal)

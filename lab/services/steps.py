@@ -81,7 +81,7 @@ def lock_batch(batch: Batch, expected_version: int | None) -> None:
     ).scalar_one()
     db.session.expire(batch, ["entries"])
     if expected_version is not None and batch.version != expected_version:
-        raise ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at)
+        raise ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at, batch.updated_by_id)
 
 
 def _conflict(batch_id: int) -> ConcurrentChangeError:
@@ -92,7 +92,7 @@ def _conflict(batch_id: int) -> ConcurrentChangeError:
     db.session.rollback()
     batch = db.session.get(Batch, batch_id)
     assert batch is not None
-    return ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at)
+    return ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at, batch.updated_by_id)
 
 
 def _resolve_codes(step: StepSpec, raw: Mapping[str, str]) -> tuple[
@@ -297,6 +297,14 @@ def _has_open_deviation(entry: StepEntry, field_key: str) -> bool:
                for d in entry.batch.deviations)
 
 
+def self_verification(entry: StepEntry, actor: User) -> str | None:
+    """Why ``actor`` may not verify ``entry`` (they recorded or corrected it), or None."""
+    authors = {entry.performed_by_id} | {v.recorded_by_id for v in current_values(entry).values()}
+    if actor.id in authors:
+        return "You recorded or corrected this entry: a different person must verify it (21 CFR 211.188(b)(11))."
+    return None
+
+
 def verify_entry(batch: Batch, entry: StepEntry, *, credentials: Credentials, expected_version: int | None,
                  actor: User, now: datetime | None = None) -> None:
     """Sign ``entry`` as verified by ``actor``, who must be someone else than its authors.
@@ -311,10 +319,9 @@ def verify_entry(batch: Batch, entry: StepEntry, *, credentials: Credentials, ex
     if not step.verify:
         raise StepNotAllowed(f"{step.title} does not need a second-person verification.")
     require_role(actor, step.verifier_role, f"verify {step.title}")
-    authors = {entry.performed_by_id} | {v.recorded_by_id for v in current_values(entry).values()}
-    if actor.id in authors:
-        raise NotAllowed("You recorded or corrected this entry: a different person must verify it "
-                         "(21 CFR 211.188(b)(11)).")
+    refusal = self_verification(entry, actor)
+    if refusal:
+        raise NotAllowed(refusal)
     _refuse_closed_record(batch, definition, "closed")
     lock_batch(batch, expected_version)
     if is_verified(entry, signatures_by_entry(batch).get(entry.id, [])):

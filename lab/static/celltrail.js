@@ -38,4 +38,23 @@
   document.addEventListener("input", function (event) {
     if (event.target.matches && event.target.matches("input[inputmode=decimal]")) check(event.target);
   });
+
+  // A form is sent once: a second click or Enter while the first is on its way is ignored
+  // (the server refuses a stale copy anyway, with its batch version). Coming back with the
+  // back button shows the page from the cache: let it be sent again then.
+  document.addEventListener("submit", function (event) {
+    var form = event.target;
+    if (form.method.toLowerCase() !== "post") return;
+    if (form.dataset.sending) { event.preventDefault(); return; }
+    form.dataset.sending = "1";
+    Array.prototype.forEach.call(form.querySelectorAll("button[type=submit], button:not([type])"), function (b) {
+      b.setAttribute("aria-busy", "true");
+    });
+  });
+  window.addEventListener("pageshow", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("form[data-sending]"), function (form) {
+      delete form.dataset.sending;
+      Array.prototype.forEach.call(form.querySelectorAll("[aria-busy]"), function (b) { b.removeAttribute("aria-busy"); });
+    });
+  });
 })();

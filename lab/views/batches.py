@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
+from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.wrappers import Response
@@ -14,11 +15,14 @@ from lab.forms import CorrectionForm, StepEntryForm, VerifyForm
 from lab.models import Batch, Container, Patient, StepEntry
 from lab.permissions import require_role
 from lab.services.containers import record_mismatches
+from lab.services.expansion import expansion_chart
 from lab.services.progress import batch_overview, batch_progress, definition_for, entry_view
 from lab.services.release_status import quality_record
 from lab.services.signatures import current_values
-from lab.services.steps import EntryRefused, correct_value, record_step, verify_entry
+from lab.services.steps import EntryRefused, correct_value, record_step, self_verification, verify_entry
+from lab.services.timeline import batch_timeline
 from lab.views import signing
+from labels.chart import expansion_svg
 from labels.codes import CodeError, CodeKind, parse_code
 from workflows.engine import can_start
 from workflows.engine_types import EntryResult
@@ -62,7 +66,11 @@ def get_entry_or_404(batch: Batch, entry_id: int) -> StepEntry:
 @bp.route("/<batch_number>")
 def detail(batch_number: str) -> str:
     batch = get_batch_or_404(batch_number)
-    return render_template("batches/detail.html", overview=batch_overview(batch), quality=quality_record(batch))
+    overview, quality = batch_overview(batch), quality_record(batch)
+    expansion = expansion_chart(batch, overview.definition)
+    return render_template("batches/detail.html", overview=overview, quality=quality,
+                           timeline=batch_timeline(overview, quality), expansion=expansion,
+                           expansion_svg=Markup(expansion_svg(expansion)) if expansion else None)
 
 
 @bp.route("/<batch_number>/steps/<step_key>", methods=["GET", "POST"])
@@ -104,7 +112,8 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
                                         _anchor=f"step-{step_key}"))
             status = outcome.status
     batch = get_batch_or_404(batch_number)
-    form.batch_version.data = batch.version if status == 409 else form.batch_version.data
+    if status == 409:
+        form.show_version(batch.version)
     if "comment" in errors:
         form.comment.errors = [errors.pop("comment")]
     return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw, errors=errors,
@@ -134,7 +143,7 @@ def correct(batch_number: str, entry_id: int, field_key: str) -> str | Response 
         batch = get_batch_or_404(batch_number)
         entry = get_entry_or_404(batch, entry_id)
         if status == 409:
-            form.batch_version.data = batch.version
+            form.show_version(batch.version)
     elif request.method == "POST":
         status = 422
     current = current_values(entry).get(field_key)
@@ -149,6 +158,9 @@ def verify(batch_number: str, entry_id: int) -> str | Response | tuple[str, int]
     entry = get_entry_or_404(batch, entry_id)
     step = get_step_or_404(batch, entry.step_key)
     require_role(current_user, step.verifier_role, f"verify {step.title}")
+    refusal = self_verification(entry, current_user)
+    if refusal:  # said before a password is typed, not after
+        abort(403, refusal)
     form = VerifyForm(batch_version=batch.version)
     status = 200
     if form.validate_on_submit():
@@ -161,7 +173,7 @@ def verify(batch_number: str, entry_id: int) -> str | Response | tuple[str, int]
         status = outcome.status
         batch = get_batch_or_404(batch_number)
         entry = get_entry_or_404(batch, entry_id)
-        form.batch_version.data = batch.version
+        form.show_version(batch.version)
     elif request.method == "POST":
         status = 422
     view = entry_view(batch, entry)

@@ -15,14 +15,14 @@ from flask import (
     url_for,
 )
 from flask_login import current_user, login_required, login_user, logout_user
-from sqlalchemy import case, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from lab.extensions import db
 from lab.forms import LoginForm
-from lab.models import Batch, Container, Patient
+from lab.models import Batch, Container, Equipment, MaterialLot, Patient
 from lab.services.alerts import quality_alerts
+from lab.services.dashboard import dashboard as build_dashboard
 from lab.services.progress import batch_progress, definition_for
 from lab.services.users import authenticate
 from labels.codes import CodeError, CodeKind, identify
@@ -66,14 +66,7 @@ def logout() -> Response:
 
 @bp.route("/")
 def dashboard() -> str:
-    open_first = case((Batch.state.in_(("released", "rejected", "shipped")), 1), else_=0)
-    batches = db.session.scalars(
-        select(Batch)
-        .options(selectinload(Batch.patient), selectinload(Batch.definition), selectinload(Batch.deviations))
-        .order_by(open_first, Batch.created_at.desc())
-        .limit(200)
-    ).all()
-    return render_template("main/dashboard.html", batches=batches, alerts=quality_alerts())
+    return render_template("main/dashboard.html", board=build_dashboard(current_user), alerts=quality_alerts())
 
 
 def _where_container_is_needed(container: Container) -> str:
@@ -88,6 +81,21 @@ def _where_container_is_needed(container: Container) -> str:
             step_url = url_for("batches.record", batch_number=batch.batch_number, step_key=step.key)
             return f"{step_url}?{urlencode({f'field-{fields[0].key}': container.code})}"
     return url_for("containers.detail", code=container.code)
+
+
+def _inventory_scanned(text: str) -> str | None:
+    """A lot or equipment label scanned into the search box (the wrong place): say what it is
+    and where it belongs, instead of "not a CellTrail code"."""
+    code = text.strip().upper()
+    lot = db.session.scalar(select(MaterialLot).where(MaterialLot.code == code))
+    if lot is not None:
+        return (f"{code} is a material lot ({lot.name}, expires {lot.expiry_date.isoformat()}). Scan it into the "
+                "lot field of the step you are recording, not into the search box.")
+    item = db.session.scalar(select(Equipment).where(Equipment.code == code))
+    if item is not None:
+        return (f"{code} is equipment ({item.name}). Scan it into the equipment field of the step you are "
+                "recording, not into the search box.")
+    return None
 
 
 @bp.route("/scan")
@@ -105,7 +113,7 @@ def scan() -> Response:
             return redirect(url_for("records.verify", text=digest))
         parsed = identify(compact)
     except (CodeError, DigestError) as error:
-        abort(400, str(error))
+        abort(400, _inventory_scanned(compact) or str(error))
     code, kind = str(parsed), parsed.kind
     if kind is CodeKind.CONTAINER:
         container = db.session.scalar(select(Container).where(Container.code == code))

@@ -54,17 +54,18 @@ def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]
     definition = definition_for(batch)
     test = _test_or_404(definition, test_key)
     require(current_user, "record_result", "record QC results")
-    form = ResultForm()
+    form = ResultForm(batch_version=batch.version)
     status = 200
     if form.validate_on_submit():
         outcome = signing.attempt(form, lambda: record_result(
             batch, test_key, form.value.data or "", comment=form.comment.data or "", actor=current_user,
-            credentials=signing.credentials(form)))
+            credentials=signing.credentials(form), expected_version=form.batch_version.data))
         if (result := outcome.value) is not None:
             flash(result.message, "error" if result.verdict == "fail" else "success")
             return redirect(url_for("quality.results", batch_number=batch.batch_number, _anchor=f"result-{result.id}"))
         status = outcome.status
         batch = get_batch_or_404(batch_number)
+        form.show_version(batch.version)
     elif form.is_submitted():
         status = 422
     else:
@@ -85,12 +86,12 @@ def correct(batch_number: str, result_id: int) -> str | Response | tuple[str, in
     result: QcResult = found
     test = _test_or_404(definition_for(batch), result.test_key)
     require(current_user, "record_result", "correct QC results")
-    form = ResultCorrectionForm()
+    form = ResultCorrectionForm(batch_version=batch.version)
     status = 200
     if form.validate_on_submit():
         outcome = signing.attempt(form, lambda: correct_result(
             batch, result, form.value.data or "", reason=form.reason.data or "", actor=current_user,
-            credentials=signing.credentials(form)))
+            credentials=signing.credentials(form), expected_version=form.batch_version.data))
         if (corrected := outcome.value) is not None:
             flash(f"{test.title} corrected; the old result stays on record. {corrected.message}", "success")
             return redirect(url_for("quality.results", batch_number=batch.batch_number,
@@ -98,6 +99,7 @@ def correct(batch_number: str, result_id: int) -> str | Response | tuple[str, in
         status = outcome.status
         batch = get_batch_or_404(batch_number)
         result = next(r for r in batch.results if r.id == result_id)
+        form.show_version(batch.version)
     elif form.is_submitted():
         status = 422
     return render_template("quality/correct.html", batch=batch, test=test, result=result, form=form), status
@@ -134,7 +136,7 @@ def disposition(batch_number: str) -> str | Response | tuple[str, int]:
             return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor="disposition"))
         status = outcome.status
         batch = get_batch_or_404(batch_number)
-        form.batch_version.data = batch.version
+        form.show_version(batch.version)
         options = available_decisions(batch, definition, current_user)
         form.decision.choices = _choices(options)
     elif form.is_submitted():
@@ -159,4 +161,5 @@ def coa(batch_number: str) -> Response:
         abort(422, f"The certificate cannot be printed: {error}")
     record_download(current_user, "coa", batch=batch, digest=sha256_hex(pdf), now=now)
     db.session.commit()
-    return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"CoA-{batch.batch_number}.pdf")
+    return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"CoA-{batch.batch_number}.pdf",
+                     as_attachment=True)  # a document handed over: saved as a file, not only viewed

@@ -34,7 +34,7 @@ def record_pdf(batch_number: str) -> Response:
         abort(422, f"The batch record cannot be printed: {error}")
     _issue(batch, copy, now)
     return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"record-{batch.batch_number}.pdf",
-                     max_age=0)
+                     max_age=0, as_attachment=True)  # each copy is an issued, logged file
 
 
 @bp.route("/verify/<path:text>")

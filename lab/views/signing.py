@@ -84,7 +84,7 @@ def attempt(form: FlaskForm, work: Callable[[], T],
         return Attempt(False, status=error.status)
     except LabError as error:
         db.session.rollback()
-        form.form_errors.append(str(error))
+        form.form_errors.append(error.said_to(current_user.id))
         return Attempt(False, status=error.status)
     db.session.commit()
     signed()

@@ -1,0 +1,164 @@
+"""The dashboard: every batch with its state, current step and clocks against the process's
+time windows, and each role's own work; and the batch page's timeline."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.factories import get_batch, post_step, signature
+from tests.quality import close_all_deviations, record_results, release, words
+from tests.queries import statements
+
+Login = Callable[..., FlaskClient]
+
+
+def _row(page: str, number: str) -> str:
+    """The visible text of the dashboard's row for batch ``number``."""
+    match = re.search(rf'<tr id="batch-{re.escape(number)}".*?</tr>', page, re.DOTALL)
+    assert match, f"no row for {number}"
+    return " ".join(re.sub(r"<[^>]+>", " ", match.group(0)).split())
+
+
+def _section(page: str, section_id: str) -> str:
+    match = re.search(rf'<(?:div|section)[^>]* id="{section_id}".*?</(?:div|section)>', page, re.DOTALL)
+    assert match, f"no section {section_id}"
+    return " ".join(re.sub(r"<[^>]+>", " ", match.group(0)).split())
+
+
+def test_each_batch_shows_its_state_current_step_and_clocks(app: Flask, make_batch, login: Login) -> None:
+    overdue = make_batch("harvest", ref="SLE-01", days_ago=20)
+    due = make_batch("harvest", ref="SLE-02", days_ago=14)
+    scheduled = make_batch("receipt", ref="SLE-03")
+    page = login("tech1").get("/").get_data(as_text=True)
+
+    late = _row(page, overdue)
+    assert "in process" in late and "Expansion (daily count)" in late
+    # Receipt 2 h after the start, collection 9 h before the receipt: 20 days and 7 hours ago.
+    assert "20 d 07 h" in late
+    assert "⚠ OVERDUE Harvest and wash due on culture day 12–13 (now day 18): OVERDUE" in late
+    assert 'class="overdue"' in re.search(rf'<tr id="batch-{overdue}"[^>]*>', page).group(0)  # type: ignore[union-attr]
+
+    on_time = _row(page, due)
+    assert "● Due now Harvest and wash due on culture day 12–13 (now day 12)" in on_time
+    assert "OVERDUE" not in on_time
+
+    waiting = _row(page, scheduled)
+    assert "scheduled" in waiting and "Apheresis receipt" in waiting and "not received yet" in waiting
+    assert "scheduled 1" in _section(page, "batches")  # the count of batches by state
+
+
+def test_batches_past_manufacturing_show_their_state_and_closed_ones_their_total(
+        app: Flask, make_batch, login: Login) -> None:
+    testing = make_batch(ref="SLE-01")
+    released = make_batch(ref="SLE-02")
+    record_results(app, released)
+    close_all_deviations(app, released)
+    release(app, released)
+    page = login("auditor1").get("/").get_data(as_text=True)
+    assert "In QC testing" in _row(page, testing)
+    closed = _section(page, "closed")
+    assert released in closed and "released" in closed
+    assert re.search(r"\b\d+ d \d\d h\b", _row(page, released))  # collection to release
+    assert released not in _section(page, "batches")
+
+
+def test_technicians_see_the_steps_they_may_record_and_what_others_wait_to_have_verified(
+        app: Flask, make_batch, login: Login) -> None:
+    due = make_batch("harvest", ref="SLE-01", days_ago=14)
+    early = make_batch("harvest", ref="SLE-02", days_ago=8)
+    unverified = make_batch("enrichment", ref="SLE-03", verify=False)  # tech1's receipt, not verified
+
+    tech1_page = login("tech1").get("/").get_data(as_text=True)
+    tech1 = _section(tech1_page, "to-perform")
+    assert f"Record Harvest and wash {due}" in tech1
+    assert f"Add entry: Expansion (daily count) {early}" in tech1
+    assert f"Record Harvest and wash {early}" not in tech1  # its window opens on day 12
+    assert f"Record T-cell enrichment {unverified}" in tech1
+    assert "Entries to verify (0)" in _section(tech1_page, "to-verify")  # tech1 recorded the receipt: not theirs to verify
+
+    page = login("tech2").get("/").get_data(as_text=True)
+    tech2 = _section(page, "to-verify")
+    assert f"Verify Apheresis receipt {unverified} · recorded by Tess Technician" in tech2
+    with app.app_context():
+        entry = get_batch(unverified).entries[0]
+    assert f'href="/batches/{unverified}/entries/{entry.id}/verify"' in page
+
+    qc = login("qc1").get("/").get_data(as_text=True)
+    assert 'id="to-perform"' not in qc and 'id="to-verify"' not in qc
+
+
+def test_qc_sees_the_tests_due_qa_the_batches_to_review_the_auditor_recent_releases(
+        app: Flask, make_batch, login: Login) -> None:
+    testing = make_batch(ref="SLE-01")
+    review = make_batch(ref="SLE-02")
+    record_results(app, review)
+    released = make_batch(ref="SLE-03")
+    record_results(app, released)
+    close_all_deviations(app, released)
+    release(app, released)
+
+    qc = _section(login("qc1").get("/").get_data(as_text=True), "tests-due")
+    assert f"Enter results for {testing}" in qc and "Sterility" in qc and "Viability" in qc
+    # Results in for QA review: only the final sterility and the vector copy number are to come.
+    assert f"Enter results for {review} Vector copy number, Sterility Enter" in qc
+
+    qa = _section(login("qa1").get("/").get_data(as_text=True), "awaiting-review")
+    assert f"Waiting for QA review (1) Review {review}" in qa
+
+    auditor = _section(login("auditor1").get("/").get_data(as_text=True), "recent-releases")
+    assert released in auditor and "Quentin Assurance" in auditor and "Batch record (PDF)" in auditor
+    assert testing not in auditor
+
+
+def test_the_dashboard_query_count_does_not_grow_with_the_number_of_batches(
+        app: Flask, make_batch, login: Login) -> None:
+    def queries() -> int:
+        client = login("tech2")
+        with statements(app) as found:
+            assert client.get("/").status_code == 200
+        return len(found)
+
+    make_batch("harvest", ref="SLE-01", verify=False)
+    make_batch(ref="SLE-02")
+    few = queries()
+    make_batch("harvest", ref="SLE-03", verify=False)
+    make_batch(ref="SLE-04")
+    make_batch("receipt", ref="SLE-05")
+    assert queries() == few
+    assert few <= 25
+
+
+def test_the_batch_timeline_lists_steps_custody_corrections_and_decisions_in_order(
+        app: Flask, make_batch, login: Login) -> None:
+    number = make_batch("harvest", ref="SLE-01")
+    client = login("tech1")
+    with app.app_context():
+        batch = get_batch(number)
+        entry = next(e for e in batch.entries if e.step_key == "expansion")
+        version = batch.version
+    response = client.post(f"/batches/{number}/entries/{entry.id}/fields/viable_cells/correct",
+                           data={"value": "1.4e9", "reason": "Counter print-out misread.", "batch_version": version,
+                                 **signature("tech1")})
+    assert response.status_code == 302, words(response)
+    response = post_step(app, client, number, "expansion", culture_day="9", viability_pct="62",
+                         comment="Low viability, supervisor informed.")
+    assert response.status_code == 302, words(response)
+    page = client.get(f"/batches/{number}").get_data(as_text=True)
+    section = re.search(r'<section id="timeline".*?</section>', page, re.DOTALL)
+    assert section
+    times = re.findall(r'<time datetime="([^"]+)"', section.group(0))
+    assert times == sorted(times) and len(times) >= 15
+    text = " ".join(re.sub(r"<[^>]+>", " ", section.group(0)).split())
+    assert "Batch Batch started" in text
+    assert "Step Apheresis receipt recorded · Tess Technician" in text
+    assert "Verified Apheresis receipt verified · Theo Second" in text
+    assert "Custody Label applied:" in text and "Custody Sampled for a count:" in text
+    assert ("Correction Expansion (daily count) (entry 1): Viable cells corrected to 1.4e9 · Tess Technician "
+            "Reason: Counter print-out misread.") in text
+    assert "Step Expansion (daily count) (entry 2) recorded · Tess Technician ⚠ OUT OF LIMIT: Viability" in text
+    assert "Deviation DEV-" in text
+    assert text.index("Correction Expansion") < text.index("Expansion (daily count) (entry 2) recorded")
