@@ -14,7 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
 from lab.models import Batch, Disposition, Patient, QcResult, Signature, StepEntry, User, utcnow
-from lab.services.progress import batch_progress, definition_for, is_verified
+from lab.services.progress import batch_progress, definition_for, entry_signatures, is_verified
 from lab.services.release_status import as_current, current_results
 from lab.services.signatures import current_values
 from lab.services.steps import self_verification
@@ -108,7 +108,7 @@ def dashboard(user: User, *, now: datetime | None = None) -> Dashboard:
                  selectinload(Batch.dispositions).selectinload(Disposition.decided_by))
         .order_by(closed_last, Batch.created_at.desc())
         .limit(LIST_LIMIT)))
-    signatures = _entry_signatures([b.id for b in batches])
+    signatures = entry_signatures([b.id for b in batches])
     rows, closed, work = [], [], MyWork()
     counts: dict[str, int] = defaultdict(int)
     for batch in batches:
@@ -144,20 +144,6 @@ def _state_titles(rows: list[BatchRow]) -> dict[str, str]:
     for row in rows:
         titles.setdefault(row.batch.state, row.definition.states.get(row.batch.state, row.batch.state))
     return titles
-
-
-def _entry_signatures(batch_ids: list[int]) -> dict[int, list[Signature]]:
-    """entry id -> its signatures, for all the listed batches in one query."""
-    found: dict[int, list[Signature]] = defaultdict(list)
-    if not batch_ids:
-        return found
-    rows = db.session.scalars(
-        select(Signature)
-        .where(Signature.batch_id.in_(batch_ids), Signature.record_type == "step_entry")
-        .order_by(Signature.id))
-    for signature in rows:
-        found[signature.record_id].append(signature)
-    return found
 
 
 def _first_recorded(batch: Batch) -> dict[str, datetime]:

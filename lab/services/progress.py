@@ -60,12 +60,19 @@ def lab_timezone() -> ZoneInfo:
 
 
 def signatures_by_entry(batch: Batch) -> dict[int, list[Signature]]:
+    return entry_signatures([batch.id])
+
+
+def entry_signatures(batch_ids: list[int]) -> dict[int, list[Signature]]:
+    """entry id -> its signatures, oldest first, for the entries of all ``batch_ids`` in one query."""
+    found: dict[int, list[Signature]] = defaultdict(list)
+    if not batch_ids:
+        return found
     rows = db.session.scalars(
         select(Signature)
-        .where(Signature.batch_id == batch.id, Signature.record_type == "step_entry")
+        .where(Signature.batch_id.in_(batch_ids), Signature.record_type == "step_entry")
         .order_by(Signature.id)
     )
-    found: dict[int, list[Signature]] = defaultdict(list)
     for signature in rows:
         found[signature.record_id].append(signature)
     return found
