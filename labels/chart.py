@@ -28,6 +28,7 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from labels.text import SANS, SANS_BOLD
 from workflows.engine import format_number
+from workflows.timing import day_range
 
 #: The chart's width in points when none is given: about the text width of an A4 record.
 WIDTH = 480.0
@@ -111,11 +112,7 @@ class ExpansionWindow:
 
     @property
     def days(self) -> str:
-        if self.min_day is not None and self.max_day is not None:
-            return f"day {self.min_day}" if self.min_day == self.max_day else f"day {self.min_day}–{self.max_day}"
-        if self.min_day is not None:
-            return f"from day {self.min_day}"
-        return f"by day {self.max_day}" if self.max_day is not None else ""
+        return day_range(self.min_day, self.max_day)
 
 
 @dataclass(frozen=True)

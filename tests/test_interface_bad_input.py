@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from lab.extensions import db
 from lab.models import MaterialLot
-from tests.factories import form_data, get_batch, page_text, signature, snapshot, step_values
+from tests.factories import entries, form_data, get_batch, page_text, signature, snapshot, step_values
 from tests.quality import words
 
 pytestmark = pytest.mark.usefixtures("never_500")
@@ -68,9 +68,9 @@ def test_the_back_button_after_saving_a_daily_count_does_not_add_a_second_one(
     assert len(get_entries(app, number, "expansion")) == count
 
 
-def get_entries(app: Flask, number: str, step_key: str) -> list[Any]:
+def get_entries(app: Flask, number: str, step_key: str) -> list[int]:
     with app.app_context():
-        return [e.id for e in get_batch(number).entries if e.step_key == step_key]
+        return [e.id for e in entries(number, step_key)]
 
 
 def test_a_refused_form_can_be_corrected_and_sent_with_the_same_token(app: Flask, make_batch, login: Login) -> None:

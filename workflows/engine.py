@@ -34,7 +34,7 @@ from workflows.model import (
     StepSpec,
     StepState,
 )
-from workflows.timing import culture_day, window_words
+from workflows.timing import Timing, judge, window_words
 
 # A clock a few minutes fast on the tablet must not block an entry.
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -589,10 +589,8 @@ def _window_message(step: StepSpec, ctx: EntryContext) -> str:
     window = step.window
     if window is None or not ctx.prior.get(window.after):
         return ""
-    day = culture_day(ctx.prior[window.after][0].recorded_at, ctx.now)
-    if (window.min_days is None or day >= window.min_days) and (
-        window.max_days is None or day <= window.max_days
-    ):
+    day, timing = judge(window, ctx.prior[window.after][0].recorded_at, ctx.now)
+    if timing is Timing.DUE:
         return ""
     # The step has no title for ``after``, only its key ("activation" -> "Activation").
     after = window.after.replace("_", " ").capitalize()

@@ -42,14 +42,31 @@ def culture_day(started: datetime, now: datetime) -> int:
     return math.floor((now - started).total_seconds() / 86400)
 
 
+def day_range(low: int | None, high: int | None, noun: str = "day") -> str:
+    """"day 12–13", "day 12", "from day 3", "by day 5" ("" when open on both sides)."""
+    if low is not None and high is not None:
+        return f"{noun} {low}–{high}" if low != high else f"{noun} {low}"
+    if low is not None:
+        return f"from {noun} {low}"
+    return f"by {noun} {high}" if high is not None else ""
+
+
 def window_words(window: WindowSpec | None) -> str:
     """"on culture day 12–13", "from culture day 3", "by culture day 5"."""
     if window is None:
         return ""
-    low, high = window.min_days, window.max_days
-    if low is not None and high is not None:
-        return f"on culture day {low}–{high}" if low != high else f"on culture day {low}"
-    return f"from culture day {low}" if low is not None else f"by culture day {high}"
+    words = day_range(window.min_days, window.max_days, "culture day")
+    return f"on {words}" if window.min_days is not None and window.max_days is not None else words
+
+
+def judge(window: WindowSpec, started: datetime, now: datetime) -> tuple[int, Timing]:
+    """The culture day at ``now`` of a window counted from ``started``, and where it stands."""
+    day = culture_day(started, now)
+    if window.max_days is not None and day > window.max_days:
+        return day, Timing.OVERDUE
+    if window.min_days is not None and day < window.min_days:
+        return day, Timing.EARLY
+    return day, Timing.DUE
 
 
 def current_step(definition: ProcessDefinition, states: Mapping[str, StepState]) -> StepSpec | None:
@@ -70,14 +87,7 @@ def next_window(
         window = step.window
         if window is None or states[step.key] is not StepState.PENDING or window.after not in first_recorded:
             continue
-        day = culture_day(first_recorded[window.after], now)
-        if window.max_days is not None and day > window.max_days:
-            timing = Timing.OVERDUE
-        elif window.min_days is not None and day < window.min_days:
-            timing = Timing.EARLY
-        else:
-            timing = Timing.DUE
-        return WindowStatus(step, day, timing)
+        return WindowStatus(step, *judge(window, first_recorded[window.after], now))
     return None
 
 

@@ -18,11 +18,11 @@ from lab.services.progress import batch_progress, definition_for, entry_signatur
 from lab.services.release_status import as_current, current_results
 from lab.services.signatures import current_values
 from lab.services.steps import self_verification
-from workflows.engine import can_start, step_states
+from workflows.engine import can_start, step_states, typed_value
 from workflows.engine_types import StepProgress
 from workflows.model import ProcessDefinition, StepSpec, StepState
 from workflows.release import pending
-from workflows.timing import Timing, WindowStatus, culture_day, current_step, duration_words, next_window
+from workflows.timing import Timing, WindowStatus, current_step, duration_words, judge, next_window
 
 #: Batches no longer being made or tested: they leave the main list for "recently closed".
 CLOSED_STATES = ("released", "rejected", "shipped")
@@ -162,7 +162,8 @@ def _clock(batch: Batch, definition: ProcessDefinition, states: Mapping[str, Ste
         last_recorded[entry.step_key] = entry.performed_at
         value = current_values(entry).get(COLLECTION_END)
         if value is not None and collection_end is None:
-            collection_end = _parse_utc(value.text)
+            stored = typed_value(definition.step(entry.step_key).field(COLLECTION_END), value.text)
+            collection_end = stored if isinstance(stored, datetime) else None
     step = current_step(definition, states)
     if step is not None and batch.state in definition.recording_states:
         earlier = [last_recorded[s.key] for s in definition.steps[:definition.index(step.key)] if s.key in last_recorded]
@@ -175,14 +176,6 @@ def _clock(batch: Batch, definition: ProcessDefinition, states: Mapping[str, Ste
     window = next_window(definition, states, first_recorded, now) if batch.state in definition.recording_states else None
     return Clock(collection_end, None if collection_end is None else end - collection_end, stage, stage_since,
                  now - stage_since, window)
-
-
-def _parse_utc(text: str) -> datetime | None:
-    """A datetime value as the engine stores it: canonical UTC text ("2026-11-25T08:30Z")."""
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 def _state_since(batch: Batch) -> datetime:
@@ -203,8 +196,8 @@ def _closed_at(batch: Batch) -> datetime:
 def _too_early(step: StepSpec, first_recorded: Mapping[str, datetime], now: datetime) -> bool:
     """A step whose window has not opened yet is nobody's work today (harvest on day 7)."""
     window = step.window
-    return (window is not None and window.min_days is not None and window.after in first_recorded
-            and culture_day(first_recorded[window.after], now) < window.min_days)
+    return (window is not None and window.after in first_recorded
+            and judge(window, first_recorded[window.after], now)[1] is Timing.EARLY)
 
 
 def _add_work(work: MyWork, user: User, batch: Batch, definition: ProcessDefinition, progress: Mapping[str, StepProgress],

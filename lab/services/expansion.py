@@ -13,7 +13,6 @@ recorded with. Reads only the entries and values the batch has loaded; writes no
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,6 +23,7 @@ from lab.services.signatures import current_values
 from labels.chart import ExpansionChart, ExpansionPoint, ExpansionWindow
 from workflows.engine import typed_value
 from workflows.model import FieldSpec, ProcessDefinition, StepSpec
+from workflows.timing import culture_day
 
 DAY_FIELD = "culture_day"
 CELLS_FIELD = "viable_cells"
@@ -97,7 +97,7 @@ def expansion_chart(batch: Batch, definition: ProcessDefinition | None = None) -
         if cells is None or zero_at is None:
             continue
         for entry in by_step.get(other.key, []):
-            day = math.floor((entry.performed_at - zero_at).total_seconds() / 86400)
+            day = culture_day(zero_at, entry.performed_at)
             points.append(_point(other, _Fields(cells, _viability_field(other)), entry, seeded, day=day, own=False))
     kept = sorted((p for p in points if p is not None), key=lambda p: (p.day, p.step != ""))
     return ExpansionChart(
