@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 
 from config import database_url
 from lab.extensions import csrf, db, login_manager, migrate
-from labels.codes import is_valid_fin
+from workflows.codes import is_valid_fin
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ROOT_DIR = PACKAGE_DIR.parent

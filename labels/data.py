@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 
-from labels.codes import CodeKind, parse_code
+from workflows.codes import CodeKind, parse_code
 
 # 21 CFR 1271.90(c); lab/ decides which lines a container needs and passes them in.
 FOR_AUTOLOGOUS_USE_ONLY = "FOR AUTOLOGOUS USE ONLY"
@@ -48,7 +48,7 @@ class LabelData:
     """Everything printed on one container label.
 
     ``code`` is the container code and the whole QR payload; it, ``coi`` and ``batch_number``
-    must be valid codes in canonical form (labels.codes), so a label never carries a code
+    must be valid codes in canonical form (workflows.codes), so a label never carries a code
     with a wrong check character. ``kind`` is the title printed
     on the label ("Final product bag", "QC sample", ...). Tube labels print only the code,
     kind, COI, batch number, REPRINT and one or two dates; bag labels print every field given.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from labels.chart import ExpansionChart
-from labels.codes import CodeKind
+from workflows.codes import CodeKind
 from labels.data import check_aware, check_code
 from labels.digest import NOT_CANONICAL
 

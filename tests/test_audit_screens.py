@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from lab import audit_chain
 from lab.extensions import db
 from lab.models import AuditEvent, Download
-from labels.codes import CodeKind, make_code
+from workflows.codes import CodeKind, make_code
 from tests.factories import get_batch, page_text, user
 from tests.queries import statements
 

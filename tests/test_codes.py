@@ -2,7 +2,7 @@
 
 import pytest
 
-from labels.codes import (
+from workflows.codes import (
     CheckCharacterError,
     Code,
     CodeError,

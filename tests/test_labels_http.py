@@ -178,7 +178,7 @@ def test_the_scan_box_refuses_what_is_no_container(app, make_batch, login, paylo
 
 
 def test_an_unknown_container_is_404_everywhere(app, users, login):
-    from labels.codes import CodeKind, make_code
+    from workflows.codes import CodeKind, make_code
 
     code = str(make_code(CodeKind.CONTAINER, "A9999", 2026, 4242))
     client = login("tech1")

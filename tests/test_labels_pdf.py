@@ -13,7 +13,7 @@ import pdfplumber
 import pytest
 import zxingcpp
 
-from labels.codes import CodeKind, make_code
+from workflows.codes import CodeKind, make_code
 from labels.data import (
     FOR_AUTOLOGOUS_USE_ONLY,
     NOT_EVALUATED_FOR_INFECTIOUS_SUBSTANCES,

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, Patient, ProcessDefinitionRecord
-from labels.codes import CodeKind, make_code, parse_code
+from workflows.codes import CodeKind, make_code, parse_code
 from tests.factories import get_batch, patient
 from workflows.definition import DEFINITIONS_DIR
 

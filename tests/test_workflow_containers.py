@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from labels.codes import CodeKind, make_code
+from workflows.codes import CodeKind, make_code
 from tests.test_workflow_engine import (
     APHERESIS,
     BAG_1,

@@ -6,7 +6,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from labels.codes import CodeKind, make_code
+from workflows.codes import CodeKind, make_code
 from workflows import (
     ContainerInfo,
     EntryContext,

@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from labels.codes import CodeError, CodeKind, identify, normalize, parse_code
+from workflows.codes import CodeError, CodeKind, identify, normalize, parse_code
 from workflows import formula
 from workflows.engine_types import (
     EntryContext,

@@ -19,7 +19,7 @@ from lab.exceptions import InvalidInput, LabError
 from lab.extensions import Base, db
 from lab.models import Audited, AuditEvent, Batch, User
 from lab.services.progress import lab_timezone
-from labels.codes import CodeError, CodeKind, parse_code
+from workflows.codes import CodeError, CodeKind, parse_code
 
 PAGE_SIZE = 50
 EXPORT_CHUNK = 1000

@@ -13,7 +13,7 @@ from lab.models import Batch, Patient, ProcessDefinitionRecord, User, utcnow
 from lab.permissions import require
 from lab.services.sequences import next_code
 from lab.workflow_registry import DEFAULT_PROCESS, current_definition, workflow_dir
-from labels.codes import CodeKind
+from workflows.codes import CodeKind
 from workflows.definition import DefinitionError
 from workflows.model import ProcessDefinition
 

@@ -22,7 +22,7 @@ from lab.models import Batch, Container, CustodyEvent, StepEntry, User, utcnow
 from lab.services.deviations import open_deviation
 from lab.services.progress import container_title
 from lab.services.sequences import next_code
-from labels.codes import CodeError, CodeKind, parse_code
+from workflows.codes import CodeError, CodeKind, parse_code
 from workflows.engine_types import ContainerInfo, EntryResult
 from workflows.model import FINISHED_CONTAINER_STATUSES, FieldSpec, ProcessDefinition, StepSpec
 

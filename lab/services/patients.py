@@ -14,7 +14,7 @@ from lab.extensions import db
 from lab.models import Patient, User, utcnow
 from lab.permissions import require
 from lab.services.sequences import next_code
-from labels.codes import CodeKind
+from workflows.codes import CodeKind
 
 PATIENT_REF_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{1,31}")
 INITIALS_RE = re.compile(r"[A-Z]{2,4}")

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 
 from lab.extensions import db
 from lab.models import CodeSequence
-from labels.codes import CodeKind, make_code
+from workflows.codes import CodeKind, make_code
 
 
 def next_value(name: str) -> int:

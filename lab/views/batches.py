@@ -23,7 +23,7 @@ from lab.services.steps import EntryRefused, correct_value, record_step, self_ve
 from lab.services.timeline import batch_timeline
 from lab.views import signing
 from labels.chart import expansion_svg
-from labels.codes import CodeError, CodeKind, parse_code
+from workflows.codes import CodeError, CodeKind, parse_code
 from workflows.engine import can_start
 from workflows.engine_types import EntryResult
 from workflows.model import StepSpec
