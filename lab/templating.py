@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 from flask import Flask, current_app
 
 from lab.views.signing import needs_username
-from workflows.engine import format_number
+from workflows.formatting import format_number
 from workflows.model import StepState
 
 

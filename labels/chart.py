@@ -27,7 +27,7 @@ from reportlab.lib import colors
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from labels.text import SANS, SANS_BOLD
-from workflows.engine import format_number
+from workflows.formatting import format_number
 from workflows.timing import day_range
 
 #: The chart's width in points when none is given: about the text width of an A4 record.

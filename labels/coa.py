@@ -15,7 +15,8 @@ from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
 from labels.data import CoaData, CoaResult, ResultStatus, SignatureData
 from labels.document import LEFT, PAGE_MARGIN, RIGHT, TEXT_WIDTH, Footer, QrFlowable, paragraph, render_counted
 from labels.layout import MM
-from labels.text import SANS, SANS_BOLD, clean, format_date, format_utc
+from labels.text import SANS, SANS_BOLD, clean
+from workflows.formatting import format_date, format_utc
 
 CELL_PADDING = 3
 FOOTER_SIZE = 7.5

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from labels.data import LabelData, Stock
-from labels.text import MONO_BOLD, SANS, SANS_BOLD, clean, format_date, format_time
+from labels.text import MONO_BOLD, SANS, SANS_BOLD, clean
+from workflows.formatting import format_date, format_datetime
 
 MM = 72 / 25.4
 
@@ -227,7 +228,7 @@ def _bag_fields(label: LabelData) -> tuple[list[_Field], list[_Field], list[_Fie
         *((line, bold) for line in label.regulatory_lines),
         (label.facility_name, small),
         *((line, small) for line in label.facility_address),
-        (f"Printed {format_time(label.printed_at)}", small),
+        (f"Printed {format_datetime(label.printed_at)}", small),
     ]
     bottom = [_field(text, style) for text, style in texts if text and text.strip()]
     return header, side, bottom

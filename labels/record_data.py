@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from labels.chart import ExpansionChart
-from workflows.codes import CodeKind
 from labels.data import check_aware, check_code
 from labels.digest import NOT_CANONICAL
+from workflows.codes import CodeKind
 
 
 @dataclass(frozen=True)

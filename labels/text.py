@@ -11,7 +11,6 @@ character the font lacks would print as an empty box, so it is refused instead
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
 from pathlib import Path
 
 from reportlab.pdfbase import pdfmetrics
@@ -45,25 +44,3 @@ def clean(text: str, font: str = SANS) -> str:
     if missing:
         raise UnprintableText(f"{text!r} holds characters the label font cannot print: {''.join(missing)!r}.")
     return text
-
-
-def format_date(day: date) -> str:
-    """ISO 8601 (2026-11-25): one reading in every country."""
-    return day.isoformat()
-
-
-def format_time(moment: datetime) -> str:
-    """``2026-11-25 14:03 UTC``, or the zone's offset (``+01:00``) for another zone."""
-    offset = moment.utcoffset()
-    if offset is None:
-        raise ValueError(f"{moment.isoformat()} has no time zone.")
-    if not offset:
-        return f"{moment:%Y-%m-%d %H:%M} UTC"
-    minutes = int(offset.total_seconds()) // 60
-    sign = "+" if minutes >= 0 else "-"
-    return f"{moment:%Y-%m-%d %H:%M} {sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
-
-
-def format_utc(moment: datetime) -> str:
-    """The moment in UTC, as ``format_time`` writes it."""
-    return format_time(moment.astimezone(UTC))

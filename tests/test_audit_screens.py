@@ -18,9 +18,9 @@ from sqlalchemy import func, select
 from lab import audit_chain
 from lab.extensions import db
 from lab.models import AuditEvent, Download
-from workflows.codes import CodeKind, make_code
 from tests.factories import get_batch, page_text, user
 from tests.queries import statements
+from workflows.codes import CodeKind, make_code
 
 Login = Callable[[str], FlaskClient]
 REVIEWERS = ("qa1", "auditor1", "admin")

@@ -13,7 +13,6 @@ import pdfplumber
 import pytest
 import zxingcpp
 
-from workflows.codes import CodeKind, make_code
 from labels.data import (
     FOR_AUTOLOGOUS_USE_ONLY,
     NOT_EVALUATED_FOR_INFECTIOUS_SUBSTANCES,
@@ -25,6 +24,7 @@ from labels.pdf import layout_sheet, render_label, render_label_sheet
 from labels.qr import QUIET_ZONE, qr_matrix
 from labels.text import UnprintableText
 from tests.readback import THERMAL_DPIS, bilevel, decode, pages, text_of, words
+from workflows.codes import CodeKind, make_code
 
 STORAGE = "Store at ≤ −150 °C (LN2 vapour phase)"
 LONG_PRODUCT = (

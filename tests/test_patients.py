@@ -12,8 +12,8 @@ from sqlalchemy import func, select
 
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, Patient, ProcessDefinitionRecord
-from workflows.codes import CodeKind, make_code, parse_code
 from tests.factories import get_batch, patient
+from workflows.codes import CodeKind, make_code, parse_code
 from workflows.definition import DEFINITIONS_DIR
 
 DEFINITION_FILE = DEFINITIONS_DIR / "cd19_car_t_v1.toml"

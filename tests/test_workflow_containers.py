@@ -7,7 +7,6 @@ import dataclasses
 
 import pytest
 
-from workflows.codes import CodeKind, make_code
 from tests.test_workflow_engine import (
     APHERESIS,
     BAG_1,
@@ -24,6 +23,7 @@ from tests.test_workflow_engine import (
     check,
     error,
 )
+from workflows.codes import CodeKind, make_code
 from workflows.definition import DEFINITIONS_DIR, DefinitionError, load_definition
 from workflows.engine_types import ContainerInfo
 from workflows.model import CreateSpec

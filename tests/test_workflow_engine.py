@@ -6,7 +6,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from workflows.codes import CodeKind, make_code
 from workflows import (
     ContainerInfo,
     EntryContext,
@@ -26,6 +25,7 @@ from workflows import (
     typed_value,
     validate_entry,
 )
+from workflows.codes import CodeKind, make_code
 from workflows.definition import DEFINITIONS_DIR, load_definition_text
 from workflows.model import FieldSpec, Limits
 

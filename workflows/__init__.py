@@ -11,7 +11,6 @@ from workflows.definition import (
 from workflows.engine import (
     can_start,
     compute_derived,
-    format_number,
     next_state,
     scanned_codes,
     step_states,
@@ -29,6 +28,7 @@ from workflows.engine_types import (
     StepProgress,
     Value,
 )
+from workflows.formatting import format_number
 from workflows.model import ProcessDefinition, StepSpec, StepState
 
 __all__ = [

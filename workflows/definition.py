@@ -21,6 +21,8 @@ from workflows.engine import typed_value
 from workflows.model import (
     BEFORE_RELEASE,
     CONTAINER_STATUSES,
+    LABEL_DATES,
+    MAX_CREATED,
     REQUIREMENTS,
     ROLES,
     SIGNATURE_MEANINGS,
@@ -59,22 +61,23 @@ def _keys(required: str, optional: str = "") -> dict[str, bool]:
 
 
 _TOP_KEYS = _keys("key version title product initial_state recording_states states steps",
-                  "transitions container_kinds release release_tests decisions")
+                  "transitions container_kinds release release_tests decisions investigational")
 _TRANSITION_KEYS = _keys("event source target when", "title")
 _STEP_KEYS = _keys(
     "key title role verify fields",
     "derived verifier_role repeatable min_entries instructions hold window creates",
 )
-_CONTAINER_KIND_KEYS = _keys("title stock", "storage regulatory")
+_CONTAINER_KIND_KEYS = _keys("title stock", "storage regulatory description dates shelf_life_days warnings")
 _RELEASE_KEYS = _keys("result_states released_states late_failure_state")
 _DECISION_KEYS = _keys("key title source role meaning", "target resume requires independent reason_required")
 _TEST_COMMON_KEYS = _keys("key title method kind", "required before_release")
 # The keys each kind of release test adds to the common ones.
 _TEST_KIND_KEYS: dict[str, dict[str, bool]] = {
-    "number": _keys("unit min max", "spec_min spec_max spec_above spec_below"),
+    "number": _keys("unit min max", "spec_min spec_max spec_above spec_below target target_low_pct target_high_pct "
+                    "computed tolerance_pct"),
     "result": _keys("choices passing", "interim specification"),
 }
-_CREATE_KEYS = _keys("kind", "count volume parent")
+_CREATE_KEYS = _keys("kind", "count volume parent max")
 STOCKS = ("bag", "tube")
 _HOLD_KEYS = _keys("field equals")
 _WINDOW_KEYS = _keys("after", "min_days max_days")
@@ -83,11 +86,11 @@ _FIELD_COMMON_KEYS = _keys("key label type", "required help unique_in_step")
 # The keys each field type adds to the common ones.
 _FIELD_TYPE_KEYS: dict[str, dict[str, bool]] = {
     "number": _keys("unit min max", "limit_min limit_max default"),
-    "integer": _keys("min max", "unit limit_min limit_max default"),
+    "integer": _keys("min max", "unit limit_min limit_max default days_since"),
     "text": _keys("", "max_length default"),
     "choice": _keys("choices", "deviation_choices default"),
     "boolean": _keys("", "expected default"),
-    "datetime": {},
+    "datetime": _keys("", "not_before"),
     "lot": _keys("material"),
     "equipment": _keys("equipment"),
     "coi": {},
@@ -321,7 +324,7 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
     steps: list[StepSpec] = []
     for i, table in enumerate(step_tables):
         steps.append(_step(table, i, steps, all_step_keys, container_kinds))
-    release_tests = tuple(_release_test(t, i) for i, t in enumerate(_tables(data, "release_tests", where)))
+    release_tests = tuple(_release_test(t, i, steps) for i, t in enumerate(_tables(data, "release_tests", where)))
     _unique((t.key for t in release_tests), "release test key", "release_tests")
     release = _release(_get(data, "release", dict, where), states) if "release" in data else None
     if release_tests and release is None:
@@ -346,6 +349,7 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
         release_tests=release_tests,
         decisions=decisions,
         release=release,
+        investigational=_text(data, "investigational", where, ""),
     )
 
 
@@ -361,8 +365,18 @@ def _container_kinds(table: dict[str, Any]) -> dict[str, ContainerKind]:
         stock = _text(data, "stock", where)
         if stock not in STOCKS:
             raise _Invalid(f"{where}: unknown stock {stock!r} (use one of {', '.join(STOCKS)})")
+        dates = _strings(data, "dates", where)
+        for name in dates:
+            if name not in LABEL_DATES:
+                raise _Invalid(f"{where}: unknown label date {name!r} (use {', '.join(LABEL_DATES)})")
+        shelf_life = _get(data, "shelf_life_days", int, where)
+        if shelf_life is not None and shelf_life < 1:
+            raise _Invalid(f"{where}: shelf_life_days must be at least 1, not {shelf_life}")
+        if ("expires" in dates) != (shelf_life is not None):
+            raise _Invalid(f"{where}: the label date 'expires' and shelf_life_days go together")
         kinds[key] = ContainerKind(key, _text(data, "title", where), stock, _get(data, "storage", str, where, ""),
-                                   _strings(data, "regulatory", where))
+                                   _strings(data, "regulatory", where), _text(data, "description", where, ""),
+                                   dates, shelf_life, _strings(data, "warnings", where))
     return kinds
 
 
@@ -432,6 +446,7 @@ def _step(table: dict[str, Any], index: int, earlier: list[StepSpec], all_step_k
     _unique((f.key for f in fields), "field key", where)
     for field_spec in fields:
         _check_handoff(field_spec, fields, container_kinds, f"{where}, field {field_spec.key!r}")
+        _check_event_order(field_spec, fields, earlier, f"{where}, field {field_spec.key!r}")
 
     derived: list[DerivedSpec] = []
     derived_tables = _tables(table, "derived", where)
@@ -476,6 +491,25 @@ def _check_handoff(spec: FieldSpec, fields: tuple[FieldSpec, ...], container_kin
                                "field of this step")
 
 
+def _check_event_order(spec: FieldSpec, fields: tuple[FieldSpec, ...], earlier: list[StepSpec], where: str) -> None:
+    """``not_before`` names events that exist before this field's; ``days_since`` an earlier step."""
+    earlier_keys = {step.key for step in earlier}
+    own = [f.key for f in fields]
+    for name in spec.not_before:
+        prefix, _, rest = name.partition(".")
+        if not rest and name in earlier_keys:
+            continue
+        if not rest and name in own and name != spec.key and next(f for f in fields if f.key == name).type == "datetime":
+            continue
+        if rest and prefix in earlier_keys and any(f.key == rest and f.type == "datetime"
+                                                   for f in next(s for s in earlier if s.key == prefix).fields):
+            continue
+        raise _Invalid(f"{where}: not_before names {name!r}, which is not an earlier step, another date-time "
+                       "field of this step or <earlier step>.<date-time field>")
+    if spec.days_since is not None and spec.days_since not in earlier_keys:
+        raise _Invalid(f"{where}: days_since = {spec.days_since!r} is not an earlier step")
+
+
 def _create(table: dict[str, Any], index: int, step_where: str, fields: tuple[FieldSpec, ...],
             derived: list[DerivedSpec], container_kinds: Mapping[str, ContainerKind]) -> CreateSpec:
     """What a step creates: the references must name this step's own fields and values."""
@@ -499,7 +533,12 @@ def _create(table: dict[str, Any], index: int, step_where: str, fields: tuple[Fi
     parent = _get(table, "parent", str, where)
     if parent is not None and parent not in {f.key for f in fields if f.type == "container"}:
         raise _Invalid(f"{where}: parent {parent!r} is not a container field of this step")
-    return CreateSpec(kind, count, volume, parent)
+    most = _get(table, "max", int, where, count if isinstance(count, int) else MAX_CREATED)
+    if not 1 <= most <= MAX_CREATED:
+        raise _Invalid(f"{where}: max must be between 1 and {MAX_CREATED}, not {most}")
+    if isinstance(count, int) and count > most:
+        raise _Invalid(f"{where}: count {count} is more than max {most}")
+    return CreateSpec(kind, count, volume, parent, most)
 
 
 def _role(table: Mapping[str, Any], key: str, where: str, default: str | None) -> str:
@@ -592,6 +631,8 @@ def _field(table: dict[str, Any], index: int, step_where: str, repeatable: bool)
         all_of_kind=_get(table, "all_of_kind", bool, where, False),
         sets_status=_text(table, "sets_status", where) if "sets_status" in table else None,
         location=_text(table, "location", where) if "location" in table else None,
+        not_before=_strings(table, "not_before", where),
+        days_since=_slug(table, "days_since", where) if "days_since" in table else None,
     )
     _check_default(spec, where)
     return spec
@@ -696,7 +737,7 @@ def _release(table: dict[str, Any], states: Mapping[str, str]) -> ReleaseRules:
     return ReleaseRules(result_states, released_states, _state_ref(table, "late_failure_state", states, where))
 
 
-def _release_test(table: dict[str, Any], index: int) -> ReleaseTestSpec:
+def _release_test(table: dict[str, Any], index: int, steps: list[StepSpec]) -> ReleaseTestSpec:
     key, where, kind = _key_and_kind(table, f"release_tests[{index}]", "release test", "kind", _TEST_COMMON_KEYS,
                                      _TEST_KIND_KEYS)
     required = _get(table, "required", bool, where, True)
@@ -713,7 +754,10 @@ def _release_test(table: dict[str, Any], index: int) -> ReleaseTestSpec:
             raise _Invalid(f"{where}: a number test has no interim results; use before_release = \"final\" or \"none\"")
         valid = _limits(table, "min", "max", where)
         unit = _text(table, "unit", where)
-        return ReleaseTestSpec(**common, unit=unit, valid=valid, spec=_specification(table, valid, unit, where))
+        relative = _relative_spec(table, steps, where)
+        spec = _specification(table, valid, unit, where) if relative["target"] is None or any(
+            key in table for key in ("spec_min", "spec_max", "spec_above", "spec_below")) else Specification()
+        return ReleaseTestSpec(**common, unit=unit, valid=valid, spec=spec, **relative)
     choices = _strings(table, "choices", where)
     if len(choices) < 2:
         raise _Invalid(f"{where}: a result test needs at least two choices, one that passes and one that fails")
@@ -733,6 +777,41 @@ def _release_test(table: dict[str, Any], index: int) -> ReleaseTestSpec:
         raise _Invalid(f'{where}: before_release = "interim" needs interim results')
     return ReleaseTestSpec(**common, choices=choices, passing=passing, interim=interim,
                            specification=_text(table, "specification", where, ""))
+
+
+def _relative_spec(table: Mapping[str, Any], steps: list[StepSpec], where: str) -> dict[str, Any]:
+    """A number test's target-relative specification and computed value (the dose)."""
+    values = {f"{step.key}.{f.key}": f for step in steps for f in step.fields}
+    target = _text(table, "target", where) if "target" in table else None
+    low, high = _get(table, "target_low_pct", float, where), _get(table, "target_high_pct", float, where)
+    if target is not None:
+        spec = values.get(target)
+        if spec is None or spec.type not in ("number", "integer"):
+            raise _Invalid(f"{where}: target {target!r} is not a number field of a step (<step>.<field>)")
+        if low is None or high is None or not 0 <= low < 100 < high:
+            raise _Invalid(f"{where}: a target needs target_low_pct below 100 and target_high_pct above 100")
+    elif low is not None or high is not None:
+        raise _Invalid(f"{where}: target_low_pct and target_high_pct need a target")
+    computed = _text(table, "computed", where) if "computed" in table else None
+    tolerance = _get(table, "tolerance_pct", float, where)
+    if computed is not None:
+        kinds = {name: _field_kind(f) for name, f in values.items() if f.type in ("number", "integer")}
+        kinds.update({f"{step.key}.{d.key}": formula.NUMBER for step in steps for d in step.derived})
+        kinds["patient.weight_kg"] = formula.NUMBER
+        unknown = [name for name in formula.names(computed) if name not in kinds]
+        if unknown:
+            raise _Invalid(f"{where}: computed uses {unknown[0]!r}, which is not <step>.<number field or derived "
+                           "value> or patient.weight_kg")
+        try:
+            formula.check(computed, kinds)
+        except formula.FormulaError as exc:
+            raise _Invalid(f"{where}: computed: {exc}") from None
+        if tolerance is None or tolerance <= 0:
+            raise _Invalid(f"{where}: a computed value needs tolerance_pct above 0")
+    elif tolerance is not None:
+        raise _Invalid(f"{where}: tolerance_pct needs a computed value")
+    return {"target": target, "target_low_pct": low, "target_high_pct": high, "computed": computed,
+            "tolerance_pct": tolerance}
 
 
 def _specification(table: Mapping[str, Any], valid: Limits, unit: str, where: str) -> Specification:

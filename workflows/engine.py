@@ -13,11 +13,10 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from workflows.codes import CodeError, CodeKind, identify, normalize, parse_code
 from workflows import formula
+from workflows.codes import CodeError, CodeKind, identify, normalize, parse_code
 from workflows.engine_types import (
     EntryContext,
     EntryResult,
@@ -25,6 +24,7 @@ from workflows.engine_types import (
     StepProgress,
     Value,
 )
+from workflows.formatting import format_number
 from workflows.model import (
     FINISHED_CONTAINER_STATUSES,
     DerivedSpec,
@@ -52,7 +52,6 @@ _UNIT_ALIASES = {"c": "°c", "degc": "°c", "pct": "%"}
 _BOOLEANS = dict.fromkeys(("yes", "y", "true", "1", "on"), True) | dict.fromkeys(
     ("no", "n", "false", "0", "off"), False
 )
-_SUPERSCRIPTS = str.maketrans("0123456789-", "⁰¹²³⁴⁵⁶⁷⁸⁹⁻")
 
 
 class _Refused(ValueError):
@@ -199,32 +198,6 @@ def next_state(
             return state
         state = transition.target
         visited.add(state)
-
-
-def format_number(value: float) -> str:
-    """A number for display: ``1.20 × 10⁹``, ``12.3``, ``1235``, ``7.5``.
-
-    At most three significant digits, except that the integer part is never rounded
-    away; very large and very small numbers in scientific notation.
-    """
-    if isinstance(value, int):
-        return str(value)
-    if not math.isfinite(value):
-        return str(value)
-    if value == 0:
-        return "0"
-    exact = Decimal(repr(value))
-    if abs(value) >= 1e5 or abs(value) < 1e-3:
-        exponent = exact.adjusted()
-        mantissa = exact.scaleb(-exponent).quantize(Decimal("0.01"), ROUND_HALF_UP)
-        if abs(mantissa) >= 10:  # 9.999e5 rounds up to 10.0
-            mantissa, exponent = (mantissa / 10).quantize(Decimal("0.01"), ROUND_HALF_UP), exponent + 1
-        return f"{mantissa} × 10{str(exponent).translate(_SUPERSCRIPTS)}"
-    decimals = max(0, 2 - exact.adjusted())
-    text = f"{exact.quantize(Decimal(1).scaleb(-decimals), ROUND_HALF_UP):f}"
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return "0" if text == "-0" else text
 
 
 # --- checking one field -----------------------------------------------------------------

@@ -77,6 +77,10 @@ class FieldSpec:
     all_of_kind: bool = False  # containers fields: every open container of the kind must be scanned
     sets_status: str | None = None  # container fields: the status scanned containers move to
     location: str | None = None  # container fields: where they go, e.g. "{ln2_freezer} / rack {rack}"
+    # datetime fields: events this one cannot precede. Each name is an earlier step (its
+    # recording time), a datetime field of this step, or ``<earlier step>.<datetime field>``.
+    not_before: tuple[str, ...] = ()
+    days_since: str | None = None  # integer fields: a culture day, counted from this earlier step
 
 
 @dataclass(frozen=True)
@@ -117,6 +121,17 @@ class ContainerKind:
     stock: str  # label stock: "bag" (4 x 4 in) or "tube" (38 x 19 mm)
     storage: str = ""  # storage condition printed on the label
     regulatory: tuple[str, ...] = ()  # statements the label must carry (21 CFR 1271.90(c))
+    description: str = ""  # what the container holds, printed on its label (default: the product)
+    dates: tuple[str, ...] = ()  # which of LABEL_DATES its label prints, in this order
+    shelf_life_days: int | None = None  # expiry = the time it was filled + this (needs "expires")
+    warnings: tuple[str, ...] = ()  # route and handling warnings ("For intravenous use only")
+
+
+#: Dates a label can print: the collection of the starting material (date and time), when
+#: the container was filled or sampled (its creating entry), and its expiry (shelf life).
+LABEL_DATES = ("collected", "filled", "sampled", "expires")
+#: No single entry creates more containers of one kind than this, whatever a definition says.
+MAX_CREATED = 50
 
 
 @dataclass(frozen=True)
@@ -124,14 +139,16 @@ class CreateSpec:
     """Containers a step creates when it is recorded (so labels to print).
 
     ``count`` is a number or the key of an integer field or derived value of the step
-    (the number of product bags); ``volume`` the key of a number field or derived value
-    in mL; ``parent`` the key of a container field of the step the new ones come from.
+    (the number of product bags), at most ``max``; ``volume`` the key of a number field or
+    derived value in mL; ``parent`` the key of a container field of the step the new ones
+    come from.
     """
 
     kind: str
     count: int | str = 1
     volume: str | None = None
     parent: str | None = None
+    max: int = MAX_CREATED  # a computed count above this is refused before anything is written
 
 
 @dataclass(frozen=True)
@@ -230,6 +247,17 @@ class ReleaseTestSpec:
     passing: tuple[str, ...] = ()
     interim: tuple[str, ...] = ()
     specification: str = ""  # result tests: the specification in words (default: the passing choices)
+    # number tests judged relative to a batch value instead of (or besides) ``spec``: the
+    # result must lie within target_low_pct..target_high_pct % of ``target``
+    # ("<step>.<field>", e.g. the target dose typed at formulation).
+    target: str | None = None
+    target_low_pct: float | None = None
+    target_high_pct: float | None = None
+    # ``computed``: a formula over ``<step>.<field or derived value>`` and patient.weight_kg
+    # giving the value the process made (the dose from formulation). Without a typed result it
+    # is the result; a typed result differing from it by more than ``tolerance_pct`` % is flagged.
+    computed: str | None = None
+    tolerance_pct: float | None = None
 
 
 @dataclass(frozen=True)
@@ -290,6 +318,7 @@ class ProcessDefinition:
     release_tests: tuple[ReleaseTestSpec, ...] = ()
     decisions: tuple[DecisionSpec, ...] = ()
     release: ReleaseRules | None = None  # set whenever there are release tests
+    investigational: str = ""  # the investigational-use statement product labels print, when set
 
     def step(self, key: str) -> StepSpec:
         for spec in self.steps:

@@ -12,8 +12,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from workflows.engine import format_number, parse_text, state_phrase
+from workflows.engine import parse_text, state_phrase
 from workflows.engine_types import StepProgress
+from workflows.formatting import format_number
 from workflows.model import (
     Bound,
     DecisionSpec,

@@ -33,8 +33,8 @@ from labels.record_data import (
     StepRecord,
     ValueVersion,
 )
-from workflows.engine import format_number
 from workflows.engine_types import FieldValue
+from workflows.formatting import format_number
 from workflows.model import ProcessDefinition
 
 #: Tables that log copies taken out of CellTrail: they describe a printout, not the batch,

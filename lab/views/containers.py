@@ -19,9 +19,9 @@ from lab.services.labels import print_labels
 from lab.services.progress import container_title, definition_for
 from lab.views.batches import get_batch_or_404
 from lab.views.common import apply_errors
-from workflows.codes import CodeError, CodeKind, parse_code
 from labels.pdf import render_label, render_label_sheet
 from labels.zpl import render_zpl
+from workflows.codes import CodeError, CodeKind, parse_code
 
 bp = Blueprint("containers", __name__)
 PAPERS = ("A4", "Letter")

@@ -25,8 +25,8 @@ from lab.services.alerts import quality_alerts
 from lab.services.dashboard import dashboard as build_dashboard
 from lab.services.progress import batch_progress, definition_for
 from lab.services.users import authenticate
-from workflows.codes import CodeError, CodeKind, identify
 from labels.digest import DigestError, scanned_digest
+from workflows.codes import CodeError, CodeKind, identify
 from workflows.engine import can_start
 
 bp = Blueprint("main", __name__)
