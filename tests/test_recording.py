@@ -70,7 +70,7 @@ def test_the_batch_page_lists_steps_in_order_with_their_states(app, make_batch, 
         coi, sha = batch.patient.coi, batch.definition.sha256
     text = html.unescape(page)
     assert coi in text
-    assert "cd19-car-t</span> version 1" in text
+    assert "cd19-car-t</span> version 2" in text
     assert f"sha256 {sha}" in text
     titles = re.findall(r"<h3>([^<]+?) <span", text)
     assert titles[:3] == ["Apheresis receipt", "T-cell enrichment", "Activation (day 0)"]
@@ -160,7 +160,7 @@ def test_fourteen_hours_since_collection_needs_a_comment_then_opens_a_deviation(
 
 
 def test_low_viability_in_expansion_is_flagged_and_opens_a_deviation(app, make_batch, tech):
-    number = make_batch(until="harvest")
+    number = make_batch(until="harvest", days_ago=9)  # today is culture day 7
     before = snapshot(app, number)
     response = post_step(app, tech, number, "expansion", culture_day="7", viability_pct="62")
     assert response.status_code == 422
@@ -228,8 +228,8 @@ def test_a_non_repeatable_step_is_recorded_once(app, make_batch, tech):
 
 
 def test_expansion_is_repeatable_until_the_harvest(app, make_batch, tech):
-    number = make_batch(until="expansion")
-    assert post_step(app, tech, number, "expansion", culture_day="3", viable_cells="4.0e8",
+    number = make_batch(until="expansion", days_ago=7)  # today is culture day 5: day 4 may still be recorded
+    assert post_step(app, tech, number, "expansion", culture_day="4", viable_cells="4.0e8",
                      viability_pct="90").status_code == 302
     assert post_step(app, tech, number, "expansion", culture_day="5", viable_cells="9.5e8", viability_pct="93",
                      feed_volume_ml="100", medium_lot="TEX-2610").status_code == 302
@@ -253,7 +253,7 @@ def test_expansion_is_repeatable_until_the_harvest(app, make_batch, tech):
     assert "Culture day 5 is already recorded (entry 2 of 'Expansion (daily count)')" in page_text(response)
     assert snapshot(app, number) == before
 
-    assert post_step(app, tech, number, "harvest").status_code == 302
+    assert post_step(app, tech, number, "harvest", comment="Harvested early: culture day 5.").status_code == 302
     page = tech.get(f"/batches/{number}").get_data(as_text=True)
     states = dict(step_states_on_page(page))
     assert states["expansion"] == "done"

@@ -26,7 +26,7 @@ from tests.test_workflow_engine import (
 from workflows.codes import CodeKind, make_code
 from workflows.definition import DEFINITIONS_DIR, DefinitionError, load_definition
 from workflows.engine_types import ContainerInfo
-from workflows.model import CreateSpec
+from workflows.model import MAX_CREATED, CreateSpec
 
 SHIPPED_TEXT = (DEFINITIONS_DIR / "cd19_car_t_v1.toml").read_text(encoding="utf-8")
 STRANGER = str(make_code(CodeKind.CONTAINER, "A9999", 2026, 77))
@@ -43,13 +43,14 @@ def test_the_shipped_process_creates_and_hands_over_containers():
     assert (kinds["product_bag"].stock, kinds["qc_sample"].stock) == ("bag", "tube")
     assert kinds["product_bag"].regulatory == ("FOR AUTOLOGOUS USE ONLY",)
     creates = {s.key: s.creates for s in definition.steps if s.creates}
-    assert creates == {
-        "receipt": (CreateSpec("apheresis_bag", 1, "volume_ml", None),),
-        "enrichment": (CreateSpec("culture_bag", 1, None, "apheresis_bag"),),
-        "formulation": (CreateSpec("product_bag", "bags", "volume_per_bag_ml", "culture_bag"),
-                        CreateSpec("qc_sample", 3, None, "culture_bag"),
-                        CreateSpec("retain_sample", 2, None, "culture_bag")),
+    assert creates == {  # a fixed count is its own maximum; a computed one is bounded by MAX_CREATED
+        "receipt": (CreateSpec("apheresis_bag", 1, "volume_ml", None, 1),),
+        "enrichment": (CreateSpec("culture_bag", 1, None, "apheresis_bag", 1),),
+        "formulation": (CreateSpec("product_bag", "bags", "volume_per_bag_ml", "culture_bag", MAX_CREATED),
+                        CreateSpec("qc_sample", 3, None, "culture_bag", 3),
+                        CreateSpec("retain_sample", 2, None, "culture_bag", 2)),
     }
+    assert load_definition(DEFINITIONS_DIR / "cd19_car_t_v2.toml").step("formulation").creates[0].max == 10
     handoffs = {s.key: [(f.key, f.container, f.sets_status) for f in s.handoffs] for s in definition.steps}
     assert handoffs["enrichment"] == [("apheresis_bag", "apheresis_bag", "consumed")]
     assert handoffs["formulation"] == [("culture_bag", "culture_bag", "consumed")]

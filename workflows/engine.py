@@ -24,9 +24,10 @@ from workflows.engine_types import (
     StepProgress,
     Value,
 )
-from workflows.formatting import format_number
+from workflows.formatting import format_datetime, format_number
 from workflows.model import (
     FINISHED_CONTAINER_STATUSES,
+    CreateSpec,
     DerivedSpec,
     FieldSpec,
     Limits,
@@ -34,7 +35,7 @@ from workflows.model import (
     StepSpec,
     StepState,
 )
-from workflows.timing import Timing, judge, window_words
+from workflows.timing import Timing, culture_day, judge, window_words
 
 # A clock a few minutes fast on the tablet must not block an entry.
 FUTURE_TOLERANCE = timedelta(minutes=5)
@@ -75,7 +76,14 @@ def validate_entry(step: StepSpec, raw: Mapping[str, str], ctx: EntryContext) ->
             values[spec.key] = _check_field(step, spec, raw.get(spec.key) or "", ctx)
         except _Refused as exc:
             errors[spec.key] = str(exc)
+    for spec in step.fields:
+        if spec.key in values and spec.key not in errors:
+            message = _order_refusal(step, spec, values, ctx)
+            if message:
+                errors[spec.key] = message
     derived = {} if errors else compute_derived(step, {k: v.value for k, v in values.items()}, ctx)
+    if not errors:
+        errors.update(_count_refusals(step, values, derived))
     hold = (
         step.hold is not None
         and step.hold.field in values
@@ -452,6 +460,94 @@ def _code_text(text: str) -> str:
 def _echo(text: str) -> str:
     """Typed text quoted for a message, cut short so a pasted page does not flood it."""
     return repr(text if len(text) <= 40 else text[:40] + "…")
+
+
+# --- event order and bounds --------------------------------------------------------------
+
+
+def _order_refusal(step: StepSpec, spec: FieldSpec, values: Mapping[str, FieldValue], ctx: EntryContext) -> str:
+    """Why an accepted date-time or culture day cannot be true given the events before it, or ''."""
+    value = values[spec.key].value
+    if isinstance(value, datetime):
+        for name in spec.not_before:
+            event = _event(step, name, values, ctx)
+            if event is not None and value < event[1].replace(second=0, microsecond=0):  # typed to the minute
+                what, when = event
+                return (f"{spec.label} {format_datetime(value, ctx.tz)} is before {what} "
+                        f"({format_datetime(when, ctx.tz)}): it cannot have happened earlier. Check the date and time.")
+    if spec.days_since is not None and isinstance(value, int) and ctx.prior.get(spec.days_since):
+        started = ctx.prior[spec.days_since][0].recorded_at
+        today = culture_day(started, ctx.now)
+        since = f"{_step_title(spec.days_since, ctx)} was recorded {format_datetime(started, ctx.tz)}"
+        if value > today:
+            return f"{spec.label} {value} has not come yet: {since}, so this is culture day {today}."
+        if value < today - 1:
+            return (f"{spec.label} {value} was {today - value} days ago ({since}; this is culture day {today}): "
+                    "a count is recorded on its culture day or the day after. Tell your supervisor: a late "
+                    "record needs a deviation.")
+    return ""
+
+
+def _event(step: StepSpec, name: str, values: Mapping[str, FieldValue],
+           ctx: EntryContext) -> tuple[str, datetime] | None:
+    """What ``name`` of a ``not_before`` list names, and when it happened (None: not yet known)."""
+    step_key, _, field_key = name.partition(".")
+    if not field_key and step_key in ctx.prior:  # an earlier step: when it was recorded
+        entries = ctx.prior[step_key]
+        if not entries:
+            return None
+        return f"{_step_title(step_key, ctx)} (recorded)", entries[-1].recorded_at
+    if not field_key:  # a date-time field of this entry
+        own = values.get(name)
+        if own is None or not isinstance(own.value, datetime):
+            return None
+        return step.field(name).label, own.value
+    entries = ctx.prior.get(step_key) or []
+    moment = entries[-1].values.get(field_key) if entries else None
+    if not isinstance(moment, datetime):
+        return None
+    return f"{_step_title(step_key, ctx)}: {field_key.replace('_', ' ')}", moment
+
+
+def _step_title(key: str, ctx: EntryContext) -> str:
+    return ctx.step_titles.get(key) or key.replace("_", " ").capitalize()
+
+
+def _count_refusals(step: StepSpec, values: Mapping[str, FieldValue],
+                    derived: Mapping[str, FieldValue]) -> dict[str, str]:
+    """Refuse an entry that would create more containers than the definition allows, before
+    anything is written: the message goes to every field of this step the count comes from."""
+    errors: dict[str, str] = {}
+    for create in step.creates:
+        if isinstance(create.count, int):
+            continue
+        found = values.get(create.count) or derived.get(create.count)
+        count = found.value if found is not None else None
+        if not isinstance(count, (int, float)) or isinstance(count, bool) or count <= create.max:
+            continue
+        message = (f"These values make {format_number(count)} {_kind_plural(create)}; at most {create.max} can be "
+                   "made in one entry. Check the values this number is computed from.")
+        for key in _raw_inputs(step, create.count) or {""}:
+            errors[key] = message
+    return errors
+
+
+def _kind_plural(create: CreateSpec) -> str:
+    return f"{create.kind.replace('_', ' ')}s"
+
+
+def _raw_inputs(step: StepSpec, key: str) -> set[str]:
+    """The typed fields of ``step`` that the value ``key`` is computed from, directly or not."""
+    fields = {f.key for f in step.fields}
+    if key in fields:
+        return {key}
+    derived = {d.key: d for d in step.derived}
+    if key not in derived:
+        return set()
+    found: set[str] = set()
+    for name in formula.names(derived[key].formula):
+        found |= _raw_inputs(step, name)
+    return found
 
 
 # --- limits -----------------------------------------------------------------------------

@@ -71,6 +71,8 @@ class EntryContext:
     batch_number: str = ""
     #: Every container of the batch, and any other code scanned (None when unknown).
     containers: Mapping[str, ContainerInfo | None] = field(default_factory=dict)
+    #: Step key -> title, to name the events a date-time must follow (default: the key in words).
+    step_titles: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -135,6 +135,7 @@ def entry_context(
         equipment=equipment or {},
         batch_number=batch.batch_number,
         containers=containers or {},
+        step_titles={step.key: step.title for step in definition.steps},
     )
 
 
