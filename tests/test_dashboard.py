@@ -144,7 +144,7 @@ def test_the_batch_timeline_lists_steps_custody_corrections_and_decisions_in_ord
                            data={"value": "1.4e9", "reason": "Counter print-out misread.", "batch_version": version,
                                  **signature("tech1")})
     assert response.status_code == 302, words(response)
-    response = post_step(app, client, number, "expansion", culture_day="9", viability_pct="62",
+    response = post_step(app, client, number, "expansion", culture_day="12", viability_pct="62",
                          comment="Low viability, supervisor informed.")
     assert response.status_code == 302, words(response)
     page = client.get(f"/batches/{number}").get_data(as_text=True)

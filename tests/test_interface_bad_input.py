@@ -59,7 +59,7 @@ def test_the_back_button_after_saving_a_daily_count_does_not_add_a_second_one(
         app: Flask, make_batch, login: Login) -> None:
     number = make_batch("harvest")  # expansion is repeatable: a resent count would be a new entry
     client = login("tech1")
-    data = step_page_form(app, client, number, "expansion", culture_day="9")
+    data = step_page_form(app, client, number, "expansion", culture_day="12")
     assert client.post(f"/batches/{number}/steps/expansion", data=data).status_code == 302
     count = len(get_entries(app, number, "expansion"))
     # Back to the cached form, Save again: the same token, the same values.
@@ -143,8 +143,8 @@ def test_a_stale_page_names_who_changed_the_batch_and_keeps_the_input(app: Flask
 def test_the_same_form_in_two_tabs_tells_its_author_the_first_one_stands(app: Flask, make_batch, login: Login) -> None:
     number = make_batch("harvest")
     client = login("tech1")
-    first = step_page_form(app, client, number, "expansion", culture_day="9")
-    second = step_page_form(app, client, number, "expansion", culture_day="9")
+    first = step_page_form(app, client, number, "expansion", culture_day="12")
+    second = step_page_form(app, client, number, "expansion", culture_day="12")
     assert first["form_token"] != second["form_token"]
     assert client.post(f"/batches/{number}/steps/expansion", data=first).status_code == 302
     count = len(get_entries(app, number, "expansion"))
@@ -177,7 +177,7 @@ def test_a_container_label_scanned_into_a_lot_field_is_named_for_what_it_is(
     client = login("tech1")
     with app.app_context():
         bag = next(c.code for c in get_batch(number).containers if c.kind == "culture_bag")
-    data = step_page_form(app, client, number, "expansion", culture_day="9", feed_volume_ml="100",
+    data = step_page_form(app, client, number, "expansion", culture_day="12", feed_volume_ml="100",
                           medium_lot=bag)
     before = snapshot(app, number)
     response = client.post(f"/batches/{number}/steps/expansion", data=data)

@@ -24,6 +24,7 @@ SOURCES = {
     "window": "Step outside its time window",
     "oos": "Result out of specification",
     "custody": "Custody mismatch",
+    "correction": "Correction changes containers already made",
     "manual": "Reported by hand",
 }
 MAX_TEXT = 4000
