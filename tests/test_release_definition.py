@@ -158,3 +158,57 @@ def test_a_malformed_panel_or_decision_is_refused(text, reason):
         load_definition_text(text, "mini.toml")
     assert info.value.source_name == "mini.toml"
     assert reason in info.value.reason
+
+
+SHIPPED_V2 = load_definition(DEFINITIONS_DIR / "cd19_car_t_v2.toml")
+
+
+def test_version_2_judges_the_dose_against_the_batchs_target_dose():
+    dose = SHIPPED_V2.release_test("dose")
+    assert (dose.spec, dose.target, dose.target_low_pct, dose.target_high_pct, dose.tolerance_pct) == (
+        Specification(), "formulation.target_dose_per_kg", 80, 120, 20)
+    assert dose.computed == ("formulation.car_t_per_ml * formulation.volume_per_bag_ml * formulation.bags / "
+                             "patient.weight_kg")
+    assert spec_text(dose) == "80–120 % of the batch's target"
+    others = {t.key: spec_text(t) for t in SHIPPED_V2.release_tests if t.key != "dose"}
+    assert others == {t.key: spec_text(t) for t in SHIPPED.release_tests if t.key != "dose"}
+
+
+RELATIVE = """
+[[release_tests]]
+key = "dose"
+title = "Dose"
+method = "Computed from the count"
+kind = "number"
+unit = "cells/kg"
+min = 0
+max = 1e9
+target = "count.n"
+target_low_pct = 80
+target_high_pct = 120
+computed = "count.n * 2 / patient.weight_kg"
+tolerance_pct = 20
+"""
+
+
+def test_a_relative_specification_with_a_computed_value_loads():
+    dose = load_definition_text(BASE + RELATIVE, "mini.toml").release_test("dose")
+    assert (dose.target, dose.computed, dose.spec) == ("count.n", "count.n * 2 / patient.weight_kg", Specification())
+
+
+@pytest.mark.parametrize(("old", "new", "reason"), [
+    ('target = "count.n"', 'target = "count.m"', "target 'count.m' is not a number field of a step (<step>.<field>)"),
+    ("target_low_pct = 80", "target_low_pct = 100", "a target needs target_low_pct below 100 and target_high_pct"),
+    ("target_high_pct = 120", "target_high_pct = 90", "a target needs target_low_pct below 100 and target_high_pct"),
+    ('target = "count.n"', "", "target_low_pct and target_high_pct need a target"),
+    ('computed = "count.n * 2 / patient.weight_kg"', 'computed = "count.x * 2"', "computed uses 'count.x'"),
+    ('computed = "count.n * 2 / patient.weight_kg"', 'computed = "count.n * abs(count.n, 1)"',
+     "computed: abs() takes"),
+    ('computed = "count.n * 2 / patient.weight_kg"', 'computed = "count.n * "', "computed: "),
+    ("tolerance_pct = 20", "tolerance_pct = 0", "a computed value needs tolerance_pct above 0"),
+    ('computed = "count.n * 2 / patient.weight_kg"', "", "tolerance_pct needs a computed value"),
+])
+def test_a_malformed_relative_specification_is_refused(old, new, reason):
+    with pytest.raises(DefinitionError) as info:
+        load_definition_text(BASE + RELATIVE.replace(old, new), "mini.toml")
+    assert reason in info.value.reason

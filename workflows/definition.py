@@ -798,11 +798,11 @@ def _relative_spec(table: Mapping[str, Any], steps: list[StepSpec], where: str) 
         kinds = {name: _field_kind(f) for name, f in values.items() if f.type in ("number", "integer")}
         kinds.update({f"{step.key}.{d.key}": formula.NUMBER for step in steps for d in step.derived})
         kinds["patient.weight_kg"] = formula.NUMBER
-        unknown = [name for name in formula.names(computed) if name not in kinds]
-        if unknown:
-            raise _Invalid(f"{where}: computed uses {unknown[0]!r}, which is not <step>.<number field or derived "
-                           "value> or patient.weight_kg")
         try:
+            unknown = [name for name in formula.names(computed) if name not in kinds]
+            if unknown:
+                raise _Invalid(f"{where}: computed uses {unknown[0]!r}, which is not <step>.<number field or "
+                               "derived value> or patient.weight_kg")
             formula.check(computed, kinds)
         except formula.FormulaError as exc:
             raise _Invalid(f"{where}: computed: {exc}") from None

@@ -1,9 +1,11 @@
 """Release testing and QA decisions: pure answers over a definition, nothing stored.
 
-"Does this QC result meet its specification?" (``check_result``), "are the results QA
-reviews in?" (``results_in``), "what keeps this batch from release?" (``blockers``), "may a
-result or a decision be recorded in the batch's state?" (``result_refusal``,
-``decision_refusal``) and "what does a result after release do?" (``state_after_result``).
+"Does this QC result meet its specification?" (``check_result``; a test judged against its
+batch, the dose against the target dose, first reads its ``Basis``: ``batch_basis``), "are
+the results QA reviews in?" (``results_in``), "what keeps this batch from release?"
+(``blockers``), "may a result or a decision be recorded in the batch's state?"
+(``result_refusal``, ``decision_refusal``) and "what does a result after release do?"
+(``state_after_result``).
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from workflows import formula
 from workflows.engine import parse_text, state_phrase
-from workflows.engine_types import StepProgress
-from workflows.formatting import format_number
+from workflows.engine_types import StepProgress, Value
+from workflows.formatting import DIGITS, LARGE, decimal, format_number, format_quantity, round_half_up
 from workflows.model import (
     Bound,
     DecisionSpec,
@@ -44,6 +47,10 @@ class ResultCheck:
     verdict: str  # pass, fail or interim
     final: bool
     message: str  # the verdict in words, naming the test and the specification
+    specification: str = ""  # the specification it was judged against, in words
+    # Non-empty when the result differs from the value the process computed by more than the
+    # test's tolerance: the flag in words, naming both values. The result is kept, flagged.
+    discrepancy: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,23 @@ class CurrentResult:
     verdict: str
     final: bool
     text: str = ""
+    specification: str = ""  # as the result was judged: a relative one depends on the batch
+
+
+@dataclass(frozen=True)
+class Basis:
+    """What a test judged against its batch reads from the batch record (``batch_basis``).
+
+    ``target`` is the value typed (the target dose), ``computed`` the value the process
+    made (the dose formulation filled); each None while the steps it comes from are not
+    recorded. ``target_label`` names the target in a sentence, ``steps`` the titles of the
+    steps both come from.
+    """
+
+    target: float | None = None
+    computed: float | None = None
+    target_label: str = "target"
+    steps: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,34 +139,128 @@ def format_spec(spec: Specification, unit: str | None) -> str:
     return " and ".join(parts) + suffix
 
 
-def spec_text(test: ReleaseTestSpec) -> str:
-    """The specification of ``test`` in words, as the release panel and the CoA print it."""
-    if test.kind == "number":
+def spec_text(test: ReleaseTestSpec, basis: Basis | None = None) -> str:
+    """The specification of ``test`` in words, as the release panel and the CoA print it.
+
+    A specification relative to a batch value reads as the interval it gives for the batch
+    and how it follows from the target: ``8.00 × 10⁵–1.20 × 10⁶ cells/kg (80–120 % of the
+    target dose 1.00 × 10⁶ cells/kg)``; without the batch's target, the rule alone.
+    """
+    if test.kind != "number":
+        return test.specification or " or ".join(test.passing)
+    if test.target is None:
         return format_spec(test.spec, test.unit)
-    return test.specification or " or ".join(test.passing)
+    target = basis.target_label if basis else "batch's target"
+    rule = f"{format_number(test.target_low_pct or 0)}–{format_number(test.target_high_pct or 0)} % of the {target}"
+    spec = batch_spec(test, basis)
+    if basis is None or spec is None:
+        return f"{rule} (not recorded yet)" if basis else rule
+    return f"{format_spec(spec, test.unit)} ({rule} {format_quantity(basis.target or 0, test.unit)})"
+
+
+def batch_spec(test: ReleaseTestSpec, basis: Basis | None) -> Specification | None:
+    """The interval a result of ``test`` is judged against for a batch: the test's own
+    specification, narrowed to target_low_pct..target_high_pct % of the batch's target when
+    the test has one; None when that target is not recorded yet."""
+    if test.target is None:
+        return test.spec
+    if basis is None or basis.target is None:
+        return None
+    target = decimal(basis.target)
+    low = Bound(float(target * decimal(test.target_low_pct or 0) / 100))
+    high = Bound(float(target * decimal(test.target_high_pct or 0) / 100))
+    return Specification(_tighter(test.spec.low, low, low=True), _tighter(test.spec.high, high, low=False))
+
+
+# --- what a test reads from its batch -----------------------------------------------------------
+
+
+def basis_steps(test: ReleaseTestSpec) -> tuple[str, ...]:
+    """The keys of the steps whose values ``test`` is judged against (none for most tests)."""
+    names = [test.target] if test.target else []
+    names += formula.names(test.computed) if test.computed else []
+    steps = [name.split(".", 1)[0] for name in names if name and not name.startswith("patient.")]
+    return tuple(dict.fromkeys(steps))
+
+
+def batch_basis(definition: ProcessDefinition, test: ReleaseTestSpec, values: Mapping[str, Value | None]) -> Basis:
+    """The target and computed value of ``test`` for a batch whose record holds ``values``:
+    ``<step>.<field or derived value>`` (the latest entry of each step) and
+    ``patient.weight_kg``; a value missing from them leaves the target or computed value None."""
+    target = values.get(test.target) if test.target else None
+    computed = formula.evaluate(test.computed, values) if test.computed else None
+    label = "target"
+    if test.target:
+        step_key, field_key = test.target.split(".", 1)
+        label = _in_sentence(definition.step(step_key).field(field_key).label)
+    return Basis(target=float(target) if isinstance(target, int | float) and not isinstance(target, bool) else None,
+                 computed=None if computed is None else float(computed), target_label=label,
+                 steps=tuple(definition.step(key).title for key in basis_steps(test)))
+
+
+def basis_refusal(test: ReleaseTestSpec, basis: Basis | None) -> str | None:
+    """Why a result of ``test`` cannot be judged yet (its target is not recorded), else None."""
+    if test.target is None or (basis is not None and basis.target is not None):
+        return None
+    steps = " and ".join(basis.steps) if basis and basis.steps else "the step that records it"
+    label = basis.target_label if basis else "target"
+    return (f"{test.title} is judged against the {label} recorded at {steps}, which is not recorded yet: "
+            f"record {steps} first.")
+
+
+def computed_refusal(test: ReleaseTestSpec, basis: Basis | None) -> str | None:
+    """Why the computed value of ``test`` cannot be recorded as its result, else None."""
+    if test.computed is None:
+        return f"{test.title} is not computed from the batch record: enter the result."
+    if basis is None or basis.computed is None:
+        steps = " and ".join(basis.steps) if basis and basis.steps else "the steps it is computed from"
+        return f"{test.title} cannot be computed yet: {steps} is not recorded."
+    return basis_refusal(test, basis)
+
+
+def computed_result_text(basis: Basis) -> str:
+    """The computed value as a result's text, as a person would type it: three significant
+    digits, rounded half up, e-notation for cell counts (``1.00e6``, ``32.3``)."""
+    assert basis.computed is not None
+    exact = decimal(basis.computed)
+    if abs(exact) < LARGE:
+        return format_number(exact)
+    exponent = exact.adjusted()
+    mantissa = round_half_up(exact.scaleb(-exponent), DIGITS - 1)
+    if abs(mantissa) >= 10:  # 9.996e5 rounds up to 10.00e5
+        exponent += 1
+        mantissa = round_half_up(exact.scaleb(-exponent), DIGITS - 1)
+    return f"{mantissa}e{exponent}"
+
+
+def _in_sentence(label: str) -> str:
+    """``Target dose`` -> ``target dose``; ``CAR+ T cells per mL`` stays as it is."""
+    return label[:1].lower() + label[1:] if label[1:2].islower() else label
 
 
 # --- judging one result -----------------------------------------------------------------------
 
 
-def check_result(test: ReleaseTestSpec, text: str) -> ResultCheck:
-    """Judge the result typed for ``test``. Raises ResultRefused for a result of the wrong
-    type or unit, outside the test's valid range, or too imprecise to judge."""
+def check_result(test: ReleaseTestSpec, text: str, basis: Basis | None = None) -> ResultCheck:
+    """Judge the result typed for ``test``; ``basis`` is what a test judged against its batch
+    reads from the batch record (``batch_basis``). Raises ResultRefused for a result of the wrong
+    type or unit, outside the test's valid range, too imprecise to judge, or of a test whose
+    target is not recorded yet."""
     if not text.strip():
         raise ResultRefused(f"Enter the result of {test.title}.")
     if test.kind == "number":
-        return _check_number(test, text)
+        return _check_number(test, text, basis)
     for choice in (*test.choices, *test.interim):
         if choice.casefold() == " ".join(text.split()).casefold():
             if choice in test.interim:
                 message = f"{test.title}: {choice} (interim; the final result follows)."
-                return ResultCheck(choice, None, None, INTERIM, False, message)
-            return _judged(test, choice, None, choice in test.passing)
+                return ResultCheck(choice, None, None, INTERIM, False, message, spec_text(test))
+            return _judged(test, choice, None, choice in test.passing, basis)
     options = ", ".join(f"'{c}'" for c in (*test.choices, *test.interim))
     raise ResultRefused(f"{test.title}: choose one of {options}, not {_echo(text)}.")
 
 
-def _check_number(test: ReleaseTestSpec, text: str) -> ResultCheck:
+def _check_number(test: ReleaseTestSpec, text: str, basis: Basis | None) -> ResultCheck:
     censored = _CENSORED.fullmatch(text)
     sign, rest = (censored.group(1), censored.group(2)) if censored else ("", text)
     field_spec = FieldSpec(test.key, test.title, "number", unit=test.unit, valid=test.valid)
@@ -160,22 +278,44 @@ def _check_number(test: ReleaseTestSpec, text: str) -> ResultCheck:
         raise ResultRefused(f"{test.title} {sign}{' ' if sign else ''}{canonical}{unit} is impossible: "
                             f"results lie between {format_number(test.valid.min or 0)} and "
                             f"{format_number(test.valid.max or 0)}{unit}.")
+    spec = batch_spec(test, basis)
+    if spec is None:
+        raise ResultRefused(basis_refusal(test, basis) or f"{test.title} has no specification.")
     shown = f"{sign} {canonical}" if sign else canonical
-    if covers(test.spec, possible):
-        return _judged(test, shown, value, True)
-    if not overlaps(test.spec, possible):
-        return _judged(test, shown, value, False)
+    if covers(spec, possible):
+        return _judged(test, shown, value, True, basis, None if sign else canonical)
+    if not overlaps(spec, possible):
+        return _judged(test, shown, value, False, basis, None if sign else canonical)
     raise ResultRefused(f"{test.title} {shown}{unit} cannot show whether the product meets "
-                        f"{spec_text(test)}: report the value, or a limit of quantitation inside the specification.")
+                        f"{spec_text(test, basis)}: report the value, or a limit of quantitation inside the "
+                        "specification.")
 
 
-def _judged(test: ReleaseTestSpec, text: str, number: float | None, passed: bool) -> ResultCheck:
+def _judged(test: ReleaseTestSpec, text: str, number: float | None, passed: bool, basis: Basis | None,
+            measured: str | None = None) -> ResultCheck:
     shown = f"{text} {test.unit}" if test.unit else text
+    specification = spec_text(test, basis)
     if passed:
-        message = f"{test.title}: {shown} meets the specification ({spec_text(test)})."
+        message = f"{test.title}: {shown} meets the specification ({specification})."
     else:
-        message = f"{test.title}: {shown} is OUT OF SPECIFICATION ({spec_text(test)})."
-    return ResultCheck(text, number, test.unit, PASS if passed else FAIL, True, message)
+        message = f"{test.title}: {shown} is OUT OF SPECIFICATION ({specification})."
+    return ResultCheck(text, number, test.unit, PASS if passed else FAIL, True, message, specification,
+                       discrepancy(test, basis, measured) if measured is not None else "")
+
+
+def discrepancy(test: ReleaseTestSpec, basis: Basis | None, measured: str) -> str:
+    """The flag of a result ``measured`` (its canonical text) that differs from the value the
+    process computed by more than the test's tolerance, naming both values; "" when within
+    it, or when there is nothing to compare it with."""
+    if test.tolerance_pct is None or basis is None or basis.computed is None or basis.computed <= 0:
+        return ""
+    computed = decimal(basis.computed)
+    difference = abs(decimal(measured) - computed) / computed * 100
+    if difference <= decimal(test.tolerance_pct):
+        return ""
+    return (f"{test.title}: {format_quantity(measured, test.unit, None)} differs from the "
+            f"{format_quantity(computed, test.unit)} computed from {' and '.join(basis.steps) or 'the batch record'} "
+            f"by {format_number(difference)} %, more than the {format_number(test.tolerance_pct)} % allowed.")
 
 
 def _interval(limits: Limits) -> Specification:
@@ -258,7 +398,8 @@ def _result_blockers(definition: ProcessDefinition, results: Mapping[str, Curren
 
 def _oos_words(test: ReleaseTestSpec, current: CurrentResult) -> str:
     shown = f"{current.text} {test.unit}" if test.unit else current.text
-    return f"{test.title} is out of specification: {shown} (specification {spec_text(test)})."
+    specification = current.specification or spec_text(test)
+    return f"{test.title} is out of specification: {shown} (specification {specification})."
 
 
 def _deviation_blockers(facts: BatchFacts, *, allowed_sources: tuple[str, ...]) -> list[str]:

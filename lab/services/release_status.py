@@ -3,13 +3,24 @@ the facts QA decisions are judged on. Nothing here writes."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lab.models import Batch, Deviation, Disposition, QcResult, Signature
-from lab.services.progress import batch_progress, definition_for
+from lab.services.progress import batch_progress, definition_for, entry_context, typed_values
 from lab.services.signatures import batch_signatures, marked
+from workflows.engine import compute_derived
+from workflows.engine_types import Value
+from workflows.formatting import format_quantity
 from workflows.model import ProcessDefinition, ReleaseTestSpec
-from workflows.release import BatchFacts, CurrentResult, spec_text
+from workflows.release import (
+    Basis,
+    BatchFacts,
+    CurrentResult,
+    basis_steps,
+    batch_basis,
+    discrepancy,
+    spec_text,
+)
 
 #: Meanings that make someone the author of an entry or result.
 AUTHORSHIP = ("performed", "corrected")
@@ -32,7 +43,40 @@ def current_results(batch: Batch) -> dict[str, QcResult]:
 
 
 def as_current(result: QcResult) -> CurrentResult:
-    return CurrentResult(result.verdict, result.is_final, result.text)
+    return CurrentResult(result.verdict, result.is_final, result.text, result.spec_text)
+
+
+def release_basis(batch: Batch, test: ReleaseTestSpec, definition: ProcessDefinition | None = None) -> Basis | None:
+    """What ``test`` reads from ``batch``'s record (its target dose, the dose formulation
+    filled), from the current values of the latest entry of each step it names; None for a
+    test judged on its own specification alone."""
+    steps = basis_steps(test)
+    if not steps:
+        return None
+    definition = definition or definition_for(batch)
+    values: dict[str, Value | None] = {"patient.weight_kg": batch.patient.weight_kg}
+    latest = {entry.step_key: entry for entry in batch.entries if entry.step_key in steps}  # by id: latest wins
+    for key, entry in latest.items():
+        step = definition.step(key)
+        typed = typed_values(step, entry)
+        derived = compute_derived(step, typed, entry_context(batch, definition, now=entry.performed_at, exclude=entry))
+        values.update({f"{key}.{name}": value for name, value in typed.items()})
+        values.update({f"{key}.{name}": value.value for name, value in derived.items()})
+    return batch_basis(definition, test, values)
+
+
+def result_flags(batch: Batch, test: ReleaseTestSpec, found: Basis | None) -> dict[int, str]:
+    """result id -> how that result of ``test`` differs from the value computed from the batch
+    record as it stands, for each measured result beyond the test's tolerance."""
+    return {r.id: flag for r in batch.results
+            if r.test_key == test.key and r.number is not None and not r.text.startswith(("<", ">"))
+            and (flag := discrepancy(test, found, r.text))}
+
+
+def batch_spec_text(batch: Batch, test: ReleaseTestSpec, definition: ProcessDefinition | None = None) -> str:
+    """The specification of ``test`` for ``batch`` in words, as the pages, the batch record and
+    the CoA print it (a dose relative to the batch's target dose reads with that target)."""
+    return spec_text(test, release_basis(batch, test, definition))
 
 
 def was_released(batch: Batch, definition: ProcessDefinition) -> bool:
@@ -100,6 +144,17 @@ class TestRow:
     current: QcResult | None
     history: list[tuple[QcResult, Signed]]  # oldest first
     superseded: set[int]  # ids of the results a correction replaced
+    basis: Basis | None = None  # what the test reads from the batch record, if anything
+    #: result id -> how it differs from the value computed from the batch record, for the
+    #: results that differ by more than the test's tolerance
+    flags: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def computed(self) -> str:
+        """The value computed from the batch record with its unit, "" when there is none (yet)."""
+        if self.basis is None or self.basis.computed is None:
+            return ""
+        return format_quantity(self.basis.computed, self.test.unit)
 
     @property
     def status(self) -> str:
@@ -128,8 +183,11 @@ def quality_record(batch: Batch, definition: ProcessDefinition | None = None) ->
     signatures = batch_signatures(batch)
     current = current_results(batch)
     superseded = {r.supersedes_id for r in batch.results if r.supersedes_id is not None}
-    panel = [TestRow(test, spec_text(test), current.get(test.key),
-                     [(r, marked(r, signatures)) for r in batch.results if r.test_key == test.key], superseded)
-             for test in definition.release_tests]
+    panel = []
+    for test in definition.release_tests:
+        found = release_basis(batch, test, definition)
+        history = [(r, marked(r, signatures)) for r in batch.results if r.test_key == test.key]
+        panel.append(TestRow(test, spec_text(test, found), current.get(test.key), history, superseded, found,
+                             result_flags(batch, test, found)))
     return QualityRecord(panel, [(d, marked(d, signatures)) for d in batch.deviations],
                          [(d, marked(d, signatures)) for d in batch.dispositions])

@@ -4,6 +4,13 @@ A result out of specification opens a deviation by itself. A result after releas
 accepted (sterility is final at day 14); if it fails, the released batch goes on hold and
 the deviation is the investigation (21 CFR 211.192). Results are never overwritten: a
 correction supersedes the current result and gives a reason.
+
+A test judged against its batch (the dose, against the target dose typed at formulation)
+is recorded once that target is recorded. Its result is either the value computed from
+the batch record (``record_computed_result``: the analyst checks the calculation and signs
+it as any result) or a measured one; a measured result that differs from the computed
+value by more than the definition's tolerance is kept, and flagged by a deviation naming
+both values (in the OOS deviation when it also fails its specification).
 """
 
 from __future__ import annotations
@@ -18,19 +25,22 @@ from lab.permissions import require
 from lab.services.batch_state import automatic_state, move, touch
 from lab.services.deviations import open_deviation
 from lab.services.progress import definition_for
-from lab.services.release_status import as_current, current_results, was_released
+from lab.services.release_status import as_current, current_results, release_basis, was_released
 from lab.services.signatures import Credentials, reauthenticate, sign
 from lab.services.steps import MAX_COMMENT, lock_batch
 from workflows.model import ProcessDefinition, ReleaseTestSpec
 from workflows.release import (
     FAIL,
+    Basis,
     ResultCheck,
     ResultRefused,
+    basis_refusal,
     check_result,
+    computed_refusal,
+    computed_result_text,
     correction_refusal,
     is_late,
     result_refusal,
-    spec_text,
     state_after_result,
 )
 
@@ -41,20 +51,47 @@ def record_result(batch: Batch, test_key: str, text: str, *, comment: str, actor
     """Record a result of release test ``test_key``, signed by ``actor`` as performed.
 
     Raises KeyError (no such test), NotAllowed (role), StepNotAllowed (the batch's state,
-    or the test already has its final result), InvalidInput (the result's type, unit or
-    range; the comment) or SignatureError. Nothing is written on refusal.
+    the test already has its final result, or its target is not recorded yet), InvalidInput
+    (the result's type, unit or range; the comment) or SignatureError. Nothing is written
+    on refusal.
     """
+    return _record(batch, test_key, text, computed=False, comment=comment, actor=actor, credentials=credentials,
+                   now=now, expected_version=expected_version)
+
+
+def record_computed_result(batch: Batch, test_key: str, *, comment: str, actor: User, credentials: Credentials,
+                           now: datetime | None = None, expected_version: int | None = None) -> QcResult:
+    """Record the value computed from the batch record (the dose formulation filled) as the
+    result of ``test_key``: the analyst who checked the calculation signs it as performed.
+
+    The value is computed here, from the record as it stands, never taken from the form;
+    the result's comment says where it comes from. Raises as record_result does, and
+    StepNotAllowed when the test is not computed or its inputs are not recorded yet.
+    """
+    return _record(batch, test_key, "", computed=True, comment=comment, actor=actor, credentials=credentials,
+                   now=now, expected_version=expected_version)
+
+
+def _record(batch: Batch, test_key: str, text: str, *, computed: bool, comment: str, actor: User,
+            credentials: Credentials, now: datetime | None, expected_version: int | None) -> QcResult:
     now = now or utcnow()
     definition = definition_for(batch)
     test = definition.release_test(test_key)
     require(actor, "record_result", "record QC results")
     lock_batch(batch, expected_version)
     current = current_results(batch).get(test_key)
-    refusal = result_refusal(definition, test, batch.state, as_current(current) if current else None)
+    basis = release_basis(batch, test, definition)
+    refusal = (result_refusal(definition, test, batch.state, as_current(current) if current else None)
+               or (computed_refusal(test, basis) if computed else basis_refusal(test, basis)))
     if refusal:
         raise StepNotAllowed(refusal)
-    check = _checked(test, text)
     comment = _clean(comment, "comment")
+    if computed:
+        assert basis is not None  # computed_refusal
+        text = computed_result_text(basis)
+        origin = f"Computed from the batch record ({' and '.join(basis.steps)}): {test.computed}."
+        comment = f"{origin}\n{comment}" if comment else origin
+    check = _checked(test, text, basis)
     reauthenticate(actor, credentials, meaning="performed", subject=f"{test.title} result of batch "
                    f"{batch.batch_number}", batch_id=batch.id)
     with audit.action("result.record", actor=actor, reason=comment or None):
@@ -83,7 +120,7 @@ def correct_result(batch: Batch, result: QcResult, text: str, *, reason: str, ac
     reason = _clean(reason, "reason")
     if not reason:
         raise InvalidInput("A reason is required.", {"reason": "Say why the result is corrected."})
-    check = _checked(test, text)
+    check = _checked(test, text, release_basis(batch, test, definition))
     if check.text == result.text:
         raise InvalidInput("No change.", {"value": "The corrected result is the same as the current one."})
     reauthenticate(actor, credentials, meaning="corrected", subject=f"correction of the {test.title} result "
@@ -95,9 +132,9 @@ def correct_result(batch: Batch, result: QcResult, text: str, *, reason: str, ac
     return corrected
 
 
-def _checked(test: ReleaseTestSpec, text: str) -> ResultCheck:
+def _checked(test: ReleaseTestSpec, text: str, basis: Basis | None) -> ResultCheck:
     try:
-        return check_result(test, text)
+        return check_result(test, text, basis)
     except ResultRefused as error:
         raise InvalidInput("The result was not recorded.", {"value": str(error)}) from None
 
@@ -113,7 +150,7 @@ def _new_result(batch: Batch, test: ReleaseTestSpec, check: ResultCheck, actor: 
                 late: bool, comment: str | None = None, supersedes_id: int | None = None,
                 reason: str | None = None) -> QcResult:
     result = QcResult(batch=batch, test_key=test.key, text=check.text, number=check.number, unit=check.unit,
-                      verdict=check.verdict, is_final=check.final, spec_text=spec_text(test)[:128],
+                      verdict=check.verdict, is_final=check.final, spec_text=check.specification[:128],
                       message=check.message[:255], comment=comment, is_late=late, recorded_at=now,
                       recorded_by_id=actor.id, supersedes_id=supersedes_id, reason=reason)
     db.session.add(result)
@@ -124,13 +161,18 @@ def _new_result(batch: Batch, test: ReleaseTestSpec, check: ResultCheck, actor: 
 def _follow_up(batch: Batch, definition: ProcessDefinition, test: ReleaseTestSpec, result: QcResult,
                check: ResultCheck, actor: User, now: datetime, *, previous: QcResult | None) -> None:
     """Sign the result; a failure opens a deviation (one open per test) and, after release,
-    puts the batch on hold; otherwise the automatic transitions may move the batch on."""
+    puts the batch on hold; a result far from the computed value opens one too (in the OOS
+    deviation when it also fails); otherwise the automatic transitions may move the batch on."""
     sign(result, actor=actor, meaning="corrected" if previous else "performed", now=now)
-    if check.verdict == FAIL and not _open_oos_deviation(batch, test.key):
+    why = result.comment or result.reason or ""
+    if check.verdict == FAIL and not _open_deviation(batch, test.key, "oos"):
         title = (f"Late failing result after release: {check.message}" if _after_release(batch, definition)
                  else f"Out of specification: {check.message}")
-        open_deviation(batch, source="oos", title=title, description=result.comment or result.reason or "",
+        open_deviation(batch, source="oos", title=title, description="\n".join(filter(None, (check.discrepancy, why))),
                        result=result, actor=actor, now=now)
+    elif check.discrepancy and check.verdict != FAIL and not _open_deviation(batch, test.key, "limit"):
+        open_deviation(batch, source="limit", title=check.discrepancy, description=why, result=result, actor=actor,
+                       now=now)
     state = state_after_result(definition, batch.state, check) or automatic_state(batch, definition)
     if move(batch, definition, state):
         touch(batch, actor, now)
@@ -141,6 +183,7 @@ def _after_release(batch: Batch, definition: ProcessDefinition) -> bool:
     return is_late(definition, batch.state) or (batch.held_from is not None and is_late(definition, batch.held_from))
 
 
-def _open_oos_deviation(batch: Batch, test_key: str) -> bool:
-    return any(d.is_open and d.source == "oos" and d.result is not None and d.result.test_key == test_key
+def _open_deviation(batch: Batch, test_key: str, source: str) -> bool:
+    """True when a deviation from ``source`` that a result of ``test_key`` opened is still open."""
+    return any(d.is_open and d.source == source and d.result is not None and d.result.test_key == test_key
                for d in batch.deviations)

@@ -19,7 +19,7 @@ from lab.extensions import db
 from lab.models import Batch, CustodyEvent, LabelPrint, QcResult, StepValue
 from lab.services.deviations import SOURCES
 from lab.services.progress import BatchOverview, batch_overview
-from lab.services.release_status import as_current, current_results, signature_gaps
+from lab.services.release_status import as_current, current_results, release_basis, result_flags, signature_gaps
 from workflows.model import ReleaseTestSpec
 from workflows.release import FAIL, pending
 
@@ -87,7 +87,8 @@ BEFORE_RELEASE_WORDS = {"final": "the final result is needed before release",
 
 
 def out_of_limit(overview: BatchOverview) -> list[ReviewItem]:
-    """Values recorded or computed outside their acceptance limits."""
+    """Values recorded or computed outside their acceptance limits, and measured results
+    further from the value computed from the batch record than the test allows."""
     items = []
     for step_view in overview.steps:
         for entry_view in step_view.entries:
@@ -97,6 +98,23 @@ def out_of_limit(overview: BatchOverview) -> list[ReviewItem]:
             items += [ReviewItem(message, _on_batch_page(overview, f"entry-{entry.id}"),
                                  f"Comment: {entry.comment}" if entry.comment else "",
                                  entry.performed_by.full_name, entry.performed_at) for message in flagged]
+    return items + _results_far_from_computed(overview)
+
+
+def _results_far_from_computed(overview: BatchOverview) -> list[ReviewItem]:
+    """Measured results (the dose) further from the value computed from the batch record than
+    the test's tolerance."""
+    by_id = {r.id: r for r in overview.batch.results}
+    current = {r.id for r in current_results(overview.batch).values()}
+    items = []
+    for test in overview.definition.release_tests:
+        if test.computed is None:
+            continue
+        flags = result_flags(overview.batch, test, release_basis(overview.batch, test, overview.definition))
+        items += [ReviewItem(flag, _results_link(overview, by_id[result_id]),
+                             "current result" if result_id in current else "corrected since",
+                             by_id[result_id].recorded_by.full_name, by_id[result_id].recorded_at)
+                  for result_id, flag in flags.items()]
     return items
 
 

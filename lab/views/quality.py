@@ -5,30 +5,37 @@ from __future__ import annotations
 from collections.abc import Iterable
 from io import BytesIO
 
-from flask import Blueprint, abort, flash, redirect, render_template, send_file, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 from werkzeug.wrappers import Response
 from wtforms.fields.choices import SelectChoice
 
-from lab.exceptions import StepNotAllowed
+from lab.exceptions import InvalidInput, StepNotAllowed
 from lab.extensions import db
-from lab.models import QcResult, utcnow
+from lab.models import Batch, Deviation, QcResult, utcnow
 from lab.permissions import require, require_role
 from lab.quality_forms import DecisionForm, ResultCorrectionForm, ResultForm
 from lab.services.disposition import EXCEPTIONAL_FIELDS, DecisionInput, available_decisions, decide
 from lab.services.downloads import record_download
 from lab.services.progress import definition_for
 from lab.services.records import coa_data
-from lab.services.release_status import as_current, batch_facts, current_results, quality_record
-from lab.services.results import correct_result, record_result
+from lab.services.release_status import (
+    as_current,
+    batch_facts,
+    current_results,
+    quality_record,
+    release_basis,
+)
+from lab.services.results import correct_result, record_computed_result, record_result
 from lab.services.review import review_batch
 from lab.views import signing
 from lab.views.batches import get_batch_or_404
 from labels.coa import render_coa
 from labels.digest import sha256_hex
 from labels.text import UnprintableText
+from workflows.formatting import format_quantity
 from workflows.model import DecisionSpec, ProcessDefinition, ReleaseTestSpec
-from workflows.release import blockers, result_refusal, spec_text
+from workflows.release import basis_refusal, blockers, result_refusal, spec_text
 
 bp = Blueprint("quality", __name__)
 
@@ -50,6 +57,8 @@ def results(batch_number: str) -> str:
 
 @bp.route("/batches/<batch_number>/results/<test_key>", methods=["GET", "POST"])
 def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]:
+    """Record a result as typed or, with the "use_computed" button, the value computed from
+    the batch record (the dose formulation filled), signed by the analyst who checked it."""
     batch = get_batch_or_404(batch_number)
     definition = definition_for(batch)
     test = _test_or_404(definition, test_key)
@@ -57,11 +66,11 @@ def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]
     form = ResultForm(batch_version=batch.version)
     status = 200
     if form.validate_on_submit():
-        outcome = signing.attempt(form, lambda: record_result(
-            batch, test_key, form.value.data or "", comment=form.comment.data or "", actor=current_user,
-            credentials=signing.credentials(form), expected_version=form.batch_version.data))
+        outcome = signing.attempt(form, lambda: _record(batch, test_key, form))
         if (result := outcome.value) is not None:
             flash(result.message, "error" if result.verdict == "fail" else "success")
+            for deviation in _result_deviations(result):
+                flash(f"Deviation {deviation.number} opened: {deviation.title}", "error")
             return redirect(url_for("quality.results", batch_number=batch.batch_number, _anchor=f"result-{result.id}"))
         status = outcome.status
         batch = get_batch_or_404(batch_number)
@@ -70,11 +79,32 @@ def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]
         status = 422
     else:
         current = current_results(batch).get(test_key)
-        refusal = result_refusal(definition, test, batch.state, as_current(current) if current else None)
+        refusal = (result_refusal(definition, test, batch.state, as_current(current) if current else None)
+                   or basis_refusal(test, release_basis(batch, test, definition)))
         if refusal:
             raise StepNotAllowed(refusal)
-    return render_template("quality/record.html", batch=batch, test=test, form=form, specification=spec_text(test),
+    basis = release_basis(batch, test, definition)
+    return render_template("quality/record.html", batch=batch, test=test, form=form,
+                           specification=spec_text(test, basis), basis=basis,
+                           computed=format_quantity(basis.computed, test.unit) if basis and basis.computed else "",
                            current=current_results(batch).get(test_key)), status
+
+
+def _record(batch: Batch, test_key: str, form: ResultForm) -> QcResult:
+    """The result the form asks for: the computed value, or the value typed (not both)."""
+    common = {"comment": form.comment.data or "", "actor": current_user, "credentials": signing.credentials(form),
+              "expected_version": form.batch_version.data}
+    if not request.form.get("use_computed"):
+        return record_result(batch, test_key, form.value.data or "", **common)
+    if (form.value.data or "").strip():
+        raise InvalidInput("The result was not recorded.", {
+            "value": "Either type a measured result or record the computed one, not both: clear this field."})
+    return record_computed_result(batch, test_key, **common)
+
+
+def _result_deviations(result: QcResult) -> list[Deviation]:
+    """The deviations ``result`` opened by itself (out of specification, or far from the computed value)."""
+    return [d for d in result.batch.deviations if d.result_id == result.id]
 
 
 @bp.route("/batches/<batch_number>/results/<int:result_id>/correct", methods=["GET", "POST"])
