@@ -24,9 +24,13 @@ from lab import audit_chain
 from lab.exceptions import ImmutableRecordError
 from lab.extensions import db
 from lab.models import AppendOnly, Audited, AuditEvent, User, utcnow
+from lab.models.base import simulated_now
 
 _KEY = "audit_action"
 REDACTED = "(redacted)"
+#: The reason of an action recorded on seed-demo's simulated clock, or what follows its own reason.
+DEMO_REASON = "Demo data (simulated clock)"
+DEMO_MARK = " [demo data, simulated clock]"
 
 
 @dataclass(frozen=True)
@@ -34,7 +38,8 @@ class Action:
     name: str
     actor: User | None  # None: the command line, acting as the system
     reason: str | None = None
-    at: datetime = field(default_factory=utcnow)  # one time for every entry of the action
+    #: One time for every entry of the action: the clock's, never a time a caller passes.
+    at: datetime = field(default_factory=utcnow, init=False)
 
 
 @contextmanager
@@ -45,12 +50,20 @@ def action(name: str, *, actor: User | None, reason: str | None = None) -> Itera
     """
     session = db.session()
     previous = session.info.get(_KEY)
-    session.info[_KEY] = Action(name, actor, reason)
+    session.info[_KEY] = Action(name, actor, _marked(reason))
     try:
         yield
         session.flush()
     finally:
         session.info[_KEY] = previous
+
+
+def _marked(reason: str | None) -> str | None:
+    """``reason``, said to be demo data when the action runs on the simulated clock: an
+    inspector must never read a demo entry as one made at the time it shows."""
+    if simulated_now() is None:
+        return reason
+    return reason + DEMO_MARK if reason else DEMO_REASON
 
 
 def as_text(value: Any) -> str | None:

@@ -73,7 +73,8 @@ def check_workflows() -> None:
 @with_appcontext  # also under FlaskCliRunner, which does not push one
 @click.option("--password", default="celltrail-demo", show_default=True, help="Password of every demo user.")
 def seed_demo(password: str) -> None:
-    """Fill an empty database with a demo lab: users, lots, equipment, patients and batches."""
+    """Fill an empty database with a demo lab: users, lots, equipment, patients and batches,
+    whose past weeks are recorded on a simulated clock (every audit entry says it is demo data)."""
     from lab.demo import DemoExists, DemoRefused, seed
 
     try:

@@ -1,8 +1,12 @@
 """The demo lab of ``flask --app lab seed-demo``: people, lots, equipment and batches at
-every stage, recorded through the same services the screens use, at past times."""
+every stage, recorded through the same services the screens use, at past times on a
+simulated clock that every stored time of the demo reads (lab.models.base.simulated_clock)."""
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import func, inspect, select
@@ -10,6 +14,7 @@ from sqlalchemy import func, inspect, select
 from lab import audit
 from lab.extensions import db
 from lab.models import Batch, Equipment, MaterialLot, StepEntry, User, utcnow
+from lab.models.base import SimulatedClock, simulated_clock
 from lab.services.batches import start_batch
 from lab.services.containers import confirm_scan
 from lab.services.deviations import Investigation, close_deviation, record_investigation
@@ -21,6 +26,7 @@ from lab.services.results import record_result
 from lab.services.signatures import Credentials
 from lab.services.steps import correct_value, record_step, verify_entry
 from lab.services.users import create_user
+from workflows.formatting import format_datetime
 from workflows.model import FINISHED_CONTAINER_STATUSES
 
 USERS = [  # username, role, printed name
@@ -56,9 +62,11 @@ EQUIPMENT = [  # code, kind, name
     ("LN2-01", "ln2_freezer", "LN2 vapour-phase freezer #1"),
 ]
 OVERDUE_EQUIPMENT = ("INC-02", "incubator", "CO2 incubator #2")
-#: Day after batch start on which each step is recorded (activation is culture day 0).
-STEP_DAY = {"receipt": 0, "enrichment": 0, "activation": 1, "transduction": 2, "expansion": 7,
-            "harvest": 13, "formulation": 13, "cryopreservation": 13, "storage": 13}
+#: When each step is recorded: (day after batch start, hour of that day after the start's
+#: time). Activation is culture day 0; the harvest falls on culture day 12; the freezer run
+#: (from 2 h to 30 min before cryopreservation is recorded) starts after the fill.
+STEP_TIME = {"receipt": (0, 2), "enrichment": (0, 4), "activation": (1, 2.5), "transduction": (2, 2.75),
+             "harvest": (13, 3), "formulation": (13, 3.5), "cryopreservation": (13, 6), "storage": (13, 6.5)}
 
 
 class DemoRefused(Exception):
@@ -144,6 +152,24 @@ PATIENTS = [
 ]
 
 
+#: A demo story (one batch's history): each ``next`` gives the time of its next action, and
+#: resuming it performs that action. ``play`` runs the stories together in time order.
+Story = Iterator[datetime]
+#: How long after a step is recorded the second person verifies it (before the next step).
+VERIFIED_AFTER = timedelta(minutes=20)
+
+
+def step_time(start: datetime, step_key: str) -> datetime:
+    """When the demo records ``step_key`` of a batch started at ``start`` (its STEP_TIME)."""
+    day, hour = STEP_TIME[step_key]
+    return start + timedelta(days=day, hours=hour)
+
+
+def count_time(start: datetime, culture_day: int) -> datetime:
+    """When the demo records the culture-day count ``culture_day``: that many days after activation."""
+    return step_time(start, "activation") + timedelta(days=culture_day)
+
+
 class Recorder:
     """Records batches through the services at past times: one person performs every step,
     another verifies, each signing with ``password``. Used by the demo and by the tests."""
@@ -170,29 +196,70 @@ class Recorder:
 
     def verify(self, batch: Batch, entry: StepEntry, when: datetime) -> None:
         verify_entry(batch, entry, credentials=Credentials(self.password), expected_version=None,
-                     actor=self.verifier, now=min(when, self.now))
+                     actor=self.verifier, now=when)
 
-    def run(self, batch: Batch, start: datetime, *, until: str | None = None,
-            expansion: tuple[dict[str, str], ...] = (), unverified: frozenset[str] = frozenset()) -> None:
-        """Record every step from receipt up to ``until`` (excluded), verifying all but ``unverified``.
-
-        ``start`` is when the batch started; each step is recorded on its STEP_DAY.
-        """
-        definition = definition_for(batch)
-        activation = start + timedelta(days=STEP_DAY["activation"], hours=2)
-        for step in definition.steps:
+    def steps(self, batch: Batch, start: datetime, *, until: str | None = None,
+              expansion: tuple[dict[str, str], ...] = (), unverified: frozenset[str] = frozenset()) -> Story:
+        """The story of recording every step from receipt up to ``until`` (excluded), verifying
+        all but ``unverified``: ``start`` is when the batch started, each step is recorded at
+        its STEP_TIME and each count on its culture day; a day's "comment" explains an
+        out-of-limit count."""
+        for step in definition_for(batch).steps:
             if step.key == until:
                 return
             if step.key == "expansion":
-                for day in expansion:  # a day's "comment" explains an out-of-limit count
-                    when = activation + timedelta(days=int(day["culture_day"]))
+                for day in expansion:
+                    when = count_time(start, int(day["culture_day"]))
+                    yield when
                     values = {key: value for key, value in day.items() if key != "comment"}
                     self.record(batch, "expansion", when, comment=day.get("comment", ""), **values)
                 continue
-            when = start + timedelta(days=STEP_DAY[step.key], hours=2 + definition.index(step.key) / 4)
+            when = step_time(start, step.key)
+            yield when
             entry = self.record(batch, step.key, when)
             if step.verify and step.key not in unverified:
-                self.verify(batch, entry, when + timedelta(minutes=40))
+                verified = min(when + VERIFIED_AFTER, self.now)
+                yield verified
+                self.verify(batch, entry, verified)
+
+    def run(self, batch: Batch, start: datetime, *, until: str | None = None,
+            expansion: tuple[dict[str, str], ...] = (), unverified: frozenset[str] = frozenset()) -> None:
+        """Play ``steps`` at once, on the real clock: each service is still given its past time (tests)."""
+        for _ in self.steps(batch, start, until=until, expansion=expansion, unverified=unverified):
+            pass
+
+
+def play(stories: Iterable[Story], clock: SimulatedClock) -> None:
+    """Run ``stories`` together on ``clock``, every action of every story in time order (ties
+    in the order given), so the audit trail's ids follow its times."""
+    queue: list[tuple[datetime, int, Story]] = []
+
+    def resume(index: int, story: Story) -> None:  # perform its pending action, queue its next
+        when = next(story, None)
+        if when is not None:
+            heapq.heappush(queue, (when, index, story))
+
+    for index, story in enumerate(stories):
+        resume(index, story)
+    while queue:
+        when, index, story = heapq.heappop(queue)
+        clock.set(when)
+        resume(index, story)
+
+
+@dataclass(frozen=True)
+class Cast:
+    """Who does what in the demo: ``recorder`` records and verifies steps; people by username."""
+
+    recorder: Recorder
+    people: dict[str, User]
+
+    def credentials(self) -> Credentials:
+        return Credentials(self.recorder.password)
+
+
+#: A demo batch's stage: the story of ``batch`` from its start at ``start`` on.
+Stage = Callable[[Cast, Batch, datetime], Story]
 
 
 def _refuse_unless_empty() -> None:
@@ -210,56 +277,94 @@ def _refuse_unless_empty() -> None:
 def seed(password: str) -> str:
     """Build the demo lab in an empty database and say how to sign in.
 
-    Raises DemoExists when the demo is already there, DemoRefused when the database is
-    not empty or has no schema, InvalidInput when ``password`` is too weak.
+    Its history (a lab opened the day before its first batch, then every batch's steps) is
+    recorded on a simulated clock, in time order, ending before now; every audit entry's
+    reason says it is demo data. Raises DemoExists when the demo is already there,
+    DemoRefused when the database is not empty or has no schema, InvalidInput when
+    ``password`` is too weak.
     """
     _refuse_unless_empty()
     now = utcnow()
-    for username, role, full_name in USERS:
-        create_user(username, full_name, role, password, actor=None)
-    with audit.action("demo.inventory", actor=None):
-        add_inventory(now.date())
-    people = {u.username: u for u in db.session.scalars(select(User))}
-    demo = Recorder(people["tech1"], people["tech2"], password, now)
-    batches: list[tuple[Batch, str]] = []
-    for ref, initials, born, weight, indication, days_ago, shows in PATIENTS:
-        start = now - timedelta(days=days_ago, hours=3)
-        patient = register_patient(PatientInput(ref, initials, born, weight, indication),
-                                   actor=people["supervisor1"], now=start)
-        batches.append((start_batch(patient, actor=people["supervisor1"], now=start), shows))
-    _stage_batches(demo, [b for b, _ in batches])
-    batches += _stage_release(people, password, now)
+    patients = [(PatientInput(ref, initials, born, weight, indication), now - timedelta(days=days_ago, hours=3))
+                for ref, initials, born, weight, indication, days_ago, _ in PATIENTS + RELEASE_PATIENTS]
+    opened = min(start for _, start in patients) - timedelta(days=1)
+    with simulated_clock(opened) as clock:
+        for username, role, full_name in USERS:
+            create_user(username, full_name, role, password, actor=None)
+        with audit.action("demo.inventory", actor=None):
+            add_inventory(now.date())
+        people = {u.username: u for u in db.session.scalars(select(User))}
+        cast = Cast(Recorder(people["tech1"], people["tech2"], password, now), people)
+        play([_story(cast, patient, start, STAGES[patient.patient_ref]) for patient, start in patients], clock)
+        ended = clock.now
+    batches = {b.patient.patient_ref: b for b in db.session.scalars(select(Batch))}
     lines = [f"Demo lab ready. Sign in with password {password!r} as one of: "
-             + ", ".join(f"{u} ({r})" for u, r, _ in USERS) + ".", "Batches:"]
-    lines += [f"  {b.batch_number}  {b.patient.patient_ref:<9} {b.state:<11} {shows}" for b, shows in batches]
+             + ", ".join(f"{u} ({r})" for u, r, _ in USERS) + ".",
+             (f"Its history, {format_datetime(opened)} to {format_datetime(ended)}, was recorded on a simulated "
+              "clock: every audit entry's reason says it is demo data."), "Batches:"]
+    for ref, *_, shows in PATIENTS + RELEASE_PATIENTS:
+        batch = batches[ref]
+        lines.append(f"  {batch.batch_number}  {ref:<9} {batch.state:<11} {shows}")
     return "\n".join(lines)
 
 
-def _stage_batches(demo: Recorder, batches: list[Batch]) -> None:
-    complete, deviating, expanding, awaiting, received, _scheduled = batches
-    days = [{"culture_day": "3", "viable_cells": "4.0e8", "viability_pct": "90"},
-            {"culture_day": "5", "viable_cells": "9.5e8", "viability_pct": "93", "feed_volume_ml": "100",
-             "medium_lot": "TEX-2610"},
-            {"culture_day": "7", "viable_cells": "1.6e9", "viability_pct": "94"}]
-    demo.run(complete, complete.created_at, expansion=tuple(days))
-    demo.run(expanding, expanding.created_at, until="harvest", expansion=tuple(days[:2]) + (
+def _story(cast: Cast, patient: PatientInput, start: datetime, stage: Stage) -> Story:
+    """The supervisor registers ``patient`` and starts its batch at ``start``; then ``stage``."""
+    yield start
+    supervisor = cast.people["supervisor1"]
+    batch = start_batch(register_patient(patient, actor=supervisor, now=start), actor=supervisor, now=start)
+    yield from stage(cast, batch, start)
+
+
+#: Daily counts of the batches in manufacturing.
+COUNTS = ({"culture_day": "3", "viable_cells": "4.0e8", "viability_pct": "90"},
+          {"culture_day": "5", "viable_cells": "9.5e8", "viability_pct": "93", "feed_volume_ml": "100",
+           "medium_lot": "TEX-2610"},
+          {"culture_day": "7", "viable_cells": "1.6e9", "viability_pct": "94"})
+
+
+def _complete(cast: Cast, batch: Batch, start: datetime) -> Story:
+    yield from cast.recorder.steps(batch, start, expansion=COUNTS)
+
+
+def _expanding(cast: Cast, batch: Batch, start: datetime) -> Story:
+    yield from cast.recorder.steps(batch, start, until="harvest", expansion=COUNTS[:2] + (
         {"culture_day": "6", "viable_cells": "1.3e9", "viability_pct": "92"},))
-    demo.run(awaiting, awaiting.created_at, until="formulation", expansion=tuple(days),
-             unverified=frozenset({"harvest"}))
-    demo.run(received, received.created_at, until="enrichment", unverified=frozenset({"receipt"}))
-    start = deviating.created_at
-    demo.run(deviating, start, until="harvest", expansion=(
-        days[0], {"culture_day": "5", "viable_cells": "1.2e9", "viability_pct": "91"}))
-    day6 = start + timedelta(days=STEP_DAY["activation"] + 6, hours=2)
-    demo.record(deviating, "expansion", day6, culture_day="6", viable_cells="6.1e8", viability_pct="62",
+
+
+def _harvest_unverified(cast: Cast, batch: Batch, start: datetime) -> Story:
+    yield from cast.recorder.steps(batch, start, until="formulation", expansion=COUNTS,
+                                   unverified=frozenset({"harvest"}))
+
+
+def _received(cast: Cast, batch: Batch, start: datetime) -> Story:
+    yield from cast.recorder.steps(batch, start, until="enrichment", unverified=frozenset({"receipt"}))
+
+
+def _scheduled(cast: Cast, batch: Batch, start: datetime) -> Story:
+    yield from ()
+
+
+def _deviating(cast: Cast, batch: Batch, start: datetime) -> Story:
+    """An out-of-limit day-6 viability (its deviation opens), a typo in the day-5 count
+    corrected, and the culture bag's label reprinted."""
+    demo = cast.recorder
+    yield from demo.steps(batch, start, until="harvest", expansion=(
+        COUNTS[0], {"culture_day": "5", "viable_cells": "1.2e9", "viability_pct": "91"}))
+    day6 = count_time(start, 6)
+    yield day6
+    demo.record(batch, "expansion", day6, culture_day="6", viable_cells="6.1e8", viability_pct="62",
                 comment="Viability below limit after medium exchange; supervisor informed, count repeated "
                         "next day.")
-    typo = next(e for e in deviating.entries if e.step_key == "expansion" and e.occurrence == 2)
-    correct_value(deviating, typo, "viable_cells", "1.2e8", reason="Transcription error: counter print-out "
-                  "reads 1.2e8 viable cells, not 1.2e9.", expected_version=None, actor=demo.performer,
-                  credentials=Credentials(demo.password), now=day6 + timedelta(minutes=15))
-    culture = next(c for c in deviating.containers if c.kind == "culture_bag")
-    print_labels([culture], actor=demo.performer, output="pdf", now=day6 + timedelta(minutes=20),
+    corrected, reprinted = day6 + timedelta(minutes=15), day6 + timedelta(minutes=20)
+    yield corrected
+    typo = next(e for e in batch.entries if e.step_key == "expansion" and e.occurrence == 2)
+    correct_value(batch, typo, "viable_cells", "1.2e8", reason="Transcription error: counter print-out "
+                  "reads 1.2 × 10⁸ viable cells, not 1.2 × 10⁹.", expected_version=None, actor=demo.performer,
+                  credentials=cast.credentials(), now=corrected)
+    yield reprinted
+    culture = next(c for c in batch.containers if c.kind == "culture_bag")
+    print_labels([culture], actor=demo.performer, output="pdf", now=reprinted,
                  reason="Label smudged by condensation in the incubator")
 
 
@@ -276,36 +381,51 @@ RELEASE_PATIENTS = [
 ]
 
 
-def _stage_release(people: dict[str, User], password: str, now: datetime) -> list[tuple[Batch, str]]:
-    """A batch waiting for QA review (its deviation investigated and closed) and a released batch."""
-    demo = Recorder(people["tech1"], people["tech2"], password, now)
-    staged = []
-    for ref, initials, born, weight, indication, days_ago, shows in RELEASE_PATIENTS:
-        start = now - timedelta(days=days_ago, hours=3)
-        patient = register_patient(PatientInput(ref, initials, born, weight, indication),
-                                   actor=people["supervisor1"], now=start)
-        staged.append((start_batch(patient, actor=people["supervisor1"], now=start), shows))
-    (review, _), (released, _) = staged
-    days = ({"culture_day": "3", "viable_cells": "4.2e8", "viability_pct": "91"},
-            {"culture_day": "6", "viable_cells": "1.1e9", "viability_pct": "68",
-             "comment": "Viability 68 % after the day-5 feed; count repeated on day 7 at 88 %. Supervisor informed."},
-            {"culture_day": "7", "viable_cells": "1.5e9", "viability_pct": "88"})
-    for batch, expansion in ((review, days), (released, (days[0], days[2]))):
-        demo.run(batch, batch.created_at, expansion=expansion)
-        tested = batch.created_at + timedelta(days=15)
-        for test_key, text in RELEASE_RESULTS.items():
-            record_result(batch, test_key, text, comment="", actor=people["qc1"], credentials=Credentials(password),
-                          now=tested)
-    [deviation] = review.deviations
+#: Daily counts of the batches past manufacturing: a low viability on day 6, recovered on day 7.
+RELEASE_COUNTS = ({"culture_day": "3", "viable_cells": "4.2e8", "viability_pct": "91"},
+                  {"culture_day": "6", "viable_cells": "1.1e9", "viability_pct": "68",
+                   "comment": "Viability 68 % after the day-5 feed; count repeated on day 7 at 88 %. "
+                              "Supervisor informed."},
+                  {"culture_day": "7", "viable_cells": "1.5e9", "viability_pct": "88"})
+
+
+def _tested(cast: Cast, batch: Batch, start: datetime, expansion: tuple[dict[str, str], ...]) -> Story:
+    """Manufactured, then every release test in specification, recorded on day 15."""
+    yield from cast.recorder.steps(batch, start, expansion=expansion)
+    tested = start + timedelta(days=15)
+    yield tested
+    for test_key, text in RELEASE_RESULTS.items():
+        record_result(batch, test_key, text, comment="", actor=cast.people["qc1"], credentials=cast.credentials(),
+                      now=tested)
+
+
+def _in_review(cast: Cast, batch: Batch, start: datetime) -> Story:
+    """Results in, waiting for QA review; the day-6 deviation investigated and closed."""
+    yield from _tested(cast, batch, start, RELEASE_COUNTS)
+    [deviation] = batch.deviations
+    investigated = start + timedelta(days=15, hours=4)
+    yield investigated
     record_investigation(deviation, Investigation(
         "minor", "Medium exchange on day 5 with medium not pre-warmed (incubator door left open during the feed).",
         "Transient: viability recovered to 88 % by day 7 and 91 % at release; no effect on the product or on "
         "other batches.", "Culture checked daily until harvest.",
         "Feeding SOP now requires pre-warmed medium; technicians re-trained."),
-        actor=people["supervisor1"], now=review.created_at + timedelta(days=15, hours=4))
-    close_deviation(deviation, actor=people["qa1"], credentials=Credentials(password),
-                    now=review.created_at + timedelta(days=16))
-    decide(released, DecisionInput("release"), expected_version=None, actor=people["qa1"],
-           credentials=Credentials(password), now=released.created_at + timedelta(days=16))
-    return staged
+        actor=cast.people["supervisor1"], now=investigated)
+    closed = start + timedelta(days=16)
+    yield closed
+    close_deviation(deviation, actor=cast.people["qa1"], credentials=cast.credentials(), now=closed)
 
+
+def _released(cast: Cast, batch: Batch, start: datetime) -> Story:
+    """Released by QA on day 16, sterility still "no growth to date"."""
+    yield from _tested(cast, batch, start, (RELEASE_COUNTS[0], RELEASE_COUNTS[2]))
+    decided = start + timedelta(days=16)
+    yield decided
+    decide(batch, DecisionInput("release"), expected_version=None, actor=cast.people["qa1"],
+           credentials=cast.credentials(), now=decided)
+
+
+#: What happens to each demo patient's batch (PATIENTS and RELEASE_PATIENTS say what it shows).
+STAGES: dict[str, Stage] = {"SLE-01": _complete, "SLE-02": _deviating, "SLE-03": _expanding,
+                            "DLBCL-04": _harvest_unverified, "SLE-05": _received, "SLE-07": _scheduled,
+                            "SLE-08": _in_review, "DLBCL-09": _released}

@@ -10,11 +10,11 @@ from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
-from lab.demo import STEP_DAY, add_inventory, step_values
+from lab.demo import add_inventory, step_values
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, Deviation, Patient, Signature, StepEntry, StepValue, User
 
-__all__ = ["PASSWORD", "PASSWORD_HASH", "STEP_DAY", "add_inventory", "entries", "form_data", "get_batch",
+__all__ = ["PASSWORD", "PASSWORD_HASH", "add_inventory", "entries", "form_data", "get_batch",
            "page_text", "patient", "signature", "signed_in", "snapshot", "step_values", "user"]
 
 PASSWORD = "correct-horse-42"

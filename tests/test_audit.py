@@ -15,6 +15,7 @@ from lab import audit
 from lab.exceptions import ImmutableRecordError
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, Deviation, MaterialLot, Patient, Signature, StepEntry, StepValue
+from lab.models.base import simulated_clock
 from lab.services.patients import PatientInput, register_patient
 from lab.services.signatures import Credentials
 from lab.services.steps import correct_value, record_step
@@ -297,3 +298,34 @@ def test_an_audited_change_outside_an_action_is_refused(app, recorded):
         assert count(AuditEvent) == before
         assert count(MaterialLot) == 11
         assert db.session.scalar(select(Patient.id).where(Patient.patient_ref == "SLE-09")) is None
+
+
+def _lot(code: str) -> MaterialLot:
+    return MaterialLot(code=code, material="medium", name="Medium", lot_number=code, supplier="Nobody",
+                       expiry_date=date(2030, 1, 1))
+
+
+def test_an_action_on_the_simulated_clock_takes_its_time_and_says_it_is_demo_data(app, users):
+    """seed-demo's history: entries at the simulated time, their reason marking them demo data;
+    the same actions on the real clock are neither backdated nor marked."""
+    with app.app_context():
+        past = datetime.now(UTC) - timedelta(days=5)
+        with simulated_clock(past) as clock:
+            with audit.action("test.demo", actor=None):
+                db.session.add(_lot("DEMO-1"))
+            clock.set(past + timedelta(hours=2))
+            with audit.action("test.demo", actor=user("tech1"), reason="Label smudged"):
+                db.session.add(_lot("DEMO-2"))
+        before = datetime.now(UTC)
+        with audit.action("test.real", actor=None, reason="Label smudged"):
+            db.session.add(_lot("REAL-1"))
+        db.session.commit()
+        first, second = events("test.demo")
+        [real] = events("test.real")
+        assert (first.occurred_at, first.reason) == (past, audit.DEMO_REASON)
+        assert (second.occurred_at, second.reason) == (past + timedelta(hours=2), "Label smudged" + audit.DEMO_MARK)
+        assert real.occurred_at >= before
+        assert real.reason == "Label smudged"
+        lots = {lot.code: lot.created_at for lot in db.session.scalars(select(MaterialLot))}
+        assert (lots["DEMO-1"], lots["DEMO-2"]) == (past, past + timedelta(hours=2))
+        assert lots["REAL-1"] >= before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import tomllib
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -94,12 +95,16 @@ def test_create_user_refusals_write_nothing(app: Flask, runner: FlaskCliRunner, 
 
 # --- check-workflows -------------------------------------------------------------------------
 
-def test_check_workflows_lists_the_definition_and_its_hash(runner: FlaskCliRunner) -> None:
+def test_check_workflows_lists_every_definition_and_its_hash(runner: FlaskCliRunner) -> None:
     result = runner.invoke(args=["check-workflows"])
     assert result.exit_code == 0, result.output
-    sha256 = hashlib.sha256(DEFINITION_FILE.read_bytes()).hexdigest()
-    assert f"cd19-car-t v1: 9 steps, sha256 {sha256} (cd19_car_t_v1.toml)" in result.output
-    assert "1 definition(s) OK." in result.output
+    files = sorted(DEFINITIONS_DIR.glob("*.toml"))
+    assert DEFINITION_FILE in files and len(files) >= 2  # version 1 stays for the batches pinned to it
+    for file in files:
+        version = tomllib.loads(file.read_text(encoding="utf-8"))["version"]
+        sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
+        assert f"cd19-car-t v{version}: 9 steps, sha256 {sha256} ({file.name})" in result.output
+    assert f"{len(files)} definition(s) OK." in result.output
 
 
 def _replace(text: str, old: str, new: str) -> str:
