@@ -107,6 +107,14 @@ class CorrectionForm(VersionedForm, SigningForm):
                                                          Length(max=2000)])
 
 
+class WeightCorrectionForm(SigningForm):
+    """A patient's corrected weight, why, and the corrector's signature."""
+
+    weight_kg = FiniteFloatField("Corrected weight (kg)", [InputRequired(message="Enter the weight in kg.")])
+    reason = TextAreaField("Reason for the correction", [DataRequired(message="Say why the weight is corrected."),
+                                                         Length(max=2000)])
+
+
 class VerifyForm(VersionedForm, SigningForm):
     """Only the signature: the entry comes from the URL."""
 

@@ -38,12 +38,25 @@ class Container(Audited, Model):
     created_entry_id: Mapped[int] = mapped_column(ForeignKey("step_entries.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: When a correction changed what the container was computed from (number of bags, volume
+    #: per bag); the container itself stays as it was filled, its label is outdated until printed again.
+    label_outdated_at: Mapped[datetime | None]
+    #: The deviation that names it and the correction, e.g. "DEV-2026-0007: CAR+ T cells per mL
+    #: (Formulation and fill) corrected from ... to ...": offered as the reason for the reprint.
+    label_outdated_reason: Mapped[str | None] = mapped_column(String(255))
 
     batch: Mapped[Batch] = relationship(back_populates="containers")
     parent: Mapped[Container | None] = relationship(remote_side=[id])
     created_entry: Mapped[StepEntry] = relationship()
     created_by: Mapped[User] = relationship()
     prints: Mapped[list[LabelPrint]] = relationship(back_populates="container", order_by="LabelPrint.id")
+
+    @property
+    def label_outdated(self) -> bool:
+        """A correction changed what this container was made from and its label has not been
+        printed since: the flag clears itself with the next print, which is on record."""
+        since = self.label_outdated_at
+        return since is not None and not any(p.printed_at >= since for p in self.prints)
 
     @property
     def audit_batch_id(self) -> int | None:

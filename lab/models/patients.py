@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, Numeric, String
+from sqlalchemy import ForeignKey, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.extensions import Model
-from lab.models.base import Audited, utcnow
+from lab.models.base import AppendOnly, Audited, utcnow
 
 if TYPE_CHECKING:
     from lab.models.batches import Batch
@@ -34,3 +34,31 @@ class Patient(Audited, Model):
 
     registered_by: Mapped[User] = relationship()
     batches: Mapped[list[Batch]] = relationship(back_populates="patient", order_by="Batch.id")
+    weight_corrections: Mapped[list[WeightCorrection]] = relationship(
+        back_populates="patient", order_by="WeightCorrection.id")
+
+
+class WeightCorrection(AppendOnly, Model):
+    """A correction of a patient's weight: the value it replaced, who, when and why.
+
+    ``Patient.weight_kg`` holds the current value (the dose is computed from it); the
+    values it had before stay here, and each correction is signed (meaning "corrected").
+    """
+
+    __tablename__ = "weight_corrections"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    patient_id: Mapped[int] = mapped_column(ForeignKey("patients.id"), index=True)
+    old_weight_kg: Mapped[float] = mapped_column(Numeric(6, 2, asdecimal=False))
+    new_weight_kg: Mapped[float] = mapped_column(Numeric(6, 2, asdecimal=False))
+    reason: Mapped[str] = mapped_column(Text)
+    corrected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    corrected_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+
+    patient: Mapped[Patient] = relationship(back_populates="weight_corrections")
+    corrected_by: Mapped[User] = relationship()
+
+    @property
+    def batch_id(self) -> int | None:
+        """A weight belongs to the patient, not to one batch: its signature names no batch."""
+        return None

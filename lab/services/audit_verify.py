@@ -27,6 +27,7 @@ from sqlalchemy.orm import selectinload
 from lab.audit_chain import GENESIS, HEAD_ID, entry_hash
 from lab.extensions import db
 from lab.models import AuditChainHead, AuditEvent, Batch, Deviation, Disposition, QcResult, Signature, StepEntry
+from lab.models.patients import WeightCorrection
 from lab.services.signatures import RECORD_TYPES, Signable, digest
 
 CHUNK = 1000
@@ -137,6 +138,7 @@ _LOAD = {
     QcResult: (selectinload(QcResult.batch), selectinload(QcResult.recorded_by)),
     Deviation: (selectinload(Deviation.batch),),
     Disposition: (selectinload(Disposition.batch), selectinload(Disposition.decided_by)),
+    WeightCorrection: (selectinload(WeightCorrection.patient), selectinload(WeightCorrection.corrected_by)),
 }
 
 

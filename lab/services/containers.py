@@ -18,13 +18,15 @@ from sqlalchemy import select
 from lab import audit
 from lab.exceptions import InvalidInput, LabError, NotAllowed
 from lab.extensions import db
-from lab.models import Batch, Container, CustodyEvent, StepEntry, User, utcnow
+from lab.models import Batch, Container, CustodyEvent, Deviation, StepEntry, User, utcnow
 from lab.services.deviations import open_deviation
-from lab.services.progress import container_title
+from lab.services.progress import container_title, entry_context, typed_values
 from lab.services.sequences import next_code
 from workflows.codes import CodeError, CodeKind, parse_code
-from workflows.engine_types import ContainerInfo, EntryResult
-from workflows.model import FINISHED_CONTAINER_STATUSES, FieldSpec, ProcessDefinition, StepSpec
+from workflows.engine import compute_derived
+from workflows.engine_types import ContainerInfo, EntryResult, FieldValue, Value
+from workflows.formatting import format_quantity
+from workflows.model import FINISHED_CONTAINER_STATUSES, CreateSpec, FieldSpec, ProcessDefinition, StepSpec
 
 MAX_LOCATION = 255
 #: Hand-offs a container page offers (those at steps come from the process definition).
@@ -232,3 +234,129 @@ def _canonical(text: str) -> str:
         return str(parse_code(tail, CodeKind.CONTAINER))
     except CodeError:
         return ""
+
+
+# --- corrections that change what containers were made from ---------------------------------
+
+
+@dataclass(frozen=True)
+class Made:
+    """How many containers of one kind an entry's values make, and the volume of each (mL)."""
+
+    count: int | None
+    volume_ml: float | None
+
+    def words(self, plural: str) -> str:
+        """``2 × 64.5 mL`` (``3 qc samples`` without a volume); ``none computable`` when unknown."""
+        if self.count is None:
+            return f"no computable number of {plural}"
+        if self.volume_ml is None:
+            return f"{self.count} {plural}"
+        return f"{self.count} × {format_quantity(self.volume_ml, 'mL')}"
+
+
+@dataclass(frozen=True)
+class Figures:
+    """What a batch's current values compute: each entry's derived values, and what each
+    entry's computed ``creates`` (a count or volume from its values) make. Taken before and
+    after a correction, the two say what the correction changed."""
+
+    derived: dict[int, dict[str, FieldValue]]
+    made: dict[tuple[int, str], Made]
+
+
+def batch_figures(batch: Batch, definition: ProcessDefinition) -> Figures:
+    """Recompute every entry of ``batch`` from its current values (and the patient's weight)."""
+    derived: dict[int, dict[str, FieldValue]] = {}
+    made: dict[tuple[int, str], Made] = {}
+    for entry in batch.entries:
+        step = definition.step(entry.step_key)
+        values = typed_values(step, entry)
+        ctx = entry_context(batch, definition, now=entry.performed_at, exclude=entry)
+        derived[entry.id] = compute_derived(step, values, ctx)
+        for create in computed_creates(step):
+            made[(entry.id, create.kind)] = _made(create, values, derived[entry.id])
+    return Figures(derived, made)
+
+
+def computed_creates(step: StepSpec) -> list[CreateSpec]:
+    """The ``creates`` of ``step`` whose count or volume is computed from the entry's values."""
+    return [c for c in step.creates if isinstance(c.count, str) or c.volume is not None]
+
+
+def _made(create: CreateSpec, values: Mapping[str, Value | None], derived: Mapping[str, FieldValue]) -> Made:
+    def number(key: str) -> float | None:
+        value = derived[key].value if key in derived else values.get(key)
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return float(value) if ok else None  # type: ignore[arg-type]
+
+    count = create.count if isinstance(create.count, int) else number(create.count)
+    whole = int(count) if count is not None and count >= 1 else None
+    return Made(whole, number(create.volume) if create.volume else None)
+
+
+def refuse_past_bounds(step: StepSpec, values: Mapping[str, Value | None],
+                       derived: Mapping[str, FieldValue]) -> None:
+    """Refuse a corrected value with which ``step`` would make more containers than its
+    definition allows (the bound a new entry is held to)."""
+    for create in computed_creates(step):
+        made = _made(create, values, derived)
+        if made.count is not None and made.count > create.max:
+            raise InvalidInput("The correction was not saved.", {"value": (
+                f"With this value {step.title} makes {made.count} {_plural(create.kind)}; at most {create.max} "
+                "can be made in one entry. Check the value.")})
+
+
+def _plural(kind: str) -> str:
+    return f"{kind.replace('_', ' ')}s"
+
+
+def _matches(containers: list[Container], made: Made) -> bool:
+    """True when the containers made still agree with what the values compute now."""
+    volumes_agree = all(
+        (c.volume_ml is None) == (made.volume_ml is None)
+        and (c.volume_ml is None or made.volume_ml is None or math.isclose(c.volume_ml, made.volume_ml))
+        for c in containers)
+    return made.count == len(containers) and all(c.count == made.count for c in containers) and volumes_agree
+
+
+def reconcile(batch: Batch, definition: ProcessDefinition, before: Figures, after: Figures, *, change: str,
+              reason: str, actor: User, now: datetime) -> list[Deviation]:
+    """Containers made from values a correction changed: one deviation per entry and kind
+    naming each container to reconcile, with the computed count and volume before and after.
+
+    Nothing about the containers themselves changes (they are what was filled); their labels
+    are marked outdated until printed again. Call inside the correction's ``audit.action``.
+    """
+    opened = []
+    for (entry_id, kind), now_made in after.made.items():
+        was = before.made.get((entry_id, kind))
+        made = sorted((c for c in batch.containers if c.created_entry_id == entry_id and c.kind == kind),
+                      key=lambda c: c.number)
+        if not made or was == now_made or _matches(made, now_made):
+            continue
+        entry = next(e for e in batch.entries if e.id == entry_id)
+        step = definition.step(entry.step_key)
+        kind_spec = definition.container_kinds.get(kind)
+        title = kind_spec.title if kind_spec else kind.replace("_", " ")
+        plural = _plural(kind)
+        before_words = was.words(plural) if was else "not computed"
+        listed = "\n".join(
+            f"- {c.code}: {title} {c.number} of {c.count}, recorded "
+            f"{format_quantity(c.volume_ml, 'mL') if c.volume_ml is not None else 'without a volume'}"
+            for c in made)
+        deviation = open_deviation(
+            batch, source="correction", entry=entry, actor=actor, now=now,
+            title=(f"{step.title}: a correction changes the {plural} from {before_words} to "
+                   f"{now_made.words(plural)}; {len(made)} to reconcile"),
+            description=(
+                f"{change}, for this reason: {reason}\n"
+                f"Computed from the recorded values, {step.title} made {before_words} before the correction "
+                f"and makes {now_made.words(plural)} after it.\n"
+                f"Containers to reconcile (left as they were filled; reprint their labels, giving this "
+                f"deviation as the reason):\n{listed}"))
+        for container in made:
+            container.label_outdated_at = now
+            container.label_outdated_reason = f"{deviation.number}: {change}"[:255]
+        opened.append(deviation)
+    return opened

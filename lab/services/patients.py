@@ -2,22 +2,42 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from datetime import date, datetime
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
 
 from lab import audit
-from lab.exceptions import InvalidInput
+from lab.exceptions import InvalidInput, LabError
 from lab.extensions import db
 from lab.models import Patient, User, utcnow
-from lab.permissions import require
+from lab.models.patients import WeightCorrection
+from lab.permissions import require, require_role
+from lab.services.batch_state import touch
+from lab.services.containers import batch_figures
+from lab.services.progress import definition_for
 from lab.services.sequences import next_code
+from lab.services.signatures import Credentials, reauthenticate, sign
+from lab.services.steps import MAX_COMMENT, lock_batch, recompute
 from workflows.codes import CodeKind
+from workflows.formatting import format_quantity, round_half_up
 
 PATIENT_REF_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{1,31}")
 INITIALS_RE = re.compile(r"[A-Z]{2,4}")
+#: Body weights the lab accepts, in kg (at registration and in a correction).
+WEIGHT_MIN_KG, WEIGHT_MAX_KG = 1, 400
+#: Who may correct a patient's weight: the dose of every batch is computed from it.
+WEIGHT_CORRECTORS = ("supervisor", "qa_officer")
+
+
+class WeightConflict(LabError):
+    """A batch of the patient changed while its weight was being corrected (a lost race)."""
+
+    status = 409
 
 
 @dataclass(frozen=True)
@@ -45,8 +65,9 @@ def register_patient(data: PatientInput, *, actor: User, now: datetime | None = 
         errors["initials"] = "Use 2 to 4 letters."
     if not date(1900, 1, 1) <= data.date_of_birth <= now.date():
         errors["date_of_birth"] = "The date of birth must be in the past (and after 1900)."
-    if not 1 <= data.weight_kg <= 400:
-        errors["weight_kg"] = "Weight must be between 1 and 400 kg."
+    weight_error = _weight_error(data.weight_kg)
+    if weight_error:
+        errors["weight_kg"] = weight_error
     if not 2 <= len(indication) <= 128:
         errors["indication"] = "Enter the indication (2 to 128 characters), e.g. systemic lupus erythematosus."
     if errors:
@@ -64,3 +85,69 @@ def register_patient(data: PatientInput, *, actor: User, now: datetime | None = 
         )
         db.session.add(patient)
     return patient
+
+
+def _weight_error(weight_kg: float) -> str:
+    if not math.isfinite(weight_kg) or not WEIGHT_MIN_KG <= weight_kg <= WEIGHT_MAX_KG:
+        return f"Weight must be between {WEIGHT_MIN_KG} and {WEIGHT_MAX_KG} kg."
+    return ""
+
+
+def correct_weight(patient: Patient, weight_kg: float, *, reason: str, actor: User, credentials: Credentials,
+                   now: datetime | None = None) -> WeightCorrection:
+    """Correct ``patient``'s weight; the old value stays on record (WeightCorrection, audit trail).
+
+    A supervisor or QA officer corrects it, with a reason, signing (meaning "corrected",
+    ``credentials`` re-entered). Every batch of the patient is recomputed from the new
+    weight: derived values out of limit and product bags that no longer match the dose open
+    deviations (steps.recompute). Raises NotAllowed, InvalidInput naming the field, or
+    SignatureError; nothing is written then.
+    """
+    now = now or utcnow()
+    require_role(actor, WEIGHT_CORRECTORS, "correct a patient's weight")
+    reason = reason.strip()
+    errors: dict[str, str] = {}
+    weight_error = _weight_error(weight_kg)
+    if weight_error:
+        errors["weight_kg"] = weight_error
+    elif round(weight_kg, 2) == patient.weight_kg:
+        errors["weight_kg"] = f"The weight on record is already {kg_text(patient.weight_kg)}."
+    if not reason:
+        errors["reason"] = "Say why the weight is corrected (e.g. the source document it was checked against)."
+    elif len(reason) > MAX_COMMENT:
+        errors["reason"] = f"Use at most {MAX_COMMENT} characters."
+    if errors:
+        raise InvalidInput("The weight was not corrected.", errors)
+    db.session.execute(select(Patient).where(Patient.id == patient.id).with_for_update()
+                       .execution_options(populate_existing=True))
+    batches = [(batch, definition_for(batch)) for batch in patient.batches]
+    for batch, _ in batches:
+        lock_batch(batch, None)
+    before = [batch_figures(batch, definition) for batch, definition in batches]
+    reauthenticate(actor, credentials, meaning="corrected", subject=f"correction of the weight of patient "
+                   f"{patient.patient_ref}", batch_id=None)
+    old, new = patient.weight_kg, round(weight_kg, 2)
+    change = (f"Weight of patient {patient.patient_ref} corrected from {kg_text(old)} to "
+              f"{kg_text(new)} by {actor.full_name}")
+    try:
+        with audit.action("patient.correct_weight", actor=actor, reason=reason):
+            correction = WeightCorrection(patient=patient, old_weight_kg=old, new_weight_kg=new, reason=reason,
+                                          corrected_at=now, corrected_by_id=actor.id)
+            db.session.add(correction)
+            patient.weight_kg = new
+            db.session.flush()
+            sign(correction, actor=actor, meaning="corrected", now=now)
+            for (batch, definition), figures in zip(batches, before, strict=True):
+                recompute(batch, definition, figures, corrected=None, change=change, reason=reason, actor=actor,
+                          now=now)
+                touch(batch, actor, now)
+    except (StaleDataError, IntegrityError):
+        db.session.rollback()
+        raise WeightConflict("A batch of this patient changed while the weight was corrected: nothing was saved. "
+                             "Reload the page, check the weight and correct it again.") from None
+    return correction
+
+
+def kg_text(weight: float) -> str:
+    """A weight as it was typed: ``80 kg``, ``64.5 kg`` (never ``80.0 kg``)."""
+    return format_quantity(round_half_up(weight, 2).normalize(), "kg", None)

@@ -33,14 +33,15 @@ from lab.models import (
     User,
     utcnow,
 )
+from lab.models.patients import WeightCorrection
 from workflows.model import SIGNATURE_MEANINGS
 
 #: Refused signing attempts in a row that lock the account until an administrator unlocks it.
 LOCKOUT_AFTER = 5
 
-Signable = StepEntry | QcResult | Deviation | Disposition
+Signable = StepEntry | QcResult | Deviation | Disposition | WeightCorrection
 RECORD_TYPES: dict[type, str] = {StepEntry: "step_entry", QcResult: "qc_result", Deviation: "deviation",
-                                 Disposition: "disposition"}
+                                 Disposition: "disposition", WeightCorrection: "weight_correction"}
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,20 @@ def disposition_sha256(disposition: Disposition) -> str:
     })
 
 
+def weight_correction_sha256(correction: WeightCorrection) -> str:
+    """Hash of what the signer of a weight correction attests to (21 CFR 11.70)."""
+    return content_sha256({
+        "record": "weight_correction",
+        "patient": correction.patient.patient_ref,
+        "coi": correction.patient.coi,
+        "old_weight_kg": f"{correction.old_weight_kg:.2f}",  # as stored (2 decimals), int or float alike
+        "new_weight_kg": f"{correction.new_weight_kg:.2f}",
+        "reason": correction.reason,
+        "corrected_by": correction.corrected_by.username,
+        "corrected_at": correction.corrected_at.isoformat(),
+    })
+
+
 def digest(record: Signable) -> str:
     """The hash a signature of ``record`` must carry to match its current content."""
     if isinstance(record, StepEntry):
@@ -147,6 +162,8 @@ def digest(record: Signable) -> str:
         return result_sha256(record)
     if isinstance(record, Deviation):
         return deviation_sha256(record)
+    if isinstance(record, WeightCorrection):
+        return weight_correction_sha256(record)
     return disposition_sha256(record)
 
 

@@ -35,7 +35,7 @@ from lab.models import (
 from lab.permissions import require_role
 from lab.services import containers
 from lab.services.batch_state import automatic_state, move, touch
-from lab.services.containers import Scan
+from lab.services.containers import Figures, Scan
 from lab.services.deviations import open_deviation
 from lab.services.progress import (
     batch_progress,
@@ -51,7 +51,8 @@ from lab.services.release_status import was_released
 from lab.services.signatures import Credentials, current_values, reauthenticate, sign
 from workflows.engine import can_start, compute_derived, validate_entry
 from workflows.engine_types import EntryResult, EquipmentInfo, FieldValue, LotInfo
-from workflows.model import ProcessDefinition, StepSpec
+from workflows.formatting import format_quantity
+from workflows.model import FieldSpec, ProcessDefinition, StepSpec
 
 MAX_COMMENT = 2000
 #: States in which recorded values may still be corrected (the record is not yet closed).
@@ -238,8 +239,10 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
 
     The new value is checked as the original was, at the time the entry was recorded. The
     corrector signs the corrected entry (meaning "corrected"); earlier signatures no longer
-    match its content, so an entry that needs verification needs verifying again. Raises
-    as record_step does.
+    match its content, so an entry that needs verification needs verifying again. What was
+    computed from the value is recomputed (``recompute``): containers it made that no longer
+    match open a deviation and are never changed. A value with which the step would make
+    more containers than its definition allows is refused. Raises as record_step does.
     """
     now = now or utcnow()
     definition = definition_for(batch)
@@ -271,25 +274,61 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
     if old is not None and fv.text == old.text:
         raise InvalidInput("No change.", {"value": "The new value is the same as the current one."})
     values = {**typed_values(step, entry), field_key: fv.value}
-    newly_out = [d for d in compute_derived(step, values, ctx).values() if d.out_of_limit]
+    containers.refuse_past_bounds(step, values, compute_derived(step, values, ctx))
+    before = containers.batch_figures(batch, definition)
     reauthenticate(actor, credentials, meaning="corrected", subject=f"correction of {spec.label}, "
                    f"{_subject(step, batch)}", batch_id=batch.id)
     batch_id = batch.id
+    change = (f"{spec.label} ({step.title}) corrected from {_value_words(spec, old.text if old else None)} "
+              f"to {_value_words(spec, fv.text)} by {actor.full_name}")
     try:
         with audit.action("step.correct", actor=actor, reason=reason):
             value = _new_value(spec.type, fv, ids, entry=entry, recorded_at=now, recorded_by_id=actor.id,
                                supersedes_id=old.id if old else None, reason=reason)
             db.session.add(value)
-            flagged = [fv] if fv.out_of_limit else []
-            for item in [*flagged, *newly_out]:
-                if not _has_open_deviation(entry, item.key):
-                    open_deviation(batch, source="limit", title=f"{step.title} (corrected): {item.message}",
-                                   description=reason, entry=entry, field_key=item.key, actor=actor, now=now)
+            db.session.flush()
+            if fv.out_of_limit and not _has_open_deviation(entry, fv.key):
+                open_deviation(batch, source="limit", title=f"{step.title} (corrected): {fv.message}",
+                               description=reason, entry=entry, field_key=fv.key, actor=actor, now=now)
+            recompute(batch, definition, before, corrected=entry, change=change, reason=reason, actor=actor, now=now)
             _touch(batch, definition, actor, now)
             sign(entry, actor=actor, meaning="corrected", now=now)
     except (StaleDataError, IntegrityError):
         raise _conflict(batch_id) from None
     return value
+
+
+def recompute(batch: Batch, definition: ProcessDefinition, before: Figures, *, corrected: StepEntry | None,
+              change: str, reason: str, actor: User, now: datetime) -> None:
+    """After a correction (of a value, or of the patient's weight): recompute every entry of
+    ``batch`` and act on what changed, inside the correction's ``audit.action``.
+
+    A derived value out of limit opens a deviation as a recorded one does (in the corrected
+    entry always, elsewhere when the correction changed it), unless one is open for it.
+    Containers made from values that no longer give them open a deviation naming each one
+    (containers.reconcile). ``before`` is ``batch_figures`` from before the correction.
+    """
+    after = containers.batch_figures(batch, definition)
+    for entry in batch.entries:
+        step = definition.step(entry.step_key)
+        earlier = before.derived.get(entry.id, {})
+        for item in after.derived[entry.id].values():
+            was = earlier.get(item.key)
+            changed = entry is corrected or was is None or was.text != item.text
+            if not item.out_of_limit or not changed or _has_open_deviation(entry, item.key):
+                continue
+            how = "corrected" if entry is corrected else "recomputed after a correction"
+            open_deviation(batch, source="limit", title=f"{step.title} ({how}): {item.message}",
+                           description=reason if entry is corrected else f"{change}, for this reason: {reason}",
+                           entry=entry, field_key=item.key, actor=actor, now=now)
+    containers.reconcile(batch, definition, before, after, change=change, reason=reason, actor=actor, now=now)
+
+
+def _value_words(spec: FieldSpec, text: str | None) -> str:
+    """A value as the correction's deviation names it: numbers in the one notation, with the unit."""
+    if text is None:
+        return "(empty)"
+    return format_quantity(text, spec.unit, None) if spec.type == "number" else text
 
 
 def _has_open_deviation(entry: StepEntry, field_key: str) -> bool:

@@ -14,7 +14,7 @@ from lab.extensions import db
 from lab.forms import CorrectionForm, StepEntryForm, VerifyForm
 from lab.models import Batch, Container, Patient, StepEntry
 from lab.permissions import require_role
-from lab.services.containers import record_mismatches
+from lab.services.containers import computed_creates, record_mismatches
 from lab.services.expansion import expansion_chart
 from lab.services.progress import batch_overview, batch_progress, definition_for, entry_view
 from lab.services.release_status import quality_record
@@ -137,7 +137,13 @@ def correct(batch_number: str, entry_id: int, field_key: str) -> str | Response 
             batch, entry, field_key, form.value.data or "", reason=form.reason.data or "",
             expected_version=form.batch_version.data, actor=current_user, credentials=signing.credentials(form)))
         if outcome.done:
+            assert outcome.value is not None
             flash(f"{spec.label} corrected; the old value stays on record.", "success")
+            reconcile = [d.number for d in batch.deviations
+                         if d.source == "correction" and d.opened_at == outcome.value.recorded_at]
+            if reconcile:
+                flash(f"Containers made from this value no longer match it: {', '.join(reconcile)} names them; "
+                      "reconcile them and print their labels again.", "error")
             return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"step-{step.key}"))
         status = outcome.status
         batch = get_batch_or_404(batch_number)
@@ -148,8 +154,10 @@ def correct(batch_number: str, entry_id: int, field_key: str) -> str | Response 
         status = 422
     current = current_values(entry).get(field_key)
     history = [v for v in entry.values if v.field_key == field_key]
+    made = [c for c in batch.containers if c.created_entry_id == entry.id
+            and c.kind in {create.kind for create in computed_creates(step)}]
     return render_template("batches/correct.html", batch=batch, entry=entry, step=step, spec=spec, form=form,
-                           current=current, history=history), status
+                           current=current, history=history, made=made), status
 
 
 @bp.route("/<batch_number>/entries/<int:entry_id>/verify", methods=["GET", "POST"])

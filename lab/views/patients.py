@@ -1,19 +1,20 @@
-"""Patients: registration, the list, and one patient's batches."""
+"""Patients: registration, the list, one patient's batches, and correcting the weight."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
 
 from lab.exceptions import InvalidInput
 from lab.extensions import db
-from lab.forms import RegisterPatientForm, StartBatchForm
+from lab.forms import RegisterPatientForm, StartBatchForm, WeightCorrectionForm
 from lab.models import Patient
-from lab.permissions import require
+from lab.permissions import require, require_role
 from lab.services.batches import start_batch
-from lab.services.patients import PatientInput, register_patient
+from lab.services.patients import WEIGHT_CORRECTORS, PatientInput, correct_weight, kg_text, register_patient
+from lab.views import signing
 from lab.views.common import apply_errors
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
@@ -56,6 +57,29 @@ def new() -> str | Response | tuple[str, int]:
 def detail(patient_ref: str) -> str:
     patient = get_patient_or_404(patient_ref)
     return render_template("patients/detail.html", patient=patient, form=StartBatchForm())
+
+
+@bp.route("/<patient_ref>/weight", methods=["GET", "POST"])
+def weight(patient_ref: str) -> str | Response | tuple[str, int]:
+    patient = get_patient_or_404(patient_ref)
+    require_role(current_user, WEIGHT_CORRECTORS, "correct a patient's weight")
+    form = WeightCorrectionForm()
+    status = 200
+    if form.validate_on_submit():
+        assert form.weight_kg.data is not None  # InputRequired
+        new_weight = form.weight_kg.data
+        outcome = signing.attempt(form, lambda: correct_weight(
+            patient, new_weight, reason=form.reason.data or "", actor=current_user,
+            credentials=signing.credentials(form)))
+        if outcome.done:
+            flash(f"Weight of {patient.patient_ref} corrected to {kg_text(patient.weight_kg)}; "
+                  "the old value stays on record and the patient's batches were recomputed.", "success")
+            return redirect(url_for("patients.detail", patient_ref=patient.patient_ref, _anchor="weight"))
+        status = outcome.status
+        patient = get_patient_or_404(patient_ref)
+    elif request.method == "POST":
+        status = 422
+    return render_template("patients/weight.html", patient=patient, form=form), status
 
 
 @bp.route("/<patient_ref>/batches", methods=["POST"])
