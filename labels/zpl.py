@@ -1,7 +1,8 @@
 """Container labels as ZPL II for Zebra thermal printers, from the same layout as the PDF.
 
 The QR's module size is a whole number of printer dots, so the QR box is chosen per
-resolution (never below the stock's minimum) and the text is laid out around it. Text is
+resolution (the largest whole number of dots per module within the PDF's QR, never below
+the stock's minimum) and the text is laid out around it. Text is
 sent as UTF-8 (``^CI28``) and every field goes through ``^FH``: anything outside printable
 ASCII, and ``^``, ``~``, ``_`` and ``\\``, travels as ``_XX`` hex, so user text can neither
 be mangled nor inject printer commands. Each text block keeps its own ``^FB`` so the
@@ -13,7 +14,7 @@ from __future__ import annotations
 import math
 
 from labels.data import LabelData
-from labels.layout import QR_MINIMUM, QR_TARGET, LabelLayout, layout_label
+from labels.layout import QR_MINIMUM, LabelLayout, largest_qr, layout_label
 from labels.qr import QUIET_ZONE, qr_matrix
 
 MAX_MAGNIFICATION = 10  # ^BQ accepts 1 to 10 dots per module
@@ -26,9 +27,10 @@ def zpl_escape(text: str) -> str:
 
 
 def _magnification(label: LabelData, modules: int, dpi: int) -> int:
-    """Dots per module: nearest to the stock's target size, at least its minimum, at most what ^BQ allows."""
+    """Dots per module: the QR no larger than the PDF's (``largest_qr``), at least the stock's minimum,
+    at most what ^BQ allows."""
     dots_per_point = dpi / 72
-    wanted = round(QR_TARGET[label.stock] * dots_per_point / modules)
+    wanted = math.floor(largest_qr(label) * dots_per_point / modules)
     needed = math.ceil(QR_MINIMUM[label.stock] * dots_per_point / modules)
     if needed > MAX_MAGNIFICATION:
         raise ValueError(

@@ -186,3 +186,16 @@ def test_an_unknown_container_is_404_everywhere(app, users, login):
         response = client.get(url)
         assert response.status_code == 404 and "No container" in page_text(response), url
     assert client.get("/containers/C-A9999-26-004242-0").status_code == 400
+
+
+def test_a_label_whose_text_cannot_fit_is_refused_with_the_reason_and_no_print_is_recorded(app, make_batch, login):
+    number = make_batch(until="enrichment")
+    (code, _, _), = containers_of(app, number)
+    app.config["FACILITY_ADDRESS"] = ["Building-" + "X" * 120]  # one word wider than any label
+    client = login("tech1")
+    before = prints(app)
+    for url in (f"/containers/{code}/label.pdf", f"/containers/{code}/label.zpl", f"/batches/{number}/labels.pdf"):
+        response = client.get(url, query_string={"reason": "new address"})
+        assert response.status_code == 422, url
+        assert "cannot be printed" in page_text(response) and "wider than the label" in page_text(response), url
+    assert prints(app) == before

@@ -104,10 +104,18 @@ def test_the_bag_texts_are_all_there_and_non_ascii_goes_through_fh():
         f"COI {BAG.coi}",
         f"Batch {BAG.batch_number}",
         "Bag 1 of 2",
-        BAG.product,
+        BAG.description,
         FOR_AUTOLOGOUS_USE_ONLY,
         STORAGE,
-        "Expires 2027-11-20",
+        "Volume 68 mL",
+        "CAR+ viable T cells 6.80 × 10⁷",
+        "Dose 1.00 × 10⁶ cells/kg (68 kg)",
+        "All 2 bags 1.36 × 10⁸ cells, 2.00 × 10⁶ cells/kg",
+        "Collected 2026-11-01 08:30 UTC",
+        "Filled 2026-11-20 10:35 UTC",
+        "Expires 2027-11-20 10:35 UTC",
+        *BAG.warnings,
+        BAG.investigational,
     ):
         assert expected in texts
     assert "_E2_89_A4" in zpl  # ≤
@@ -118,7 +126,7 @@ def test_the_bag_texts_are_all_there_and_non_ascii_goes_through_fh():
 
 def test_the_tube_texts_are_all_there():
     texts = [field.text for field in text_fields(render_zpl(TUBE))]
-    for expected in (TUBE.code, TUBE.coi, TUBE.batch_number, TUBE.kind, "Filled 2026-11-20", "Exp 2027-11-20"):
+    for expected in (TUBE.code, TUBE.coi, TUBE.batch_number, TUBE.description, "Sampled 2026-11-20 10:35 UTC"):
         assert expected in texts
 
 
@@ -132,7 +140,7 @@ def test_a_reprint_says_so_white_on_black(label):
 
 @pytest.mark.parametrize("hostile", ["^XZ^XA^FO0,0^FDFAKE^FS", "~JA~DGR:X.GRF", "a_5E b \\& c", "^FH^FD"])
 def test_user_text_cannot_inject_commands(hostile):
-    label = replace(BAG, product=f"CAR T {hostile}", facility_name=hostile, patient_initials=hostile)
+    label = replace(BAG, description=f"CAR T {hostile}", facility_name=hostile, patient_initials=hostile)
     zpl = render_zpl(label)
     assert "~" not in zpl
     assert zpl.count("^XA") == zpl.count("^XZ") == 1
@@ -150,7 +158,7 @@ def test_escaping_round_trips():
 
 def test_overflow_and_impossible_resolutions_are_refused():
     with pytest.raises(LabelOverflow):
-        render_zpl(replace(BAG, product="word " * 400))
+        render_zpl(replace(BAG, description="word " * 400))
     with pytest.raises(ValueError, match="ZPL allows 10"):
         render_zpl(BAG, dpi=600)
     [(_, _, magnification, _, _)] = QR_FIELD.findall(render_zpl(TUBE, dpi=600))

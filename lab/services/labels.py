@@ -7,9 +7,8 @@ ZPL itself is made by labels/, which knows nothing of the database.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from zoneinfo import ZoneInfo
 
 from flask import current_app
 
@@ -20,10 +19,14 @@ from lab.models import Batch, Container, LabelPrint, User, utcnow
 from lab.permissions import require
 from lab.services.progress import definition_for
 from lab.services.signatures import current_values
-from labels.data import LabelData, Stock
+from labels.data import Dose, LabelData, LabelDate, Stock
+from workflows.formatting import decimal
+from workflows.model import ContainerKind
 
 MAX_REASON = 500
 OUTPUTS = ("pdf", "sheet", "zpl")
+#: The field of the entry that fills product bags holding their CAR+ viable T cells per mL.
+CONCENTRATION = "car_t_per_ml"
 
 
 def print_labels(containers: Sequence[Container], *, actor: User, output: str, reason: str = "",
@@ -58,38 +61,98 @@ def print_labels(containers: Sequence[Container], *, actor: User, output: str, r
 
 
 def label_data(container: Container, *, reprint: bool, now: datetime) -> LabelData:
-    """What the label of ``container`` says, from the batch as recorded now."""
+    """What the label of ``container`` says, from the batch as recorded now and its container kind.
+
+    Batches pinned to a definition without label descriptions or dates (version 1) print
+    the product as the description (a tube its kind), the collection time, and the fill
+    time on product bags.
+    """
     batch = container.batch
-    zone = ZoneInfo(current_app.config["TIMEZONE"])
     definition = definition_for(batch)
     kind = definition.container_kinds.get(container.kind)
     patient = batch.patient
+    dates = label_dates(container, kind)
+    is_product = not (kind and kind.description)  # the container holds the product itself
+    numbered = container.count > 1 or any(d.what == "filled" for d in dates)
     return LabelData(
         code=container.code,
         kind=kind.title if kind else container.kind,
         stock=Stock(kind.stock) if kind else Stock.BAG,
         coi=patient.coi,
         batch_number=batch.batch_number,
-        product=definition.product,
-        printed_at=now.astimezone(zone),
+        description=_description(kind, definition.product),
+        printed_at=now.astimezone(UTC),
         patient_ref=patient.patient_ref,
         patient_initials=patient.initials,
         patient_dob=patient.date_of_birth,
-        bag_number=container.number if container.count > 1 else None,
-        bag_count=container.count if container.count > 1 else None,
-        volume_ml=Decimal(f"{container.volume_ml:.1f}") if container.volume_ml is not None else None,
-        collected_on=_collected_on(batch, zone),
-        filled_on=container.created_at.astimezone(zone).date() if container.kind == "product_bag" else None,
+        bag_number=container.number if numbered else None,
+        bag_count=container.count if numbered else None,
+        volume_ml=decimal(container.volume_ml) if container.volume_ml is not None else None,
+        dose=bag_dose(container),
+        dates=dates,
         storage=kind.storage or None if kind else None,
         facility_name=current_app.config["FACILITY_NAME"],
         facility_address=tuple(current_app.config["FACILITY_ADDRESS"]),
         regulatory_lines=kind.regulatory if kind else (),
+        warnings=kind.warnings if kind else (),
+        investigational=definition.investigational or None if is_product else None,
         reprint=reprint,
     )
 
 
-def _collected_on(batch: Batch, zone: ZoneInfo) -> date | None:
-    """The day (in the lab's zone) the starting material was collected, from the receipt."""
+def _description(kind: ContainerKind | None, product: str) -> str:
+    """What the container holds: its kind's description; without one (version 1), the product on a
+    bag and the kind's title on a tube (a sample of the product, which a tube has no room to name)."""
+    if kind is None:
+        return product
+    if kind.description:
+        return kind.description
+    return kind.title if kind.stock == Stock.TUBE else product
+
+
+def label_dates(container: Container, kind: ContainerKind | None) -> tuple[LabelDate, ...]:
+    """The dates the container kind's label prints, in UTC as every printed document writes
+    them (the record and the certificate too), so a bag and its papers read the same text.
+
+    Collected: the end of the apheresis collection (the receipt); filled and sampled: the
+    entry that made the container; expires: the fill plus the kind's shelf life.
+    """
+    wanted = kind.dates if kind and kind.dates else _v1_dates(container)
+    made = container.created_entry.performed_at.astimezone(UTC)
+    collected = _collected_at(container.batch)
+    moments: dict[str, datetime | None] = {
+        "collected": collected.astimezone(UTC) if collected else None,
+        "filled": made,
+        "sampled": made,
+        "expires": made + timedelta(days=kind.shelf_life_days) if kind and kind.shelf_life_days else None,
+    }
+    return tuple(LabelDate(what, moment) for what in wanted if (moment := moments.get(what)) is not None)
+
+
+def _v1_dates(container: Container) -> tuple[str, ...]:
+    """What labels printed before definitions said it: the collection, and the fill on product bags."""
+    return ("collected", "filled") if container.kind == "product_bag" else ("collected",)
+
+
+def _collected_at(batch: Batch) -> datetime | None:
+    """When the collection of the starting material ended, from the receipt."""
     receipt = next((e for e in batch.entries if e.step_key == "receipt"), None)
     value = current_values(receipt).get("collection_end") if receipt else None
-    return datetime.fromisoformat(value.text).astimezone(zone).date() if value else None
+    return datetime.fromisoformat(value.text) if value else None
+
+
+def bag_dose(container: Container) -> Dose | None:
+    """The CAR+ viable T cells in the bag: the concentration its entry recorded times its volume.
+
+    None for a container whose entry records no CAR+ T-cell concentration (not a product
+    bag). The total counts every container of the same kind the entry made.
+    """
+    concentration = current_values(container.created_entry).get(CONCENTRATION)
+    weight = container.batch.patient.weight_kg
+    if concentration is None or container.volume_ml is None or not weight:
+        return None
+    per_ml = decimal(concentration.text)
+    siblings = [c for c in container.batch.containers
+                if c.created_entry_id == container.created_entry_id and c.kind == container.kind]
+    total = sum((per_ml * decimal(c.volume_ml) for c in siblings if c.volume_ml is not None), Decimal(0))
+    return Dose(per_ml * decimal(container.volume_ml), decimal(weight), total if len(siblings) > 1 else None)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BytesIO
+from typing import Any, TypeVar
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
@@ -19,11 +21,14 @@ from lab.services.labels import print_labels
 from lab.services.progress import container_title, definition_for
 from lab.views.batches import get_batch_or_404
 from lab.views.common import apply_errors
+from labels.layout import LabelOverflow
 from labels.pdf import render_label, render_label_sheet
+from labels.text import UnprintableText
 from labels.zpl import render_zpl
 from workflows.codes import CodeError, CodeKind, parse_code
 
 bp = Blueprint("containers", __name__)
+T = TypeVar("T")
 PAPERS = ("A4", "Letter")
 
 
@@ -41,6 +46,16 @@ def get_container_or_404(code: str) -> Container:
 
 def _pdf(data: bytes, name: str) -> Response:
     return send_file(BytesIO(data), mimetype="application/pdf", download_name=name, max_age=0)
+
+
+def _rendered(render: Callable[..., T], *args: Any) -> T:
+    """What ``render`` prints; a label whose text cannot be printed (too long for its stock, a
+    character the font lacks) is refused with the reason, and its print is not recorded."""
+    try:
+        return render(*args)
+    except (LabelOverflow, UnprintableText) as error:
+        db.session.rollback()
+        abort(422, f"This label cannot be printed: {error}")
 
 
 @bp.route("/containers/<code>")
@@ -65,7 +80,7 @@ def _page(container: Container, form: ContainerScanForm) -> str:
 def label_pdf(code: str) -> Response:
     container = get_container_or_404(code)
     (label,) = print_labels([container], actor=current_user, output="pdf", reason=request.args.get("reason", ""))
-    data = render_label(label)
+    data = _rendered(render_label, label)
     db.session.commit()
     return _pdf(data, f"label-{container.code}.pdf")
 
@@ -74,7 +89,7 @@ def label_pdf(code: str) -> Response:
 def label_zpl(code: str) -> Response:
     container = get_container_or_404(code)
     (label,) = print_labels([container], actor=current_user, output="zpl", reason=request.args.get("reason", ""))
-    text = render_zpl(label)
+    text = _rendered(render_zpl, label)
     db.session.commit()
     return send_file(BytesIO(text.encode("utf-8")), mimetype="application/vnd.zebra-zpl",
                      download_name=f"label-{container.code}.zpl", max_age=0)
@@ -89,7 +104,7 @@ def batch_labels(batch_number: str) -> Response:
     if not batch.containers:
         abort(404, f"Batch {batch.batch_number} has no containers yet: nothing to print.")
     labels = print_labels(batch.containers, actor=current_user, output="sheet", reason=request.args.get("reason", ""))
-    data = render_label_sheet(labels, paper=paper)
+    data = _rendered(lambda: render_label_sheet(labels, paper=paper))
     db.session.commit()
     return _pdf(data, f"labels-{batch.batch_number}.pdf")
 
