@@ -1,23 +1,22 @@
-"""Template filters: times in the lab's zone, numbers the way the lab reads them."""
+"""Template filters: times in the lab's zone, numbers and recorded values written as
+``workflows.formatting`` writes them, so a page reads as the labels and the printed record."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
-from flask import Flask, current_app
+from flask import Flask
 
+from lab.models import QcResult, StepValue
+from lab.services.progress import lab_timezone
 from lab.views.signing import needs_username
-from workflows.formatting import format_number
-from workflows.model import StepState
+from workflows.formatting import Number, format_datetime, format_number, format_recorded, recorded_number
+from workflows.model import FieldSpec, StepState
 
 
-def localtime(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str:
-    """``value`` (aware UTC) in the lab's time zone, with the zone's abbreviation."""
-    if value is None:
-        return ""
-    local = value.astimezone(ZoneInfo(current_app.config["TIMEZONE"]))
-    return f"{local.strftime(fmt)} {local.tzname()}"
+def localtime(value: datetime | None) -> str:
+    """``value`` (aware) in the lab's zone: ``2026-11-13 01:05 +01:00`` (``... UTC`` in UTC)."""
+    return "" if value is None else format_datetime(value, lab_timezone())
 
 
 def utc_text(text: str) -> datetime:
@@ -25,13 +24,33 @@ def utc_text(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def number(value: float | None) -> str:
+def number(value: Number | None) -> str:
+    """A computed number: three significant digits, half up (``1.80 × 10⁹``, ``32.3``)."""
     return "" if value is None else format_number(value)
+
+
+def field_value(value: StepValue | None, spec: FieldSpec) -> str:
+    """A stored value of ``spec`` as the printed record writes it, with its unit; a date-time
+    in the lab's zone (the page says so), not in UTC as the record does."""
+    if value is None:
+        return ""
+    if spec.type == "datetime":
+        return localtime(utc_text(value.text))
+    return format_recorded(value.text, spec.type, value.unit)
+
+
+def result_value(result: QcResult) -> str:
+    """A release result as the record and the certificate write it (``1.02 × 10⁶ cells/kg``,
+    ``< 0.5 EU/mL``, ``no growth to date``): a result with a unit is a number."""
+    return format_recorded(result.text, "number" if result.unit else "result", result.unit)
 
 
 def register(app: Flask) -> None:
     app.add_template_filter(localtime)
     app.add_template_filter(number)
+    app.add_template_filter(recorded_number, "recorded")
+    app.add_template_filter(field_value)
+    app.add_template_filter(result_value)
     app.add_template_filter(utc_text)
     app.jinja_env.globals["StepState"] = StepState
     app.jinja_env.globals["signature_needs_username"] = needs_username

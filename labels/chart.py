@@ -27,7 +27,7 @@ from reportlab.lib import colors
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from labels.text import SANS, SANS_BOLD
-from workflows.formatting import format_number
+from workflows.formatting import format_number, recorded_number
 from workflows.timing import day_range
 
 #: The chart's width in points when none is given: about the text width of an A4 record.
@@ -99,7 +99,7 @@ class ExpansionPoint:
         if not side:
             return ""
         limit = f" {self.limit_text}" if self.limit_text else ""
-        return f"Viability {_number(self.viability_pct)} % is {side} the limit{limit}"
+        return f"Viability {recorded_number(self.viability_pct)} % is {side} the limit{limit}"
 
 
 @dataclass(frozen=True)
@@ -147,6 +147,7 @@ class ExpansionChart:
 
 
 def _number(value: float | None) -> str:
+    """A computed number (a fold expansion, an axis tick): three significant digits."""
     return "" if value is None else format_number(value)
 
 
@@ -167,7 +168,7 @@ def short_flag(point: ExpansionPoint, chart: ExpansionChart) -> str:
     same = (point.viability_limit_min, point.viability_limit_max) == (chart.viability_limit_min,
                                                                       chart.viability_limit_max)
     limit = "" if same or not point.limit_text else f" {point.limit_text}"
-    return f"{_number(point.viability_pct)} % {side} limit{limit}"
+    return f"{recorded_number(point.viability_pct)} % {side} limit{limit}"
 
 
 def fold_text(fold: float) -> str:
@@ -180,23 +181,23 @@ def expansion_summary(chart: ExpansionChart) -> str:
     counts = sorted((p for p in chart.points if p.viable_cells is not None), key=lambda p: p.day)
     parts = []
     if chart.has_fold:
-        parts.append(f"{_number(chart.seeded_cells)} viable cells seeded on day 0")
+        parts.append(f"{recorded_number(chart.seeded_cells)} viable cells seeded on day 0")
     if counts:
         last = counts[-1]
         first = counts[0]
         fold = f" ({fold_text(last.fold_expansion)})" if last.fold_expansion is not None else ""
         span = f"day {first.day}" if first.day == last.day else f"day {first.day} to day {last.day}"
         noun = "count" if len(counts) == 1 else "counts"
-        parts.append(f"{len(counts)} {noun} from {span}, the last {_number(last.viable_cells)} viable cells on "
+        parts.append(f"{len(counts)} {noun} from {span}, the last {recorded_number(last.viable_cells)} viable cells on "
                      f"day {last.day}{fold}")
         top = max(counts, key=lambda p: p.viable_cells or 0)
         if top is not last:
             fold = f" ({fold_text(top.fold_expansion)})" if top.fold_expansion is not None else ""
-            parts.append(f"the highest {_number(top.viable_cells)} on day {top.day}{fold}")
+            parts.append(f"the highest {recorded_number(top.viable_cells)} on day {top.day}{fold}")
     viabilities = [p.viability_pct for p in chart.points if p.viability_pct is not None]
     if viabilities:
         low, high = min(viabilities), max(viabilities)
-        span = f"{_number(low)} %" if low == high else f"{_number(low)}–{_number(high)} %"
+        span = f"{recorded_number(low)} %" if low == high else f"{recorded_number(low)}–{recorded_number(high)} %"
         limit = f" (limit {chart.limit_text})" if chart.limit_text else ""
         parts.append(f"viability {span}{limit}")
     out = chart.out_of_limit
@@ -603,7 +604,7 @@ class _Layout:
         if len(series) > 1:
             drawing.add(PolyLine([c for xy in series for c in xy], strokeColor=SERIES, strokeWidth=1.2))
         if seeded is not None:
-            tag = _Tagged(f"Day 0: {_number(seeded)} viable cells seeded (1-fold)", **{
+            tag = _Tagged(f"Day 0: {recorded_number(seeded)} viable cells seeded (1-fold)", **{
                 "class": "point seeded", "data-series": "seeded", "data-day": "0"})
             tag.add(_marker("square", self.day(0), self.cells(offset), SERIES, filled=False))
             drawing.add(tag)
@@ -624,11 +625,11 @@ class _Layout:
         where = f" ({point.step})" if point.step else ""
         parts = [f"Day {point.day}{where}"]
         if point.viable_cells is not None:
-            parts.append(f"{_number(point.viable_cells)} viable cells")
+            parts.append(f"{recorded_number(point.viable_cells)} viable cells")
         if point.fold_expansion is not None:
             parts.append(fold_text(point.fold_expansion))
         if point.viability_pct is not None:
-            parts.append(f"viability {_number(point.viability_pct)} %")
+            parts.append(f"viability {recorded_number(point.viability_pct)} %")
         text = ", ".join(parts)
         if point.viability_flag:
             text += f". OUT OF LIMIT: {point.viability_flag}"
@@ -684,7 +685,7 @@ class _Layout:
             flags = {}
             for index, point in enumerate(points):
                 if point.viability_side:
-                    text = f"{_number(point.viability_pct)} %" if compact else short_flag(point, chart)
+                    text = f"{recorded_number(point.viability_pct)} %" if compact else short_flag(point, chart)
                     flags[index] = (text, *labels.place(text, *series[index]))
             if not labels.crowded:
                 break

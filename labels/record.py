@@ -5,14 +5,16 @@ with its entries, values, limits, flags, corrections (marked CHANGED SINCE ORIGI
 EU GMP Annex 11 §8.2) and signatures (21 CFR 11.50); containers and the custody timeline;
 deviations; release results against their specifications; QA decisions; the audit trail
 as an appendix. Every page carries "Page X of Y", the digest, and who downloaded it when.
-Flags and verdicts are printed as words, never as colour alone. All times are UTC.
+Flags and verdicts are printed as words, never as colour alone. Every time, number and
+quantity is written by ``workflows.formatting`` (times in UTC, to the minute), as on the
+labels, the certificate and the pages.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 
 from reportlab.lib import colors
 from reportlab.lib.styles import ParagraphStyle
@@ -37,6 +39,7 @@ from labels.record_data import (
     ValueVersion,
 )
 from labels.text import MONO_BOLD, SANS, SANS_BOLD, clean
+from workflows.formatting import format_number, format_quantity, format_recorded, format_utc
 
 QR_SIZE = 30 * MM
 FOOTER_SIZE = 7
@@ -66,11 +69,6 @@ FLAG = ParagraphStyle("record-flag", parent=SMALL_BOLD, textColor=colors.Color(0
 LINE = ParagraphStyle("record-line", parent=SMALL, spaceBefore=1)
 FLAGGED_ROW = colors.Color(1, 0.88, 0.88)
 HEADER_ROW = colors.Color(0.9, 0.9, 0.9)
-
-
-def utc(moment: datetime) -> str:
-    """``2026-11-25 14:03:07 UTC``: to the second, as a signature's time is kept."""
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _p(text: str, style: ParagraphStyle = BODY) -> Paragraph:
@@ -109,7 +107,7 @@ def _facts(rows: Sequence[tuple[str, str | Flowable]], width: float) -> Table:
 
 def signature_line(signature: Signed) -> str:
     status = "valid" if signature.valid else "INVALIDATED: the record changed after it was signed"
-    return f"Signed by {signature.printed_name} — meaning: {signature.meaning} — {utc(signature.signed_at)} — {status}"
+    return f"Signed by {signature.printed_name} — meaning: {signature.meaning} — {format_utc(signature.signed_at)} — {status}"
 
 
 def _signatures(signatures: Sequence[Signed], none: str = "Not signed.") -> list[Flowable]:
@@ -130,7 +128,7 @@ def _header(record: BatchRecordData, digest: str) -> list[Flowable]:
         ("Process", f"{record.process_title} ({record.process_key}, version {record.process_version})"),
         ("Process SHA-256", _p(record.process_sha256, MONO)),
         ("State", record.state),
-        ("Started", f"{utc(record.started_at)} by {record.started_by}"),
+        ("Started", f"{format_utc(record.started_at)} by {record.started_by}"),
     ], TEXT_WIDTH - QR_SIZE)
     qr = Table([[QrFlowable(qr_payload(digest), QR_SIZE)], [_p("Scan to verify this copy", SMALL)]],
                colWidths=(QR_SIZE,), style=TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 0),
@@ -153,8 +151,8 @@ def _header(record: BatchRecordData, digest: str) -> list[Flowable]:
 # --- steps -------------------------------------------------------------------------------------
 
 
-def _value_text(version: ValueVersion) -> str:
-    text = f"{version.text} {version.unit}" if version.unit else version.text
+def _value_text(field: FieldRecord, version: ValueVersion) -> str:
+    text = format_recorded(version.text, field.type, version.unit)
     return f"{text} ({version.item})" if version.item else text
 
 
@@ -163,11 +161,11 @@ def _history(field: FieldRecord) -> list[Flowable]:
     for number, version in enumerate(field.versions):
         out = " (out of limit)" if version.out_of_limit else ""
         if version.reason is None:
-            text = f"Original entry: {_value_text(version)}{out}, recorded by {version.recorded_by} at " \
-                   f"{utc(version.recorded_at)}."
+            text = f"Original entry: {_value_text(field, version)}{out}, recorded by {version.recorded_by} at " \
+                   f"{format_utc(version.recorded_at)}."
         else:
-            text = f"Correction {number}: changed to {_value_text(version)}{out} by {version.recorded_by} at " \
-                   f"{utc(version.recorded_at)}. Reason: {version.reason}"
+            text = f"Correction {number}: changed to {_value_text(field, version)}{out} by {version.recorded_by} " \
+                   f"at {format_utc(version.recorded_at)}. Reason: {version.reason}"
         lines.append(_p(text, LINE))
     return lines
 
@@ -183,7 +181,7 @@ def _check(current: ValueVersion | None, limit: str) -> list[Flowable]:
 def _field_row(field: FieldRecord) -> list[Flowable | list[Flowable]]:
     name = f"{field.label}\n({KINDS[field.kind]})" if field.kind in KINDS else field.label
     current = field.current
-    value: list[Flowable] = [_p(_value_text(current) if current else "not recorded", SMALL)]
+    value: list[Flowable] = [_p(_value_text(field, current) if current else "not recorded", SMALL)]
     if field.changed:
         value += _history(field)
     return [_p(name, SMALL), value, _p(field.limit or "—", SMALL), _check(current, field.limit)]
@@ -201,7 +199,7 @@ def _entry(entry: EntryRecord) -> list[Flowable]:
         rows.append([_p(f"{derived.label} (computed)", SMALL), _p(text or "not computed", SMALL),
                      _p(derived.limit or "—", SMALL), check])
     flowables: list[Flowable] = [
-        _p(f"Entry {entry.occurrence}: performed by {entry.performed_by} at {utc(entry.performed_at)}", ENTRY),
+        _p(f"Entry {entry.occurrence}: performed by {entry.performed_by} at {format_utc(entry.performed_at)}", ENTRY),
         _table(("Field", "Value", "Limit", "Check"), rows, _columns(26, 46, 14, 14), flagged=flagged),
     ]
     if entry.comment:
@@ -252,6 +250,7 @@ def _containers(record: BatchRecordData) -> list[Flowable]:
                 for c in record.containers]
         flowables.append(_table(("Code", "Container", "Volume", "Status", "Location", "Labels"), rows,
                                 _columns(19, 16, 9, 11, 20, 25)))
+        flowables += _bags(record)
     flowables.append(_p("Custody timeline", SUBHEADING))
     if not record.custody:
         flowables.append(_p("No hand-off recorded.", BODY))
@@ -260,7 +259,7 @@ def _containers(record: BatchRecordData) -> list[Flowable]:
     for event in record.custody:
         where = " → ".join(x for x in (event.from_location, event.to_location) if x) or "—"
         result = [_p("match", SMALL)] if event.matched else [_p("MISMATCH", FLAG), _p(event.message, TINY)]
-        rows.append([_p(utc(event.occurred_at), SMALL), _p(event.container or "—", SMALL),
+        rows.append([_p(format_utc(event.occurred_at), SMALL), _p(event.container or "—", SMALL),
                      _p(f"{event.event} ({event.step})" if event.step else event.event, SMALL),
                      _p(event.scanned, SMALL), _p(where, SMALL), _p(event.actor, SMALL), result])
     flagged = [i for i, event in enumerate(record.custody) if not event.matched]
@@ -269,11 +268,24 @@ def _containers(record: BatchRecordData) -> list[Flowable]:
     return flowables
 
 
+def _bags(record: BatchRecordData) -> list[Flowable]:
+    """The product bags as their labels print them: cells, dose per kg with the weight, fill and expiry."""
+    rows = [[_p(c.title, SMALL), _p(c.code, SMALL), _p(c.volume or "—", SMALL), _p(format_number(b.cells), SMALL),
+             _p(f"{format_quantity(b.per_kg, 'cells/kg')} ({format_quantity(b.weight_kg, 'kg', None)})", SMALL),
+             _p(format_utc(b.filled_at), SMALL), _p(format_utc(b.expires_at) if b.expires_at else "not set", SMALL)]
+            for c in record.containers if (b := c.contents) is not None]
+    if not rows:
+        return []
+    return [_p("Product bags", SUBHEADING),
+            _table(("Bag", "Code", "Volume", "CAR+ viable T cells", "Dose", "Filled", "Expires"), rows,
+                   _columns(13, 20, 9, 12, 18, 14, 14))]
+
+
 # --- deviations, release results, decisions ----------------------------------------------------------
 
 
 def _by(name: str | None, moment: datetime | None) -> str:
-    return f"{name} at {utc(moment)}" if name and moment else ""
+    return f"{name} at {format_utc(moment)}" if name and moment else ""
 
 
 def _deviation(deviation: DeviationRecord) -> list[Flowable]:
@@ -304,12 +316,21 @@ def _deviations(record: BatchRecordData) -> list[Flowable]:
     return flowables
 
 
-def _result(result: ResultRecord, specification: str) -> list[Flowable]:
+def _result_text(result: ResultRecord, test: ReleaseTestRecord) -> str:
+    """The result as people read it; its stored text carries the unit after a space."""
+    suffix = f" {test.unit}" if test.unit else ""
+    if test.kind != "number" or not result.text.endswith(suffix):
+        return result.text
+    return format_recorded(result.text.removesuffix(suffix), test.kind, test.unit)
+
+
+def _result(result: ResultRecord, test: ReleaseTestRecord) -> list[Flowable]:
     late = " — late (after release)" if result.late else ""
     final = "" if result.verdict == "interim" else (" (final)" if result.final else " (interim)")
-    judged = "" if result.specification == specification else f" against {result.specification}"
-    lines: list[Flowable] = [_p(f"{result.text}: {VERDICTS.get(result.verdict, result.verdict)}{final}{judged} — "
-                                f"{result.recorded_by}, {utc(result.recorded_at)}{late}", SMALL)]
+    judged = "" if result.specification == test.specification else f" against {result.specification}"
+    lines: list[Flowable] = [_p(f"{_result_text(result, test)}: {VERDICTS.get(result.verdict, result.verdict)}"
+                                f"{final}{judged} — {result.recorded_by}, {format_utc(result.recorded_at)}{late}",
+                                SMALL)]
     if result.reason is not None:
         lines += [_p(CHANGED, FLAG), _p(f"Correction. Reason: {result.reason}", TINY)]
     if result.superseded:
@@ -321,7 +342,7 @@ def _result(result: ResultRecord, specification: str) -> list[Flowable]:
 
 
 def _test_row(test: ReleaseTestRecord) -> list[Flowable | list[Flowable]]:
-    results = [f for result in test.results for f in _result(result, test.specification)] or [_p("—", SMALL)]
+    results = [f for result in test.results for f in _result(result, test)] or [_p("—", SMALL)]
     return [[_p(test.title, SMALL_BOLD), _p(test.method, TINY)], _p(test.specification, SMALL), results,
             _p(VERDICTS.get(test.status, test.status), SMALL_BOLD)]
 
@@ -380,7 +401,7 @@ def _appendix(record: BatchRecordData) -> list[Flowable]:
                                                  f"({len(record.audit)} entries)", HEADING)]
     if not record.audit:
         return [*flowables, _p("No entry.", BODY)]
-    rows = [[_p(str(e.id), TINY), _p(utc(e.occurred_at), TINY), _p(e.actor, TINY), _p(e.action, TINY),
+    rows = [[_p(str(e.id), TINY), _p(format_utc(e.occurred_at), TINY), _p(e.actor, TINY), _p(e.action, TINY),
              _p(f"{e.operation} {e.table} {e.row}", TINY), _p(_change(e), TINY), _p(e.reason or "", TINY)]
             for e in record.audit]
     flowables.append(_table(("#", "When", "Who", "Action", "Record", "Change", "Reason"), rows,
@@ -398,7 +419,7 @@ def _story(record: BatchRecordData, digest: str) -> list[Flowable]:
 
 def _footer(record: BatchRecordData, digest: str, issue: Issue) -> Footer:
     issued = f"Executed batch record {record.batch_number}. {issue.verb} by {clean(issue.issued_to)} at " \
-             f"{utc(issue.issued_at)}"
+             f"{format_utc(issue.issued_at)}"
 
     def draw(canvas: Canvas, page: int, total: int) -> None:
         canvas.setFont(SANS, FOOTER_SIZE)

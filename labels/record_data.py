@@ -3,18 +3,24 @@
 Everything in it comes from the stored record, so two snapshots of an unchanged batch are
 equal and have the same digest (``labels.digest``). What belongs to one printout only
 (who downloaded it, when) is not in here: it is passed to the printer beside the record.
-Times are aware datetimes (printed in UTC); every list is in recording order.
+Times are aware datetimes (printed in UTC); every list is in recording order. Values are
+kept in their storage form (``1.8e9``, ``2026-11-13T00:05Z``), which the digest covers; the
+printer writes them for people through ``workflows.formatting``, told how by the field's
+type (outside the digest: the process definition its SHA-256 pins says it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal
 
 from labels.chart import ExpansionChart
 from labels.data import check_aware, check_code
 from labels.digest import NOT_CANONICAL
 from workflows.codes import CodeKind
+
+#: A censored result ("< 0.5", below the method's limit of quantitation): the sign, the number.
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class FieldRecord:
     kind: str
     limit: str
     versions: tuple[ValueVersion, ...]
+    #: The field's type in the process definition (number, integer, datetime, text...): how to print it.
+    type: str = field(default="text", metadata=NOT_CANONICAL)
 
     @property
     def current(self) -> ValueVersion | None:
@@ -107,6 +115,22 @@ class StepRecord:
 
 
 @dataclass(frozen=True)
+class BagContents:
+    """What a bag of the product holds and when it expires, as its label prints it: its CAR+
+    viable T cells, their dose per kg of ``weight_kg``, its fill and its expiry (None where the
+    process sets no shelf life)."""
+
+    cells: Decimal
+    per_kg: Decimal
+    weight_kg: Decimal
+    filled_at: datetime
+    expires_at: datetime | None
+
+    def __post_init__(self) -> None:
+        check_aware("bag dates", self.filled_at, self.expires_at)
+
+
+@dataclass(frozen=True)
 class ContainerRecord:
     code: str
     title: str  # "Final product bag 1 of 2"
@@ -115,6 +139,9 @@ class ContainerRecord:
     location: str | None
     labels_printed: int
     reprints: tuple[str, ...]  # the reason given for each reprint
+    #: A product bag's contents. Outside the digest: computed from the concentration and the
+    #: volume its entry recorded and from the process definition the record's SHA-256 pins.
+    contents: BagContents | None = field(default=None, metadata=NOT_CANONICAL)
 
 
 @dataclass(frozen=True)
@@ -186,6 +213,9 @@ class ReleaseTestRecord:
     specification: str
     status: str  # pass, fail, interim, pending or n/a (optional, not reported)
     results: tuple[ResultRecord, ...]
+    #: The test's kind (number or result) and unit in the process definition: how to print its results.
+    kind: str = field(default="result", metadata=NOT_CANONICAL)
+    unit: str | None = field(default=None, metadata=NOT_CANONICAL)
 
 
 @dataclass(frozen=True)

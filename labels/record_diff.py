@@ -4,19 +4,26 @@ Lists are matched item by item on what identifies an item (a step's key, an entr
 occurrence, a deviation's number, a signature's signer, meaning and time; otherwise its
 position, since records only grow), so a correction reads as "a version added to Viable
 cells of entry 2 of Expansion", not as a shifted list. New audit trail entries are
-summed up in one line.
+summed up in one line. Times and values are written for people as the printed record
+writes them (``workflows.formatting``), not in their canonical form.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
+
+from workflows.formatting import format_recorded, format_utc
 
 IDENTITY_KEYS = ("key", "number", "code", "id", "occurrence")
 NAME_KEYS = ("number", "code", "title", "label")
 SINGULAR = {"versions": "version", "results": "result", "custody": "hand-off", "reprints": "reprint"}
 MAX_SHOWN = 160
+#: A time in the canonical form (``2026-11-25T14:03:00.000000Z``) or a date-time value as stored (``...T14:03Z``).
+_CANONICAL_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?Z")
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def _identity(item: Any, index: int) -> Any:
 def _name(item: Any, index: int, singular: str) -> str:
     if isinstance(item, dict):
         if "printed_name" in item and "signed_at" in item:
-            return f"signature of {item['printed_name']} ({item.get('meaning')}, {item['signed_at']})"
+            return f"signature of {item['printed_name']} ({item.get('meaning')}, {_shown(item['signed_at'])})"
         if "occurrence" in item:
             return f"entry {item['occurrence']}"
         for key in NAME_KEYS:
@@ -110,7 +117,12 @@ def _name(item: Any, index: int, singular: str) -> str:
 
 
 def _value(item: dict[str, Any]) -> str:
-    return f"{item['text']} {item.get('unit') or ''}".strip()
+    """A version's value for people. The canonical form does not say the field's type: a
+    stored date-time is known by its form, a number by its unit."""
+    text, unit = str(item["text"]), item.get("unit")
+    if _CANONICAL_TIME.fullmatch(text):
+        return format_recorded(text, "datetime", unit)
+    return format_recorded(text, "number" if unit else "text", unit)
 
 
 def _summary(item: Any, replaced: Any = None) -> str:
@@ -123,11 +135,11 @@ def _summary(item: Any, replaced: Any = None) -> str:
     if "text" in item and "recorded_by" in item:
         was = f" (was {_value(replaced)})" if isinstance(replaced, dict) and "text" in replaced else ""
         reason = f". Reason: {item['reason']}" if item.get("reason") else ""
-        return f": {_value(item)}{was}, by {item['recorded_by']} at {item.get('recorded_at')}{reason}"
+        return f": {_value(item)}{was}, by {item['recorded_by']} at {_shown(item.get('recorded_at'))}{reason}"
     for who, when in (("performed_by", "performed_at"), ("decided_by", "decided_at"), ("opened_by", "opened_at"),
                       ("actor", "occurred_at")):
         if who in item:
-            return f": by {item[who]} at {item.get(when)}"
+            return f": by {item[who]} at {_shown(item.get(when))}"
     return ""
 
 
@@ -145,4 +157,6 @@ def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     text = str(value)
+    if _CANONICAL_TIME.fullmatch(text):
+        return format_utc(datetime.fromisoformat(text))
     return text if len(text) <= MAX_SHOWN else text[:MAX_SHOWN] + "…"

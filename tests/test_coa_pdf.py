@@ -6,13 +6,14 @@ import io
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pdfplumber
 import pypdf
 import pytest
 
 from labels.coa import render_coa
-from labels.data import CoaData, CoaResult, ResultStatus, SignatureData
+from labels.data import CoaBag, CoaData, CoaDeviation, CoaResult, ResultStatus, SignatureData
 from labels.text import UnprintableText
 from tests.readback import THERMAL_DPIS, decode, pages
 
@@ -231,3 +232,80 @@ def test_page_count_matches_the_footer():
     texts = page_texts(render_coa(LONG))
     totals = {int(match) for text in texts for match in re.findall(r"Page \d+ of (\d+)", text)}
     assert totals == {len(texts)}
+
+
+# --- the product, deviations, QC and the interim release (issue 11, item 8) ----------------------
+
+FILLED = datetime(2026, 11, 13, 0, 5, tzinfo=UTC)
+PRODUCT = replace(
+    COA,
+    results=(*results()[:6], CoaResult("Sterility", "BacT/ALERT", "No growth", ResultStatus.PENDING,
+                                       "no growth to date (interim)", "Ana Lyst", date(2026, 11, 20), interim=True)),
+    filled_at=FILLED,
+    expires_at=FILLED + timedelta(days=365),
+    bags=(CoaBag("C-A9999-26-000003-E", 1, 2, Decimal("32.25"), Decimal("6.45e7")),
+          CoaBag("C-A9999-26-000004-C", 2, 2, Decimal("32.25"), Decimal("6.45e7"))),
+    dose_per_kg=Decimal("1.29e8") / Decimal("72.25"),
+    weight_kg=Decimal("72.25"),
+    deviations=(CoaDeviation("DEV-26-0001", "Counter mis-set", "closed", "minor", "Maria Rossi", FILLED),
+                CoaDeviation("DEV-26-0002", "Label smudged", "open")),
+    qc_analysts=("Ana Lyst", "Jonas Weber"),
+    released_on_interim=True,
+)
+
+
+def test_the_product_its_bags_and_dose_are_written_as_the_labels_write_them():
+    pdf = render_coa(PRODUCT)
+    text, rows = " ".join(page_texts(pdf)), table_rows(pdf)
+    for expected in ("Filled 2026-11-13 00:05 UTC", "Expires 2027-11-13 00:05 UTC", "Number of bags 2",
+                     # 1.29 × 10⁸ / 72.25 = 1.7855… × 10⁶, three digits half up; the weight as recorded
+                     "Dose 1.79 × 10⁶ cells/kg (CAR+ viable T cells per kg of a patient weight of 72.25 kg)"):
+        assert expected in text, expected
+    assert ["1 of 2", "C-A9999-26-000003-E", "32.3 mL", "6.45 × 10⁷"] in rows  # 32.25 half up, not 32.2
+    assert ["2 of 2", "C-A9999-26-000004-C", "32.3 mL", "6.45 × 10⁷"] in rows
+
+
+def test_deviations_qc_analysts_and_the_interim_release_are_stated():
+    pdf = render_coa(PRODUCT)
+    text, rows = " ".join(page_texts(pdf)), table_rows(pdf)
+    assert ["DEV-26-0001", "Counter mis-set", "minor", "Closed by Maria Rossi at 2026-11-13 00:05 UTC"] in rows
+    assert ["DEV-26-0002", "Label smudged", "not classified", "Not closed (open)"] in rows
+    assert "Recorded and signed (meaning: performed) by Ana Lyst, Jonas Weber." in text
+    assert ("This batch was released on an interim result (Sterility: no growth to date (interim)). The final "
+            "result follows") in text
+
+
+def test_a_certificate_without_product_deviations_or_interim_release_says_so():
+    text = " ".join(page_texts(render_coa(COA)))
+    assert "No product bag has been filled yet." in text
+    assert "No deviation was opened for this batch." in text
+    assert "released on an interim result" not in text
+
+
+def test_an_expiry_the_process_does_not_define_is_said():
+    text = " ".join(page_texts(render_coa(replace(PRODUCT, expires_at=None))))
+    assert "Expires not set: version 3 of the process defines no shelf life" in text
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"dose_per_kg": None},  # a weight without its dose
+        {"released_on_interim": True, "results": results()},  # no interim result to rely on
+        {"filled_at": datetime(2026, 11, 13, 0, 5)},
+    ],
+)
+def test_product_data_refuses_what_cannot_be_printed_right(changes):
+    with pytest.raises(ValueError):
+        replace(PRODUCT, **changes)
+
+
+def test_bags_deviations_and_interim_results_refuse_what_cannot_be_true():
+    with pytest.raises(ValueError):
+        CoaBag("C-A9999-26-000003-E", 3, 2, Decimal("32.25"))
+    with pytest.raises(ValueError):
+        CoaBag("C-A9999-26-000003-X", 1, 1, Decimal("32.25"))
+    with pytest.raises(ValueError):
+        CoaDeviation("DEV-26-0001", "Counter mis-set", "closed", "minor", "Maria Rossi", None)
+    with pytest.raises(ValueError):
+        CoaResult("Sterility", "BacT/ALERT", "No growth", ResultStatus.PENDING, interim=True)

@@ -91,7 +91,7 @@ def test_correcting_the_concentration_names_the_bag_and_leaves_it_as_filled(app:
         assert deviation.status == "open" and deviation.entry_id == bag[4]
         assert f"- {code}: Final product bag 1 of 1, recorded {format_quantity(volume or 0, 'mL')}" \
             in deviation.description
-        assert "from 2 × 10⁶ cells/mL to 5 × 10⁵ cells/mL" in deviation.description
+        assert "from 2.0 × 10⁶ cells/mL to 5 × 10⁵ cells/mL" in deviation.description
         assert "Transcription error: the count sheet reads otherwise." in deviation.description
 
         container = db.session.scalar(select(Container).where(Container.code == code))
@@ -143,7 +143,7 @@ def test_a_corrected_cell_count_recomputes_the_dose_coverage_of_formulation(app:
         assert (deviation.source, deviation.field_key) == ("limit", "dose_coverage")
         assert deviation.title.startswith("Formulation and fill (recomputed after a correction): ")
         assert deviation.description.startswith(
-            "Total viable cells (Harvest and wash) corrected from 3 × 10⁹ cells to 1 × 10⁸ cells by Tess Technician, for this "
+            "Total viable cells (Harvest and wash) corrected from 3.0 × 10⁹ cells to 1.0 × 10⁸ cells by Tess Technician, for this "
             "reason: Counter print-out reads 1.0e8.")
         assert correction_deviations(formulated) == []  # the bags are made from formulation's values alone
 

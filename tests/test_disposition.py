@@ -45,7 +45,7 @@ def test_annex_11_15_qa_releases_a_conforming_batch_with_a_signature_naming_the_
         [signed] = db.session.scalars(select(Signature).where(Signature.record_type == "disposition")).all()
         assert (signed.meaning, signed.printed_name, signed.record_id) == (
             "approved for release", "Quentin Assurance", decision.id)
-        signed_at = signed.signed_at.strftime("%Y-%m-%d %H:%M:%S")
+        signed_at = signed.signed_at.strftime("%Y-%m-%d %H:%M")
     detail = words(qa.get(f"/batches/{in_review}"))
     assert f"✔ Quentin Assurance — approved for release — {signed_at} UTC" in detail
 

@@ -150,7 +150,7 @@ def test_release_names_the_specification_the_dose_was_judged_against():
     check = check_result(DOSE, "1.5e6", dose_basis())
     facts = BatchFacts(progress={}, results={"dose": CurrentResult(check.verdict, True, check.text,
                                                                    check.specification)})
-    assert ("Dose: CAR+ viable T cells is out of specification: 1.5e6 cells/kg (specification 8.00 × 10⁵–1.20 × "
+    assert ("Dose: CAR+ viable T cells is out of specification: 1.5 × 10⁶ cells/kg (specification 8.00 × 10⁵–1.20 × "
             "10⁶ cells/kg (80–120 % of the target dose 1.00 × 10⁶ cells/kg)).") in blockers(
         V2, V2.decision("release"), facts)
 
@@ -213,7 +213,7 @@ def test_the_specification_follows_the_target_dose_typed_at_formulation(app, mak
     with app.app_context():
         [deviation] = get_batch(number).deviations
         assert (deviation.source, deviation.result_id) == ("oos", result.id)
-        assert deviation.title == ("Out of specification: Dose: CAR+ viable T cells: 1.02e6 cells/kg is OUT OF "
+        assert deviation.title == ("Out of specification: Dose: CAR+ viable T cells: 1.02 × 10⁶ cells/kg is OUT OF "
                                    f"SPECIFICATION ({spec}).")
         assert deviation.description == (
             "Dose: CAR+ viable T cells: 1.02 × 10⁶ cells/kg differs from the 2.00 × 10⁶ cells/kg computed from "
@@ -241,7 +241,7 @@ def test_qc_records_the_computed_dose_signed_as_any_result(app, make_batch, logi
         assert (signed.record_id, signed.meaning, signed.printed_name) == (result.id, "performed", "Quinn Analyst")
         assert get_batch(number).deviations == []
     page = words(qc.get(f"/batches/{number}/results"))
-    assert f"1.00e6 cells/kg pass — Dose: CAR+ viable T cells: 1.00e6 cells/kg meets the specification ({SPEC_1E6})." \
+    assert f"1.00 × 10⁶ cells/kg pass — Dose: CAR+ viable T cells: 1.00 × 10⁶ cells/kg meets the specification ({SPEC_1E6})." \
         in page
     assert "✔ Quinn Analyst — performed" in page and "⚑" not in page
 

@@ -140,7 +140,11 @@ def test_the_batch_page_shows_the_chart_and_its_data_table(app: Flask, make_batc
     table = section[section.index("<table"):]
     rows = re.findall(r'<th scope="row">(\d+)</th>', table)
     assert rows == ["0", "1", "3", "5", "6"]
-    assert "1.00 × 10⁸" in table and "6.10 × 10⁸" in table and "6.1</td>" in table
+    # Recorded counts with the digits typed (1.0e8, 6.1e8), the computed fold with three significant digits.
+    assert "1 × 10⁸" in table and "6.1 × 10⁸</td>" in table and "6.1</td>" in table and "e8" not in table
+    assert ">62 %" in table and "62.0" not in table
+    # The entry above the chart shows the same count the same way (not the stored "6.1e8").
+    assert "6.1 × 10⁸ cells" in page_text(response) and "6.1e8" not in page_text(response)
     assert "OUT OF LIMIT" in table and LOW in table
     assert table.count("OUT OF LIMIT") == 1
 
@@ -167,7 +171,7 @@ def test_a_corrected_count_is_drawn_with_its_new_value(app: Flask, make_batch, l
         "batch_version": version, **signature(signed_in(app, client))})
     assert response.status_code == 302, page_text(response)
     section = expansion_section(page_text(client.get(f"/batches/{number}")))
-    assert "1.20 × 10⁸" in section and "1.20 × 10⁹" not in section
+    assert "1.2 × 10⁸" in section and "1.2 × 10⁹" not in section
     assert "(corrected)" in section
     with app.app_context():
         chart = expansion_chart(get_batch(number))

@@ -41,7 +41,7 @@ def test_11_50_a_signature_shows_printed_name_time_and_meaning(app, make_batch, 
     record_results(app, number)
     release(app, number)
     with app.app_context():
-        shown = {(s.record_type, s.meaning): (s.printed_name, s.signed_at.strftime("%Y-%m-%d %H:%M:%S"))
+        shown = {(s.record_type, s.meaning): (s.printed_name, s.signed_at.strftime("%Y-%m-%d %H:%M"))
                  for s in db.session.scalars(select(Signature))}
     assert set(shown) == {("step_entry", "performed"), ("step_entry", "verified"), ("qc_result", "performed"),
                           ("disposition", "approved for release")}

@@ -142,7 +142,9 @@ def test_corrections_on_an_old_batch_check_its_own_version(app, workflow_file, t
                                **signature(signed_in(app, tech))})
     assert response.status_code == 302
     with app.app_context():
-        assert get_batch(first).deviations == []  # 80 mL is within version 1's limit
+        # 80 mL is within version 1's limit: no limit deviation (the apheresis bag labelled 180 mL is
+        # named for reconciliation, as every correction that changes a container's volume is)
+        assert [d.source for d in get_batch(first).deviations] == ["correction"]
 
 
 def test_the_newest_version_in_the_folder_is_used(app, workflow_file, tech):

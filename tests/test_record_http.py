@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from flask import Flask
@@ -29,15 +29,29 @@ from lab.models import (
 )
 from lab.services.batch_record import COPY_TABLES
 from lab.services.deviations import report_deviation
+from lab.services.progress import definition_for, lab_timezone
 from tests.factories import get_batch
-from tests.quality import words
+from tests.quality import record_results, words
 from tests.readback import cells_text, decode, page_texts, pages, text_of
+from workflows.formatting import format_datetime, format_number, format_utc
 
 DEMO_PASSWORD = "demo-password-42"
 
 
 def utc(moment: datetime) -> str:
-    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+
+
+def people(text: str, kind: str, unit: str | None) -> str:
+    """How the record writes a stored value: a date-time in UTC to the minute, a number in
+    the one notation with the digits typed (workflows.formatting), other text as stored."""
+    if kind == "datetime":
+        shown = format_utc(datetime.fromisoformat(text))
+    elif kind == "number" and not text.startswith(("<", ">")):
+        shown = format_number(text, None)
+    else:
+        shown = text
+    return f"{shown} {unit}" if unit else shown
 
 
 @pytest.fixture
@@ -74,14 +88,16 @@ def expected_lines(app: Flask, number: str) -> tuple[list[str], list[str]]:
     with app.app_context():
         batch = get_batch(number)
         definition = batch.definition
+        process = definition_for(batch)
         text = [f"Batch number {number}", f"COI {batch.patient.coi}", f"version {definition.version})",
                 definition.sha256]
         cells = []
         for entry in batch.entries:
             text.append(f"Entry {entry.occurrence}: performed by {entry.performed_by.full_name} at "
                         f"{utc(entry.performed_at)}")
+            step = process.step(entry.step_key)
             for value in entry.values:
-                shown = f"{value.text} {value.unit}" if value.unit else value.text
+                shown = people(value.text, step.field(value.field_key).type, value.unit)
                 cells.append(shown)
                 if value.reason is not None:
                     cells.append("CHANGED SINCE ORIGINAL ENTRY Original entry: ")
@@ -95,7 +111,8 @@ def expected_lines(app: Flask, number: str) -> tuple[list[str], list[str]]:
                      f"Opened {deviation.opened_by.full_name} at {utc(deviation.opened_at)}"]
             if deviation.classification:
                 text += [f"Classification {deviation.classification}", f"Root cause {deviation.root_cause}"]
-        cells += [f"{r.text} {r.unit}" if r.unit else r.text for r in batch.results]
+        kinds = {test.key: test.kind for test in process.release_tests}
+        cells += [people(r.text, kinds[r.test_key], r.unit) for r in batch.results]
         text += [f"{d.title}: " for d in batch.dispositions]
         cells += [e.scanned_code for e in db.session.scalars(select(CustodyEvent).where(CustodyEvent.batch_id ==
                                                                                           batch.id))]
@@ -116,6 +133,15 @@ def test_the_record_prints_every_value_correction_signature_and_deviation(app, d
         assert expected in text, expected
     for expected in in_cells:
         assert expected in cells or expected in text, expected
+    # Storage forms stay in the digest and the audit appendix: the record itself prints for people.
+    body = text[:text.index("Appendix: audit trail")]
+    assert re.search(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}", body) is None
+    with app.app_context():
+        counts = {f"{v.text} {v.unit}" for e in get_batch(number).entries for v in e.values
+                  if v.unit == "cells" and "e" in v.text}
+    assert counts and " × 10" in body
+    assert not [count for count in counts if count in body]  # "1.8e9 cells" reads "1.8 × 10⁹ cells"
+    assert re.search(r"\d{2}:\d{2}:\d{2}", body) is None  # every time to the minute
     digest = digest_of(pdf)
     with app.app_context():
         downloaded_at = db.session.scalars(select(Download.downloaded_at).order_by(Download.id.desc())).first()
@@ -161,8 +187,8 @@ def test_after_a_correction_the_printed_copy_verifies_as_superseded_with_the_cha
     page = words(auditor.get(f"/scan?code=V-{old.upper()}", follow_redirects=True))
     assert "Executed batch record: superseded" in page
     assert f"superseded version of the executed batch record of batch {number}" in page
-    assert ("Steps / Expansion (daily count) / entry 1 / Viable cells version 2 added: 4.1e8 cells (was 4.0e8 cells), "
-            "by Alex Rivera at ") in page
+    assert ("Steps / Expansion (daily count) / entry 1 / Viable cells version 2 added: 4.1 × 10⁸ cells (was 4.0 × 10⁸ "
+            "cells), by Alex Rivera at ") in page
     assert "Reason: Re-read of the counter print-out." in page
     assert "/ signature of Alex Rivera (performed," in page and "Valid: yes → no" in page
     assert "Audit trail " in page and "step.correct" in page
@@ -269,3 +295,55 @@ def test_a_record_the_fonts_cannot_print_is_refused_and_nothing_is_written(app, 
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Download)) == 0
         assert db.session.scalar(select(func.count()).select_from(IssuedRecord)) == 0
+
+
+def test_the_batch_page_and_the_record_write_each_value_the_same_way(app, make_batch, login):
+    """One form for people on the page and in the PDF: a stored date-time ("…T00:05Z") and a
+    stored count ("1.5e9") are never shown as stored; times to the minute."""
+    number = make_batch(weight_kg=64.5)
+    record_results(app, number)
+    client = login("qa1")
+    page = words(client.get(f"/batches/{number}"))
+    pdf = download(client, number)
+    cells, text = cells_text(pdf), " ".join(page_texts(pdf))
+    with app.app_context():
+        batch = get_batch(number)
+        receipt = next(e for e in batch.entries if e.step_key == "receipt")
+        [end] = [v for v in receipt.values if v.field_key == "collection_end"]
+        zone = lab_timezone()
+        stored, moment = end.text, datetime.fromisoformat(end.text)
+        signed_at = db.session.scalars(select(Signature.signed_at).where(Signature.batch_id == batch.id)).first()
+        bag = next(c for c in batch.containers if c.kind == "product_bag")
+    body = text[:text.index("Appendix: audit trail")]  # the appendix quotes what was stored
+    assert stored.endswith("Z") and stored not in body
+    assert stored not in page, page[page.index(stored) - 300:page.index(stored) + 50]
+    assert format_datetime(moment, zone) in page and f"End of collection | {format_utc(moment)}" in cells
+    assert "1.5 × 10⁹ cells" in page and "1.5 × 10⁹ cells" in cells and "1.5e9" not in page
+    panel = page[page.index("Release testing"):page.index("Certificate of analysis (PDF)")]
+    assert "1.02 × 10⁶ cells/kg" in panel and "1.02e6" not in panel and "1.02 × 10⁶ cells/kg" in cells
+    assert "64.5 kg" in page
+    assert f"{format_datetime(signed_at, zone)}" in page and signed_at.strftime("%H:%M:%S") not in page
+    volumes = re.findall(rf"{re.escape(bag.code)} \| Final product bag[^|]* \| ([^|]+) \|", cells)
+    assert volumes == ["32.3 mL"] and "32.3 mL" in page
+
+
+def test_the_record_prints_each_product_bag_as_its_label_does(app, make_batch, login):
+    number = make_batch(weight_kg=150.0)  # two bags of 37.5 mL
+    client = login("qa1")
+    cells = cells_text(download(client, number))
+    with app.app_context():
+        bags = sorted((c for c in get_batch(number).containers if c.kind == "product_bag"), key=lambda c: c.number)
+        codes = [c.code for c in bags]
+        filled = bags[0].created_entry.performed_at
+    expires = format_utc(filled + timedelta(days=365))
+    for n, code in enumerate(codes, start=1):
+        row = (f"Final product bag {n} of 2 | {code} | 37.5 mL | 7.50 × 10⁷ | 5.00 × 10⁵ cells/kg (150 kg) | "
+               f"{format_utc(filled)} | {expires}")
+        assert row in cells, cells[cells.index("Bag | Code"):][:600]
+    tech = login("tech1")
+    for code in codes:
+        response = tech.get(f"/containers/{code}/label.pdf", query_string={"reason": "Compared with the record"})
+        assert response.status_code == 200, words(response)
+        label = text_of(response.data)
+        for fact in ("37.5 mL", "7.50 × 10⁷", "5.00 × 10⁵ cells/kg", expires.removesuffix(" UTC")):
+            assert fact in label, fact

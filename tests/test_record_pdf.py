@@ -41,10 +41,12 @@ ORIGINAL = ValueVersion("1.2e9", "cells", False, "", None, "Alex Rivera", T0, No
 CORRECTION = ValueVersion("1.2e8", "cells", False, "", None, "Alex Rivera", T0 + timedelta(hours=2),
                           "Transcription error: the counter print-out reads 1.2e8.")
 LOW = ValueVersion("62", "%", True, "Viability 62 % is below the limit of 70 %.", None, "Alex Rivera", T0, None)
+SAMPLED = ValueVersion("2026-11-20T08:55Z", None, False, "", None, "Alex Rivera", T0, None)
 ENTRY = EntryRecord(
     occurrence=2, performed_by="Alex Rivera", performed_at=T0, comment="Supervisor informed.",
-    fields=(FieldRecord("viable_cells", "Viable cells", "value", "", (ORIGINAL, CORRECTION)),
-            FieldRecord("viability_pct", "Viability", "value", "≥ 70 %", (LOW,)),
+    fields=(FieldRecord("viable_cells", "Viable cells", "value", "", (ORIGINAL, CORRECTION), "number"),
+            FieldRecord("viability_pct", "Viability", "value", "≥ 70 %", (LOW,), "number"),
+            FieldRecord("sampled_at", "Sampled at", "value", "", (SAMPLED,), "datetime"),
             FieldRecord("incubator", "Incubator", "equipment", "",
                         (ValueVersion("INC-01", None, False, "", "CO2 incubator #1", "Alex Rivera", T0, None),))),
     derived=(DerivedRecord("fold", "Fold expansion", "1.2", None, "", False),),
@@ -67,7 +69,13 @@ RECORD = BatchRecordData(
         (Signed("Maria Rossi", "reviewed", T0 + timedelta(days=2), True),)),),
     release_tests=(ReleaseTestRecord("viability", "Viability", "Flow cytometry", "≥ 80 %", "pass", (
         ResultRecord("91.2 %", "pass", True, "≥ 80 %", None, "Jonas Weber", T0 + timedelta(days=3), False, None, False,
-                     (Signed("Jonas Weber", "performed", T0 + timedelta(days=3), True),)),)),),
+                     (Signed("Jonas Weber", "performed", T0 + timedelta(days=3), True),)),), "number", "%"),
+                   ReleaseTestRecord("dose", "Dose", "Formulation", "0.8–1.2 × 10⁶ cells/kg", "pass", (
+        ResultRecord("1.05e6 cells/kg", "pass", True, "0.8–1.2 × 10⁶ cells/kg", None, "Jonas Weber",
+                     T0 + timedelta(days=3), False, None, False, ()),), "number", "cells/kg"),
+                   ReleaseTestRecord("endotoxin", "Endotoxin", "LAL", "< 5 EU/mL", "pass", (
+        ResultRecord("< 0.5 EU/mL", "pass", True, "< 5 EU/mL", None, "Jonas Weber",
+                     T0 + timedelta(days=3), False, None, False, ()),), "number", "EU/mL")),
     decisions=(DecisionRecord("Release", "In QA review", "Released", None, None, None, None, None, "cd" * 32,
                               "Maria Rossi", T0 + timedelta(days=4),
                               (Signed("Maria Rossi", "approved for release", T0 + timedelta(days=4), True),)),),
@@ -137,7 +145,7 @@ def test_every_page_says_page_x_of_y_the_digest_and_who_downloaded_it(pdf):
     for number, text in enumerate(texts, start=1):
         assert f"Page {number} of {len(texts)}" in text
         assert f"Record digest SHA-256 {digest}" in text
-        assert "Downloaded by Zoë Müller at 2026-11-26 10:00:07 UTC" in text
+        assert "Downloaded by Zoë Müller at 2026-11-26 10:00 UTC" in text
 
 
 def test_the_digest_qr_on_the_first_page_decodes_at_150_dpi(pdf):
@@ -148,31 +156,34 @@ def test_the_digest_qr_on_the_first_page_decodes_at_150_dpi(pdf):
 def test_values_corrections_signatures_and_deviations_are_printed(pdf):
     text, cells = " ".join(page_texts(pdf)), cells_text(pdf)
     for expected in ("Batch number B-A9999-26-00001-5", "COI CH-A9999-26-000001-*", "cd19-car-t, version 1",
-                     "ab" * 32, "Entry 2: performed by Alex Rivera at 2026-11-20 09:00:05 UTC",
-                     "Signed by Alex Rivera — meaning: performed — 2026-11-20 09:00:05 UTC — INVALIDATED",
-                     "Signed by Sam Chen — meaning: verified — 2026-11-20 12:00:05 UTC — valid",
+                     "ab" * 32, "Entry 2: performed by Alex Rivera at 2026-11-20 09:00 UTC",
+                     "Signed by Alex Rivera — meaning: performed — 2026-11-20 09:00 UTC — INVALIDATED",
+                     "Signed by Sam Chen — meaning: verified — 2026-11-20 12:00 UTC — valid",
                      "Comment: Supervisor informed.", "Deviation DEV-26-0001: Viability below limit",
-                     "Signed by Maria Rossi — meaning: approved for release — 2026-11-24 09:00:05 UTC — valid",
+                     "Signed by Maria Rossi — meaning: approved for release — 2026-11-24 09:00 UTC — valid",
                      "2. Harvest and wash (second-person verification) Not recorded.",
                      "Classification minor", "Root cause Medium not pre-warmed.", "Preventive action SOP updated.",
-                     "Investigated Priya Nair at 2026-11-21 09:00:05 UTC",
+                     "Investigated Priya Nair at 2026-11-21 09:00 UTC",
                      "Appendix: audit trail of batch B-A9999-26-00001-5 (150 entries)"):
         assert expected in text, expected
-    correction = ("1.2e8 cells CHANGED SINCE ORIGINAL ENTRY Original entry: 1.2e9 cells, recorded by Alex Rivera "
-                  "at 2026-11-20 09:00:05 UTC. Correction 1: changed to 1.2e8 cells by Alex Rivera at "
-                  "2026-11-20 11:00:05 UTC. Reason: Transcription error: the counter print-out reads 1.2e8.")
-    result = ("91.2 %: PASS (final) — Jonas Weber, 2026-11-23 09:00:05 UTC Signed by Jonas Weber — meaning: "
-              "performed — 2026-11-23 09:00:05 UTC — valid")
+    correction = ("1.2 × 10⁸ cells CHANGED SINCE ORIGINAL ENTRY Original entry: 1.2 × 10⁹ cells, recorded by Alex "
+                  "Rivera at 2026-11-20 09:00 UTC. Correction 1: changed to 1.2 × 10⁸ cells by Alex Rivera at "
+                  "2026-11-20 11:00 UTC. Reason: Transcription error: the counter print-out reads 1.2e8.")
+    result = ("91.2 %: PASS (final) — Jonas Weber, 2026-11-23 09:00 UTC Signed by Jonas Weber — meaning: "
+              "performed — 2026-11-23 09:00 UTC — valid")
     for expected in (correction, "OUT OF LIMIT Viability 62 % is below the limit of 70 %.", "INC-01 (CO2 incubator #1)",
-                     result, "new: id=150; text=1.2e9"):
+                     result, "Sampled at | 2026-11-20 08:55 UTC", "1.05 × 10⁶ cells/kg: PASS (final)",
+                     "< 0.5 EU/mL: PASS (final)", "new: id=150; text=1.2e9"):
         assert expected in cells, expected
+    # Storage forms stay in the digest, not on the page (the audit appendix quotes what was stored).
+    assert "2026-11-20T08:55Z" not in cells and "1.05e6" not in cells and "09:00:05" not in cells
 
 
 def test_who_downloaded_it_changes_the_footer_not_the_digest(pdf):
     other = render_record(RECORD, Issue("Olu Adeyemi", ISSUE.issued_at + timedelta(days=1)))
     assert [b.text for b in decode(pages(other, 150)[0])] == [qr_payload(record_digest(RECORD))]
     text = " ".join(page_texts(other))
-    assert "Downloaded by Olu Adeyemi at 2026-11-27 10:00:07 UTC" in text and "Zoë" not in text
+    assert "Downloaded by Olu Adeyemi at 2026-11-27 10:00 UTC" in text and "Zoë" not in text
 
 
 # --- what changed between two versions -------------------------------------------------------------
@@ -183,7 +194,8 @@ def _document(record: BatchRecordData) -> dict:
 
 
 def test_the_changes_name_the_corrected_value_the_invalidated_signature_and_new_audit_entries():
-    before_entry = replace(ENTRY, fields=(FieldRecord("viable_cells", "Viable cells", "value", "", (ORIGINAL,)),
+    before_entry = replace(ENTRY, fields=(FieldRecord("viable_cells", "Viable cells", "value", "", (ORIGINAL,),
+                                                      "number"),
                                           *ENTRY.fields[1:]),
                            signatures=(replace(PERFORMED, valid=True), VERIFIED))
     before = replace(RECORD, steps=(replace(RECORD.steps[0], entries=(before_entry,)), RECORD.steps[1]),
@@ -191,12 +203,12 @@ def test_the_changes_name_the_corrected_value_the_invalidated_signature_and_new_
     changes = [(c.where, c.what) for c in record_changes(_document(before), _document(RECORD))]
     where = "Steps / Expansion (daily count) / entry 2"
     assert ("Record", "State: QC testing → In process") in changes
-    added = ("version 2 added: 1.2e8 cells (was 1.2e9 cells), by Alex Rivera at 2026-11-20T11:00:05.000000Z. "
+    added = ("version 2 added: 1.2 × 10⁸ cells (was 1.2 × 10⁹ cells), by Alex Rivera at 2026-11-20 11:00 UTC. "
              "Reason: Transcription error: the counter print-out reads 1.2e8.")
     assert (f"{where} / Viable cells", added) in changes
-    performed = "signature of Alex Rivera (performed, 2026-11-20T09:00:05.000000Z)"
+    performed = "signature of Alex Rivera (performed, 2026-11-20 09:00 UTC)"
     assert (f"{where} / {performed}", "Valid: yes → no") in changes
-    assert (where, "signature of Alex Rivera (corrected, 2026-11-20T11:00:05.000000Z) added") in changes
+    assert (where, "signature of Alex Rivera (corrected, 2026-11-20 11:00 UTC) added") in changes
     assert ("Audit trail", "2 entries added (#149 to #150): step.record") in changes
     assert len(changes) == 5
     assert record_changes(_document(RECORD), _document(RECORD)) == []

@@ -17,6 +17,7 @@ same everywhere (a bag of 32.25 mL is "32.3 mL" on its label and in its record).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
@@ -28,6 +29,8 @@ SMALL = Decimal("1e-3")
 DIGITS = 3
 
 Number = Decimal | str | int | float
+#: A number as a result may be reported: below or above a limit of quantitation ("< 0.5").
+_CENSORED = re.compile(r"([<>≤≥]\s*)?(.+)")
 
 
 def decimal(value: Number) -> Decimal:
@@ -59,8 +62,8 @@ def format_number(value: Number, digits: int | None = DIGITS) -> str:
     """A number for people: ``1.80 × 10⁹``, ``32.3``, ``1235``, ``7.5``, ``0``; an ``int`` as it is.
 
     ``digits`` significant digits (the integer part is never rounded away); ``None`` keeps
-    every digit of a recorded value and changes only its notation (``1.8e9`` -> ``1.8 × 10⁹``;
-    trailing zeros of a power-of-ten mantissa are dropped: ``1.80e9`` -> ``1.8 × 10⁹``).
+    every digit of a recorded value and changes only its notation (``1.80e9`` -> ``1.80 × 10⁹``;
+    a number written out in full loses the zeros that only place it: ``1800000000`` -> ``1.8 × 10⁹``).
     """
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)  # a count of things (bags, days): exact
@@ -75,7 +78,7 @@ def format_number(value: Number, digits: int | None = DIGITS) -> str:
             if abs(mantissa) >= 10:  # 9.996e5 rounds up to 10.00
                 exponent += 1
                 mantissa = exact.scaleb(-exponent).quantize(Decimal(1).scaleb(1 - digits), ROUND_HALF_UP)
-        else:
+        elif exact.as_tuple().exponent == 0:  # written out in full (1800000000): its zeros are not digits typed
             mantissa = mantissa.normalize()
         return f"{mantissa:f} × 10{str(exponent).translate(_SUPERSCRIPTS)}"
     if digits is None:
@@ -121,3 +124,35 @@ def format_datetime(moment: datetime, zone: tzinfo | None = None) -> str:
 def format_utc(moment: datetime) -> str:
     """The moment in UTC, as ``format_datetime`` writes it."""
     return format_datetime(moment, UTC)
+
+
+def recorded_number(value: float | None) -> str:
+    """A recorded number (a count, a viability) read back as a float, with every digit typed:
+    a float read from the recorded text gives that text back (its shortest repr), but for the
+    ``.0`` a whole number gains (``91`` typed reads ``91``, ``1.8e9`` ``1.8 × 10⁹``)."""
+    if value is None:
+        return ""
+    return format_number(str(int(value)) if float(value).is_integer() else value, None)
+
+
+def format_recorded(text: str, kind: str, unit: str | None) -> str:
+    """A value in its storage form as people read it, with its unit: a date-time
+    (``2026-11-13T00:05Z``) as ``2026-11-13 00:05 UTC``, a number with every digit typed
+    in the one notation (``1.8e9`` -> ``1.8 × 10⁹``, ``< 0.5`` stays), other text as stored.
+
+    ``kind`` is the field's type or the release test's kind. Text that does not read as
+    its kind (never stored by the engine) is printed as stored rather than refused.
+    """
+    shown = text
+    try:
+        if kind == "datetime":
+            shown = format_utc(datetime.fromisoformat(text))
+        elif kind == "integer":
+            shown = format_number(int(text))
+        elif kind == "number":
+            censored = _CENSORED.fullmatch(text.strip())
+            if censored is not None:
+                shown = f"{censored[1] or ''}{format_number(censored[2], None)}"
+    except ValueError:
+        shown = text
+    return f"{shown} {unit}" if unit else shown

@@ -17,7 +17,15 @@ from dataclasses import dataclass, field
 from workflows import formula
 from workflows.engine import parse_text, state_phrase
 from workflows.engine_types import StepProgress, Value
-from workflows.formatting import DIGITS, LARGE, decimal, format_number, format_quantity, round_half_up
+from workflows.formatting import (
+    DIGITS,
+    LARGE,
+    decimal,
+    format_number,
+    format_quantity,
+    format_recorded,
+    round_half_up,
+)
 from workflows.model import (
     Bound,
     DecisionSpec,
@@ -293,7 +301,7 @@ def _check_number(test: ReleaseTestSpec, text: str, basis: Basis | None) -> Resu
 
 def _judged(test: ReleaseTestSpec, text: str, number: float | None, passed: bool, basis: Basis | None,
             measured: str | None = None) -> ResultCheck:
-    shown = f"{text} {test.unit}" if test.unit else text
+    shown = format_recorded(text, test.kind, test.unit)
     specification = spec_text(test, basis)
     if passed:
         message = f"{test.title}: {shown} meets the specification ({specification})."
@@ -397,7 +405,7 @@ def _result_blockers(definition: ProcessDefinition, results: Mapping[str, Curren
 
 
 def _oos_words(test: ReleaseTestSpec, current: CurrentResult) -> str:
-    shown = f"{current.text} {test.unit}" if test.unit else current.text
+    shown = format_recorded(current.text, test.kind, test.unit)
     specification = current.specification or spec_text(test)
     return f"{test.title} is out of specification: {shown} (specification {specification})."
 

@@ -12,13 +12,15 @@ from flask import current_app
 from sqlalchemy import select
 
 from lab.extensions import db
-from lab.models import AuditEvent, Batch, QcResult, Signature, StepValue
+from lab.models import AuditEvent, Batch, Container, QcResult, Signature, StepValue
 from lab.services.deviations import SOURCES
 from lab.services.expansion import expansion_chart
+from lab.services.labels import bag_dose, label_dates
 from lab.services.progress import ContainerView, EntryView, StepView, ValueView, batch_overview
 from lab.services.release_status import QualityRecord, TestRow, quality_record
 from labels.record_data import (
     AuditRecord,
+    BagContents,
     BatchRecordData,
     ContainerRecord,
     CustodyRecord,
@@ -34,7 +36,7 @@ from labels.record_data import (
     ValueVersion,
 )
 from workflows.engine_types import FieldValue
-from workflows.formatting import format_number
+from workflows.formatting import format_number, format_quantity
 from workflows.model import ProcessDefinition
 
 #: Tables that log copies taken out of CellTrail: they describe a printout, not the batch,
@@ -62,7 +64,7 @@ def batch_record(batch: Batch) -> BatchRecordData:
         started_at=batch.created_at,
         started_by=batch.created_by.full_name,
         steps=tuple(_step(view) for view in overview.steps),
-        containers=tuple(_container(view) for view in overview.containers),
+        containers=tuple(_container(view, definition) for view in overview.containers),
         custody=tuple(CustodyRecord(
             occurred_at=e.occurred_at, container=e.container.code if e.container else None, event=e.event,
             step=definition.step(e.step_key).title if e.step_key else None, scanned=e.scanned_code,
@@ -101,7 +103,7 @@ def _field(view: ValueView) -> FieldRecord:
     versions = [*view.history, view.current] if view.current else view.history
     current = versions[-1] if versions else None
     return FieldRecord(view.spec.key, view.spec.label, FIELD_KINDS.get(view.spec.type, "value"),
-                       current.limit_text if current else "", tuple(_version(v) for v in versions))
+                       current.limit_text if current else "", tuple(_version(v) for v in versions), view.spec.type)
 
 
 def _version(value: StepValue) -> ValueVersion:
@@ -120,11 +122,22 @@ def _derived(value: FieldValue) -> DerivedRecord:
     return DerivedRecord(value.key, value.label, text, value.unit, value.limit_text, value.out_of_limit)
 
 
-def _container(view: ContainerView) -> ContainerRecord:
+def _container(view: ContainerView, definition: ProcessDefinition) -> ContainerRecord:
     c = view.container
-    return ContainerRecord(c.code, view.title, f"{format_number(c.volume_ml)} mL" if c.volume_ml is not None else None,
+    volume = format_quantity(c.volume_ml, "mL") if c.volume_ml is not None else None  # as its label prints it
+    return ContainerRecord(c.code, view.title, volume,
                            c.status, c.location, view.printed + view.reprinted,
-                           tuple(p.reason or "" for p in c.prints if p.is_reprint))
+                           tuple(p.reason or "" for p in c.prints if p.is_reprint), _contents(c, definition))
+
+
+def _contents(container: Container, definition: ProcessDefinition) -> BagContents | None:
+    """A product bag's cells, dose and dates, from what its label prints (``lab.services.labels``)."""
+    dose = bag_dose(container)
+    if dose is None:
+        return None
+    dates = {d.what: d.moment for d in label_dates(container, definition.container_kinds.get(container.kind))}
+    filled = dates.get("filled", container.created_entry.performed_at)
+    return BagContents(dose.cells, dose.per_kg, dose.weight_kg.normalize(), filled, dates.get("expires"))
 
 
 def _deviations(quality: QualityRecord) -> tuple[DeviationRecord, ...]:
@@ -149,7 +162,8 @@ def _result(result: QcResult, signatures: list[tuple[Signature, bool]], supersed
 
 def _release_test(row: TestRow) -> ReleaseTestRecord:
     return ReleaseTestRecord(row.test.key, row.test.title, row.test.method, row.specification, row.status,
-                             tuple(_result(r, signatures, row.superseded) for r, signatures in row.history))
+                             tuple(_result(r, signatures, row.superseded) for r, signatures in row.history),
+                             row.test.kind, row.test.unit)
 
 
 def _decisions(quality: QualityRecord, definition: ProcessDefinition) -> tuple[DecisionRecord, ...]:

@@ -10,6 +10,7 @@ from datetime import datetime
 from lab.models import Batch
 from lab.services.progress import BatchOverview
 from lab.services.release_status import QualityRecord
+from workflows.formatting import format_recorded
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,8 @@ def _add_quality(events: list[TimelineEvent], batch: Batch, quality: QualityReco
     for row in quality.panel:
         for result, _signed in row.history:
             problem = "" if result.verdict != "fail" else f"OUT OF SPECIFICATION ({result.spec_text})"
-            events.append(TimelineEvent(result.recorded_at, "Result", f"{row.test.title}: {result.text}",
+            shown = format_recorded(result.text, row.test.kind, result.unit)
+            events.append(TimelineEvent(result.recorded_at, "Result", f"{row.test.title}: {shown}",
                                         result.recorded_by.full_name, "release", problem=problem))
     for deviation, _signed in quality.deviations:
         events.append(TimelineEvent(deviation.opened_at, "Deviation", f"{deviation.number} opened: {deviation.title}",

@@ -34,7 +34,7 @@ SCAN_BOX = "Scan or type a batch number or COI"
 SIGNING_PASSWORD = re.compile(r"^Password\b")
 FULL_NAMES = {username: full_name for username, _role, full_name in USERS}
 #: How a signature line shows its time: UTC, to the second.
-SIGNED_AT = "%Y-%m-%d %H:%M:%S UTC"
+SIGNED_AT = "%Y-%m-%d %H:%M UTC"  # as workflows.formatting writes a date-time
 
 
 def message(page: Page, text: str | re.Pattern[str]) -> Locator:
