@@ -27,7 +27,7 @@ from lab.models import User
 from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
 from lab.services.progress import definition_for
-from tests.factories import PASSWORD, PASSWORD_HASH, add_inventory, user
+from tests.factories import PASSWORD, PASSWORD_HASH, add_inventory, form_data, get_batch, page_text, step_values, user
 from tests.routes import every_kind_of_record
 
 ON_POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
@@ -95,9 +95,8 @@ def shared_app(app: Flask, tmp_path: Path) -> Iterator[Flask]:
         db.engine.dispose()
 
 
-@pytest.fixture
-def app(_schema: None) -> Iterator[Flask]:
-    app = create_app(TestingConfig)
+def empty_tables(app: Flask) -> None:
+    """Give ``app`` empty tables: created on SQLite (in memory, new per app), emptied on PostgreSQL."""
     with app.app_context():
         if ON_POSTGRES:
             tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
@@ -107,6 +106,12 @@ def app(_schema: None) -> Iterator[Flask]:
             db.session.commit()
         else:
             db.create_all()
+
+
+@pytest.fixture
+def app(_schema: None) -> Iterator[Flask]:
+    app = create_app(TestingConfig)
+    empty_tables(app)
     yield app
     with app.app_context():
         db.session.remove()
@@ -198,6 +203,20 @@ def make_batch(app: Flask, users: dict[str, int], inventory: None) -> Callable[.
             db.session.commit()
             return batch.batch_number
     return _make_batch
+
+
+@pytest.fixture
+def two_bag_batch(app: Flask, make_batch: Callable[..., str], login: Callable[[str], FlaskClient]) -> str:
+    """A batch filled into two product bags (a dilute product for a 58 kg patient)."""
+    number = make_batch(until="formulation")
+    client = login("tech1")
+    with app.app_context():
+        batch = get_batch(number)
+        raw = step_values("formulation", when=datetime.now(UTC), batch=batch, car_t_per_ml="5e5")
+        version = batch.version
+    response = client.post(f"/batches/{number}/steps/formulation", data=form_data(raw, batch_version=version))
+    assert response.status_code == 302, page_text(response)[:3000]
+    return number
 
 
 @pytest.fixture

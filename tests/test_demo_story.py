@@ -12,7 +12,7 @@ from itertools import pairwise
 import pytest
 from flask import Flask
 from flask.testing import FlaskCliRunner
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from config import TestingConfig
 from lab import create_app
@@ -21,7 +21,7 @@ from lab.models import AuditEvent, Batch, Container, Signature, StepEntry, StepV
 from lab.models.base import simulated_clock, utcnow
 from lab.services.progress import definition_for
 from lab.services.signatures import RECORD_TYPES
-from tests.conftest import ON_POSTGRES
+from tests.conftest import empty_tables
 from tests.factories import PASSWORD, get_batch, post_step
 from workflows.engine import typed_value
 from workflows.formatting import format_datetime
@@ -47,23 +47,11 @@ class Demo:
     output: str  # what seed-demo said
 
 
-def _empty_database(app: Flask) -> None:
-    """As tests/conftest.py's app fixture: tables created on SQLite, emptied on PostgreSQL."""
-    with app.app_context():
-        if not ON_POSTGRES:
-            db.create_all()
-            return
-        tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
-        db.session.execute(text("SET LOCAL session_replication_role = replica"))
-        db.session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-        db.session.commit()
-
-
 @pytest.fixture(scope="module")
 def demo(_schema: None) -> Iterator[Demo]:
     """The demo lab, seeded once for the read-only tests of this module."""
     app = create_app(TestingConfig)
-    _empty_database(app)
+    empty_tables(app)
     started = datetime.now(UTC)
     result = app.test_cli_runner().invoke(args=["seed-demo", "--password", PASSWORD])
     assert result.exit_code == 0, result.output

@@ -13,7 +13,7 @@ from lab.extensions import db
 from lab.models import AuditEvent, Container, LabelPrint
 from lab.services.labels import label_data
 from labels.pdf import layout_sheet
-from tests.factories import form_data, get_batch, page_text, step_values
+from tests.factories import get_batch, page_text
 from tests.readback import THERMAL_DPIS, bilevel, decode, pages, qr_texts, text_of
 
 
@@ -26,20 +26,6 @@ def containers_of(app: Flask, number: str) -> list[tuple[str, str, int]]:
 def prints(app: Flask) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(LabelPrint)) or 0
-
-
-@pytest.fixture
-def two_bag_batch(app: Flask, make_batch, login) -> str:
-    """A batch filled into two product bags (a dilute product for a 58 kg patient)."""
-    number = make_batch(until="formulation")
-    client = login("tech1")
-    with app.app_context():
-        batch = get_batch(number)
-        raw = step_values("formulation", when=datetime.now(UTC), batch=batch, car_t_per_ml="5e5")
-        version = batch.version
-    response = client.post(f"/batches/{number}/steps/formulation", data=form_data(raw, batch_version=version))
-    assert response.status_code == 302, page_text(response)[:3000]
-    return number
 
 
 def land(client, payload: str) -> str:

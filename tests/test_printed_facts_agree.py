@@ -19,7 +19,7 @@ import pdfplumber
 import pypdf
 import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from config import TestingConfig
 from lab import create_app
@@ -30,7 +30,7 @@ from lab.services.labels import label_data
 from lab.services.progress import container_title, definition_for
 from lab.services.signatures import current_values
 from labels.pdf import layout_sheet
-from tests.conftest import ON_POSTGRES
+from tests.conftest import empty_tables
 from tests.factories import PASSWORD
 from tests.readback import page_texts
 from tests.test_labels_pdf import weight_text
@@ -66,18 +66,6 @@ class BatchPrint:
     collection_end: datetime | None
     record: str
     containers: list[Printed]
-
-
-def _empty_database(app: Flask) -> None:
-    """As tests/conftest.py's app fixture: tables created on SQLite, emptied on PostgreSQL."""
-    with app.app_context():
-        if not ON_POSTGRES:
-            db.create_all()
-            return
-        tables = ", ".join(f'"{t.name}"' for t in db.metadata.sorted_tables)
-        db.session.execute(text("SET LOCAL session_replication_role = replica"))
-        db.session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
-        db.session.commit()
 
 
 def _sheet_texts(app: Flask, number: str, pdf: bytes) -> dict[str, str]:
@@ -132,7 +120,7 @@ def _collection_end(batch: Batch) -> datetime | None:
 def printed(_schema: None) -> Iterator[list[BatchPrint]]:
     """Every demo batch with the labels and record the app serves for it (the demo seeded once)."""
     app = create_app(TestingConfig)
-    _empty_database(app)
+    empty_tables(app)
     with app.app_context():
         seed(PASSWORD)
         db.session.commit()
