@@ -19,6 +19,9 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     # Reviewing the trail is the quality unit's and the inspector's job (Annex 11 §9; reviewed
     # by someone independent of the process); administrators answer for accounts and access.
     "review_audit_trail": ("qa_officer", "auditor", "admin"),
+    # A batch's own trail is part of its executed batch record (its appendix), which every
+    # role that works on or inspects batches reads: one rule for the page, the record and /audit.
+    "read_batch_trail": ("technician", "supervisor", "qc_analyst", "qa_officer", "auditor", "admin"),
 }
 
 

@@ -1,7 +1,9 @@
 """The audit trail on screen (filtered, paged newest first), on the batch page, and as CSV.
 
-Only QA officers, auditors and administrators see it (lab.permissions). Every CSV export
-is logged as a download, and so is itself an entry of the trail.
+The whole trail is for QA officers, auditors and administrators; one batch's trail is part
+of its executed batch record, so everyone who reads the record reads it too, on the batch
+page and filtered to that batch here (lab.permissions). Every CSV export is logged as a
+download, and so is itself an entry of the trail.
 """
 
 from __future__ import annotations
@@ -36,8 +38,17 @@ NEGATIVE_NUMBER = re.compile(r"-\d+(\.\d+)?([eE][-+]?\d+)?")
 
 
 @bp.before_request
-def _reviewers_only() -> None:
+def _who_reads_the_trail() -> None:
+    """The whole trail for its reviewers; one batch's trail for everyone who reads its record."""
+    if request.args.get("batch", "").strip() and may_read_batch_trail():
+        return
     require(current_user, "review_audit_trail", "review the audit trail")
+
+
+@bp.app_template_global()
+def may_read_batch_trail() -> bool:
+    """For the batch page: whether the signed-in user reads this batch's trail (its record's appendix)."""
+    return bool(current_user.is_authenticated and current_user.can_act_as(*ACTIONS["read_batch_trail"]))
 
 
 @bp.app_template_global()
