@@ -38,10 +38,28 @@ class Config:
     WORKFLOW_DIR: str | None = None
     #: Inactivity after which a session ends (Part 11: a continuous session is a controlled one).
     SESSION_MINUTES = 30
+    #: A session ends this long after its sign-in, however busy: a copied cookie is not renewed forever.
+    SESSION_MAX_HOURS = 12
+    #: Password policy (lab.passwords): shortest and longest password, how many earlier passwords may
+    #: not come back, and the age after which the owner must choose a new one (0: never).
+    PASSWORD_MIN_LENGTH = 12
+    PASSWORD_MAX_LENGTH = 256
+    PASSWORD_HISTORY = 5
+    PASSWORD_MAX_AGE_DAYS = 0
     MAX_CONTENT_LENGTH = 1024 * 1024
     #: Werkzeug's hashing method for passwords; scrypt is slow on purpose.
     PASSWORD_HASH_METHOD = "scrypt"
+    #: Failed sign-ins in a row that lock an account, and for how long (0: until an administrator unlocks it).
+    LOGIN_LOCKOUT_AFTER = 5
+    LOGIN_LOCKOUT_MINUTES = 30
+    #: Failed sign-ins one client address may make within the window before it is refused (429).
+    #: Behind a reverse proxy the address is the proxy's unless the app is told to trust its headers.
+    LOGIN_ADDRESS_LIMIT = 20
+    LOGIN_ADDRESS_WINDOW_MINUTES = 15
     SESSION_COOKIE_HTTPONLY = True
+    #: Sent over HTTPS only. None: secure unless debugging or testing; false only for a test
+    #: install served over plain HTTP (LAB_SESSION_COOKIE_SECURE=false).
+    SESSION_COOKIE_SECURE: bool | None = None
     SESSION_COOKIE_SAMESITE = "Lax"
     WTF_CSRF_TIME_LIMIT = None  # a form left open at the bench must still submit
     TESTING = False

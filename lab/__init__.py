@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import Flask
+from flask import Flask, abort, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.routing import IntegerConverter
+from werkzeug.wrappers import Response
 
 from config import database_url
 from lab.extensions import csrf, db, login_manager, migrate
@@ -21,6 +24,15 @@ ROOT_DIR = PACKAGE_DIR.parent
 #: Placeholder keys from examples and tutorials that must never sign real sessions.
 INSECURE_KEYS = frozenset({"dev", "secret", "changeme", "change-me", "testing-only"})
 DEBUG_KEY = "celltrail-debug-only-not-a-secret"
+#: No inline script or style anywhere: the pages' script and style are files under /static.
+CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+                           "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Frame-Options": "DENY",
+                    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+#: Browsers keep to HTTPS for a year once they have seen this over HTTPS.
+HSTS = "max-age=31536000"
+#: Line breaks and tabs are text; every other control character (C0, DEL, C1) is not.
+ALLOWED_CONTROLS = frozenset("\t\n\r")
 
 
 class ConfigurationError(RuntimeError):
@@ -37,6 +49,11 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     if not app.config.get("SQLALCHEMY_DATABASE_URI"):
         Path(app.instance_path).mkdir(parents=True, exist_ok=True)
         app.config["SQLALCHEMY_DATABASE_URI"] = f"sqlite:///{Path(app.instance_path) / 'celltrail.sqlite'}"
+    if app.config.get("SESSION_COOKIE_SECURE") is None:
+        app.config["SESSION_COOKIE_SECURE"] = not (app.debug or app.testing)
+    app.url_map.converters["int"] = DatabaseIntConverter
+    app.before_request(_refuse_control_characters)
+    app.after_request(_add_security_headers)
     app.permanent_session_lifetime = timedelta(minutes=int(app.config["SESSION_MINUTES"]))
 
     db.init_app(app)
@@ -51,6 +68,8 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     sent_forms.init_app(app)
     for module in (main, patients, batches, containers, admin, inventory, quality, deviations, records, audit):
         app.register_blueprint(module.bp)
+    from lab.views import account
+    app.register_blueprint(account.bp)
     errors.register_error_handlers(app)
     templating.register(app)
     cli.register_commands(app)
@@ -80,6 +99,9 @@ def _check_configuration(app: Flask) -> None:
         )
     if not key:
         app.config["SECRET_KEY"] = DEBUG_KEY
+    if not isinstance(app.config.get("SESSION_COOKIE_SECURE"), bool | None):
+        raise ConfigurationError("SESSION_COOKIE_SECURE is true or false (set LAB_SESSION_COOKIE_SECURE=false only "
+                                 "for a test install served over plain HTTP).")
     if not is_valid_fin(str(app.config["FACILITY_ID"])):
         raise ConfigurationError(
             f"FACILITY_ID {app.config['FACILITY_ID']!r} is not a facility identifier: five characters "
@@ -92,6 +114,43 @@ def _check_configuration(app: Flask) -> None:
             f"TIMEZONE {app.config['TIMEZONE']!r} is not a time zone name such as Europe/Berlin "
             "(set LAB_TIMEZONE)."
         ) from None
+
+
+class DatabaseIntConverter(IntegerConverter):
+    """``<int:...>`` ids, bounded to a 32-bit column: a larger number is no record (404), not
+    a query the database refuses (500)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("max", 2**31 - 1)
+        super().__init__(*args, **kwargs)
+
+
+def _refuse_control_characters() -> None:
+    """Control characters (a NUL from a scanner, an escape from a paste) are refused in the
+    path, the query and every form field, before any query: PostgreSQL cannot store NUL, and
+    none of them belongs in a record."""
+    texts = [("The address", request.path)]
+    for source, values in (("query", request.args), ("form", request.form)):
+        for name, items in values.lists():
+            shown = "".join(char for char in name[:40] if not _is_control(char))
+            texts += [(f"The {source} field \u201c{shown}\u201d", text) for text in (name, *items)]
+    for where, text in texts:
+        bad = next((char for char in text if _is_control(char)), None)
+        if bad is not None:
+            abort(400, f"{where} holds a control character (U+{ord(bad):04X}), from a scanner or a paste, which "
+                       "cannot be recorded. Nothing was saved: retype it and submit again.")
+
+
+def _is_control(char: str) -> bool:
+    return char not in ALLOWED_CONTROLS and unicodedata.category(char) == "Cc"
+
+
+def _add_security_headers(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if request.is_secure:
+        response.headers.setdefault("Strict-Transport-Security", HSTS)
+    return response
 
 
 @event.listens_for(Engine, "connect")

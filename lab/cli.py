@@ -7,6 +7,7 @@ from flask import Flask
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
 
+from lab.cli_backup import backup_command, verify_backup_command
 from lab.cli_records import export_records, verify_export_command
 from lab.exceptions import InvalidInput
 from lab.extensions import db
@@ -23,6 +24,8 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(export_records)
     app.cli.add_command(verify_export_command)
     app.cli.add_command(verify_audit)
+    app.cli.add_command(backup_command)
+    app.cli.add_command(verify_backup_command)
 
 
 @click.command("init-db")
@@ -40,7 +43,7 @@ def init_db() -> None:
 @click.option("--role", type=click.Choice(list(ROLE_TITLES)), prompt=True)
 @click.password_option("--password", help="Prompted for (twice) when not given.")
 def create_user_command(username: str, full_name: str, role: str, password: str) -> None:
-    """Add a user account."""
+    """Add a user account. Its password is temporary: the owner replaces it at the first sign-in."""
     from lab.services.users import create_user
 
     try:
@@ -51,7 +54,8 @@ def create_user_command(username: str, full_name: str, role: str, password: str)
             click.echo(f"{field}: {message}", err=True)
         raise click.exceptions.Exit(1) from None
     db.session.commit()
-    click.echo(f"Created {user.username} ({user.role_title}).")
+    click.echo(f"Created {user.username} ({user.role_title}). The password is temporary: "
+               "choose your own at the first sign-in.")
 
 
 @click.command("check-workflows")
@@ -98,23 +102,26 @@ def seed_demo(password: str) -> None:
 @click.command("verify-audit")
 @with_appcontext  # also under FlaskCliRunner, which does not push one
 def verify_audit() -> None:
-    """Walk the audit trail's hash chain and check every signature; exit 1 naming the first
-    sign of a change made in the database behind the application."""
-    from lab.services.audit_verify import verify_chain, verify_signatures
+    """Walk the audit trail's hash chain, check every signature and every batch's state against
+    its signed decisions; exit 1 naming the first sign of a change made in the database behind
+    the application."""
+    from lab.services.audit_verify import verify_chain, verify_decisions, verify_signatures
 
-    chain, signatures = verify_chain(), verify_signatures()
-    problems = [*chain.findings.problems, *signatures.findings.problems]
+    chain, signatures, decisions = verify_chain(), verify_signatures(), verify_decisions()
+    problems = [*chain.findings.problems, *signatures.findings.problems, *decisions.findings.problems]
     for problem in problems:
         click.echo(f"TAMPERED: {problem}", err=True)
-    hidden = chain.findings.count + signatures.findings.count - len(problems)
+    hidden = chain.findings.count + signatures.findings.count + decisions.findings.count - len(problems)
     if hidden:
         click.echo(f"... and {hidden} more.", err=True)
     click.echo(f"Audit trail: {chain.entries} entries, last entry {chain.last_id}, sha256 {chain.last_hash}: "
                + ("chain broken." if chain.findings.count else "chain intact."))
     click.echo(f"Signatures: {signatures.checked} checked, "
-               f"{signatures.checked - signatures.superseded - signatures.findings.count} match their records, "
+               f"{signatures.checked - signatures.superseded - signatures.mismatched} match their records, "
                f"{signatures.superseded} no longer match because a later signed correction changed their record "
                "(expected; the record shows them so).")
+    click.echo(f"Batch states: {decisions.checked} checked against their signed decisions, "
+               f"{decisions.findings.count} not supported by one.")
     if problems:
         click.echo(f"Not intact: {problems[0]}", err=True)
         raise click.exceptions.Exit(1)

@@ -290,7 +290,8 @@ def seed(password: str) -> str:
     opened = min(start for _, start in patients) - timedelta(days=1)
     with simulated_clock(opened) as clock:
         for username, role, full_name in USERS:
-            create_user(username, full_name, role, password, actor=None)
+            # The one exception to temporary passwords: the README's demo sign-in must work as printed.
+            create_user(username, full_name, role, password, actor=None, temporary=False)
         with audit.action("demo.inventory", actor=None):
             add_inventory(now.date())
         people = {u.username: u for u in db.session.scalars(select(User))}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template, request
+from flask import Flask, render_template
 from flask_login import current_user
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
@@ -17,17 +17,6 @@ TITLES = {400: "Not understood", 401: "Sign in first", 403: "Not allowed", 404: 
 
 
 def register_error_handlers(app: Flask) -> None:
-    @app.before_request
-    def refuse_nul_characters() -> tuple[str, int] | None:
-        """PostgreSQL can neither store nor look up text holding NUL: refuse it before any query."""
-        texts = [request.path, *request.args.keys(), *request.form.keys()]
-        texts += [value for _, values in (*request.args.lists(), *request.form.lists()) for value in values]
-        if not any("\x00" in text for text in texts):
-            return None
-        return render_template("errors/error.html", code=400, title="Input not accepted",
-                               message="The text sent holds a NUL character (from a scanner or a paste), "
-                                       "which cannot be stored. Retype it and submit again."), 400
-
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError) -> tuple[str, int]:
         db.session.rollback()

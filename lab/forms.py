@@ -47,7 +47,8 @@ class CreateUserForm(OnceForm):
     username = StringField("Username", [DataRequired(), Length(max=64)])
     full_name = StringField("Full name (printed with signatures)", [DataRequired(), Length(max=128)])
     role = SelectField("Role", choices=ROLE_CHOICES)
-    password = PasswordField("Initial password", [DataRequired(), Length(max=256)])
+    password = PasswordField("Temporary password (its owner replaces it at the first sign-in)",
+                             [DataRequired(), Length(max=256)])
 
 
 class UpdateUserForm(OnceForm):

@@ -5,11 +5,16 @@ browser, the back button after a POST, a reload, a second tab of the same page) 
 with a clear message and nothing is recorded twice. A refused request (a typo, a wrong
 password) saves nothing, so its token stays good for the corrected form.
 
+The token is required: a POST of a signed-in user without one is refused (400) before its view
+runs, so a form cannot be replayed by leaving the token out. Signing in and out are exempt:
+they change no record, and the sign-in page has no session to build a token for.
+
 Forms built on a batch also carry its version (``lab.forms.VersionedForm``): that refuses a
 page gone stale because someone else changed the record in between."""
 
 from __future__ import annotations
 
+import re
 import secrets
 from typing import Any
 
@@ -20,12 +25,15 @@ from markupsafe import Markup
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from wtforms import HiddenField
-from wtforms.validators import Length
 
 from lab.extensions import db
 from lab.models import SentForm
 
 TOKEN_FIELD = "form_token"
+#: What ``new_token`` makes (URL-safe base64), up to the column's length.
+TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+#: POST endpoints that change no record.
+EXEMPT_ENDPOINTS = frozenset({"main.login", "main.logout"})
 
 
 def new_token() -> str:
@@ -35,7 +43,7 @@ def new_token() -> str:
 class OnceForm(FlaskForm):
     """A form that changes something: it carries its one-time token."""
 
-    form_token = HiddenField(default=new_token, validators=[Length(max=64)])
+    form_token = HiddenField(default=new_token)  # its shape is checked by claim_token, before the view
 
     def hidden_tag(self, *fields: Any) -> Markup:
         """The hidden fields, without ids: a page may hold several forms, each with its own
@@ -46,12 +54,16 @@ class OnceForm(FlaskForm):
 
 
 def claim_token() -> None:
-    """Before a POST's view runs: keep its form's token, or refuse a form already saved."""
-    token = request.form.get(TOKEN_FIELD, "") if request.method == "POST" else ""
-    if not token or not current_user.is_authenticated:
+    """Before a POST's view runs: keep its form's token, or refuse a form already saved or
+    sent without its token."""
+    if request.method != "POST" or request.endpoint in EXEMPT_ENDPOINTS or not current_user.is_authenticated:
         return
-    if len(token) > 64:
-        abort(400, "The form's token is malformed: reload the page and enter it again.")
+    token = request.form.get(TOKEN_FIELD, "")
+    if not token:
+        abort(400, "The form came without its one-time token, which keeps a form from being saved twice: "
+                   "nothing was saved. Open the page again and submit the form from it.")
+    if TOKEN_SHAPE.fullmatch(token) is None:
+        abort(400, "The form's one-time token is malformed: nothing was saved. Reload the page and enter it again.")
     db.session.add(SentForm(token=token, endpoint=(request.endpoint or "")[:64], user_id=current_user.id))
     try:
         db.session.flush()

@@ -758,7 +758,7 @@ def expansion_svg(chart: ExpansionChart, width: float = WIDTH, *, title: str = "
     fonts = {SANS: {"family": SVG_FONTS}, SANS_BOLD: {"family": SVG_FONTS, "weight": "bold"}}
     canvas = renderSVG.SVGCanvas((drawing.width, drawing.height), useClip=True, fontHacks=fonts, svgAttrs={
         "width": "100%", "role": "img", "aria-labelledby": "expansion-chart-title expansion-chart-desc",
-        "class": "expansion-chart", "style": "height: auto; max-width: 52rem; display: block"})
+        "class": "expansion-chart"})  # sized by the stylesheet: the pages' CSP allows no inline style
     _SvgRenderer().draw(renderScaledDrawing(drawing), canvas, 0, 0, showBoundary=False)
     svg = canvas.svg
     svg.removeAttribute("height")

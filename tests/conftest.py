@@ -18,12 +18,14 @@ from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from werkzeug.datastructures import MultiDict
 
 from config import TestingConfig, database_url
 from lab import audit, create_app
 from lab.demo import Recorder
 from lab.extensions import db
 from lab.models import User
+from lab.sent_forms import TOKEN_FIELD, new_token
 from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
 from lab.services.progress import definition_for
@@ -106,6 +108,23 @@ def empty_tables(app: Flask) -> None:
             db.session.commit()
         else:
             db.create_all()
+
+
+class PageClient(FlaskClient):
+    """Sends a form as its page would: with a fresh one-time token unless the body has one."""
+
+    def post(self, *args: Any, **kwargs: Any) -> Any:
+        data = kwargs.get("data")
+        if data is None or (isinstance(data, dict) and TOKEN_FIELD not in data):
+            body = data.copy() if isinstance(data, MultiDict) else dict(data or {})
+            body[TOKEN_FIELD] = new_token()
+            kwargs["data"] = body
+        return super().post(*args, **kwargs)
+
+
+# Every app the tests make (the per-test app, shared_app, a module's seeded demo) posts as its pages do;
+# tests of a form without its token use a plain FlaskClient.
+Flask.test_client_class = PageClient
 
 
 @pytest.fixture

@@ -19,7 +19,8 @@ from tests.factories import page_text
 from tests.routes import url_for_rule
 
 #: POST routes every signed-in user may use: signing in and out change no record.
-SESSION_ROUTES = {"main.login", "main.logout"}
+#: Routes of one's own session and account, which an auditor uses like anyone else.
+SESSION_ROUTES = {"main.login", "main.logout", "account.password"}
 #: What a GET by an auditor may write: the download log and its audit entries (issue 5, item 6).
 DOWNLOAD_TABLES = {"downloads", "issued_records", "audit_events", "audit_chain_head"}
 

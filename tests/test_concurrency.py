@@ -16,12 +16,12 @@ from sqlalchemy import func, select
 
 from lab import audit
 from lab.demo import add_inventory
-from lab.exceptions import ConcurrentChangeError
+from lab.exceptions import ConcurrentChangeError, SignatureError
 from lab.extensions import db
-from lab.models import Patient, StepEntry, User
+from lab.models import AuditEvent, Patient, SigningFailure, StepEntry, User
 from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
-from lab.services.signatures import Credentials
+from lab.services.signatures import LOCKOUT_AFTER, Credentials, reauthenticate, record_failed_attempt
 from lab.services.steps import record_step
 from tests.conftest import ROLES
 from tests.factories import PASSWORD, PASSWORD_HASH, form_data, get_batch, step_values, user
@@ -126,3 +126,38 @@ def test_losing_form_keeps_its_values_and_names_who_saved_first(app: Flask, make
     assert 'value="211"' in page  # nothing typed is lost
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(StepEntry)) == 1
+
+
+def test_simultaneous_wrong_signing_passwords_all_count_and_lock_once(shared_app: Flask) -> None:
+    """20 refused signatures at once, each on its own connection, as the signing views keep
+    them: every one is counted (no lost update) and the LOCKOUT_AFTER-th locks the account;
+    an attempt that starts after the lock is refused as locked, without counting."""
+    _setup_lab(shared_app)
+    attempts = tuple(f"attempt-{n}" for n in range(20))
+
+    def refuse(name: str, barrier: threading.Barrier) -> str:
+        signer_id = user("tech1").id
+        db.session.rollback()  # no connection held while waiting: twenty would exhaust the pool
+        barrier.wait()
+        try:
+            signer = db.session.get(User, signer_id)
+            reauthenticate(signer, Credentials(name), meaning="performed", subject="a step", batch_id=None)
+        except SignatureError as error:
+            db.session.rollback()
+            return record_failed_attempt(error.attempt) if error.attempt else "refused as locked"
+        return "signed"
+
+    outcomes = _race(shared_app, refuse, attempts)
+    assert all(isinstance(note, str) and "lock" in note for note in outcomes.values()), outcomes
+    counted = sum(1 for note in outcomes.values() if note != "refused as locked")
+    assert counted >= LOCKOUT_AFTER
+    with shared_app.app_context():
+        tech1 = user("tech1")
+        assert (tech1.failed_signatures, tech1.locked_at is not None) == (counted, True)
+        assert db.session.scalar(select(func.count()).select_from(SigningFailure)) == counted
+        changes = db.session.execute(select(AuditEvent.field, AuditEvent.new_value).where(
+            AuditEvent.table_name == "users", AuditEvent.action == "signature.refused").order_by(AuditEvent.id)).all()
+        assert [value for field, value in changes if field == "failed_signatures"] == [
+            str(n) for n in range(1, counted + 1)]
+        locking = [index for index, (field, _) in enumerate(changes) if field == "locked_at"]
+        assert len(locking) == 1 and changes[locking[0] - 1] == ("failed_signatures", str(LOCKOUT_AFTER))

@@ -153,7 +153,7 @@ def test_printing_is_refused_to_roles_that_do_not_print(app, make_batch, login):
     ("ABC-123", 400, "is not a CellTrail code"),
     ("https://other.example.org/item/42", 400, "is not a CellTrail code"),
     ("X" * 5000, 400, "too long"),
-    ("\x01\x02binary", 400, "unprintable"),
+    ("\x01\x02binary", 400, "control character (U+0001)"),  # refused before the scan box sees it
 ])
 def test_the_scan_box_refuses_what_is_no_container(app, make_batch, login, payload, status, message):
     make_batch(until="enrichment")

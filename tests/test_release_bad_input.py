@@ -36,7 +36,7 @@ def test_garbage_on_every_release_form_is_refused_with_nothing_written(app, make
         (qc, f"/batches/{number}/results/sterility", {"value": LONG, "batch_version": version, **signature("qc1")},
          422, "255"),
         (qc, f"/batches/{number}/results/sterility", {"value": "no\x07growth", "batch_version": version,
-                                                      **signature("qc1")}, 422, "choose one of"),
+                                                      **signature("qc1")}, 400, "control character (U+0007)"),
         (qc, f"/batches/{number}/results/sterility", {"value": "growth", "comment": LONG, "batch_version": version,
                                                       **signature("qc1")}, 422, "2000"),
         (qc, f"/batches/{number}/results/{result_id}/correct", {"batch_version": version}, 422,

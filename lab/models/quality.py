@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, String, Text
+from sqlalchemy import ForeignKey, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.extensions import Model
@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from lab.models.users import User
 
 CLASSIFICATIONS = ("minor", "major", "critical")
+#: The content a new signature's hash is over: 2 is every field of the record a reader relies on.
+SIGNATURE_HASH_SCHEME = 2
 
 
 class Deviation(Audited, Model):
@@ -85,6 +87,9 @@ class Signature(AppendOnly, Model):
     meaning: Mapped[str] = mapped_column(String(32))
     signed_at: Mapped[datetime] = mapped_column(default=utcnow)
     content_sha256: Mapped[str] = mapped_column(String(64))
+    #: Which content ``content_sha256`` is over (lab.services.signatures.digest): signatures made
+    #: before it was recorded (migration 0010) are 1, and are checked with the content they were made on.
+    hash_scheme: Mapped[int] = mapped_column(SmallInteger, default=SIGNATURE_HASH_SCHEME, server_default="1")
 
     signer: Mapped[User] = relationship()
 

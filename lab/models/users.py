@@ -6,12 +6,12 @@ from datetime import datetime
 
 from flask import current_app
 from flask_login import UserMixin
-from sqlalchemy import String
+from sqlalchemy import JSON, ForeignKey, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from lab.extensions import Model
-from lab.models.base import Audited, utcnow
+from lab.models.base import AppendOnly, Audited, utcnow
 
 ROLE_TITLES = {
     "technician": "Lab technician",
@@ -28,6 +28,8 @@ ACTS_AS = {"supervisor": frozenset({"technician"})}
 class User(UserMixin, Audited, Model):
     __tablename__ = "users"
     __audit_redact__ = frozenset({"password_hash"})
+    #: Bookkeeping: a password change is already recorded by ``password_hash``, sign-outs need no entry.
+    __audit_ignore__ = frozenset({"session_generation", "previous_password_hashes"})
 
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
@@ -40,12 +42,31 @@ class User(UserMixin, Audited, Model):
     last_login_at: Mapped[datetime | None]
     #: Consecutive refused signing attempts; reset by a valid signature or an unlock.
     failed_signatures: Mapped[int] = mapped_column(default=0, server_default="0")
-    #: Set when too many signing attempts failed: no sign-in, no signature until an admin unlocks.
+    #: Set when too many signing or sign-in attempts failed: no sign-in, no signature until an admin unlocks
+    #: (or, for a sign-in lockout, until ``locked_until``).
     locked_at: Mapped[datetime | None]
+    #: Consecutive failed sign-ins; reset by a successful sign-in and when they lock the account.
+    failed_sign_ins: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: When a sign-in lockout ends by itself; None: only an administrator unlocks.
+    locked_until: Mapped[datetime | None]
+    #: Set when an administrator chose the password (creation, reset): its owner must replace it first.
+    password_must_change: Mapped[bool] = mapped_column(default=False, server_default=false())
+    password_changed_at: Mapped[datetime | None] = mapped_column(default=utcnow)
+    #: Hashes of earlier passwords, newest first, that a new password may not repeat.
+    previous_password_hashes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: Stored in each session at sign-in; raising it ends every session signed in before.
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    #: When an administrator last ended this user's sessions (kept in the audit trail).
+    sessions_ended_at: Mapped[datetime | None]
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses to log in inactive users
-        return self.active and self.locked_at is None
+        return self.active and not self.is_locked
+
+    @property
+    def is_locked(self) -> bool:
+        """Locked and the lockout has not run out (only a sign-in lockout does)."""
+        return self.locked_at is not None and (self.locked_until is None or self.locked_until > utcnow())
 
     @property
     def role_title(self) -> str:
@@ -64,3 +85,19 @@ class User(UserMixin, Audited, Model):
 
     def __repr__(self) -> str:
         return f"<User {self.username} ({self.role})>"
+
+
+class SignInAttempt(AppendOnly, Model):
+    """A refused sign-in (21 CFR 11.300(d)): who was tried, from where, and why it was refused.
+    ``username`` is as typed (made printable, cut to 64 characters); ``user_id`` names the
+    account when one has that username."""
+
+    __tablename__ = "sign_in_attempts"
+    __table_args__ = (Index("ix_sign_in_attempts_address_attempted_at", "address", "attempted_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), index=True)
+    address: Mapped[str] = mapped_column(String(64))
+    attempted_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str] = mapped_column(String(64))

@@ -11,11 +11,20 @@ corrected record (meaning "corrected"). So the rule is: a record's latest signat
 match the record, and an earlier signature may stop matching only if a later "corrected"
 signature of the same record follows it. Those are information (the record shows them as
 no longer matching); any other mismatch, or a signature whose record is gone, means the
-signed record was changed in the database.
+signed record was changed in the database. Each signature is hashed as it was made
+(``Signature.hash_scheme``): those made before the hash covered every field a reader relies
+on are checked over the narrower content they were made on.
+
+The trail records every signature as it was made: one whose row is missing, or differs from
+that entry (say a hash recomputed to match a changed record), was deleted or rewritten.
+
+Decisions: a batch in a state only a signed decision leads to (released, shipped, rejected)
+needs such a decision with a matching signature of the decision's meaning.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -24,11 +33,14 @@ from typing import Any
 from sqlalchemy import func, select, true
 from sqlalchemy.orm import selectinload
 
+from lab.audit import as_text
 from lab.audit_chain import GENESIS, HEAD_ID, entry_hash
 from lab.extensions import db
 from lab.models import AuditChainHead, AuditEvent, Batch, Deviation, Disposition, QcResult, Signature, StepEntry
 from lab.models.patients import WeightCorrection
-from lab.services.signatures import RECORD_TYPES, Signable, digest
+from lab.services.progress import definition_for
+from lab.services.signatures import HASH_SCHEMES, RECORD_TYPES, Signable, digest
+from workflows.model import DecisionSpec, ProcessDefinition
 
 CHUNK = 1000
 #: Problems listed in full; the rest are counted.
@@ -61,6 +73,15 @@ class SignatureReport:
     checked: int = 0
     #: Signatures that no longer match because a later signed correction changed their record.
     superseded: int = 0
+    #: Signatures checked against their record that do not match it (each also a finding).
+    mismatched: int = 0
+    findings: Findings = field(default_factory=Findings)
+
+
+@dataclass
+class DecisionReport:
+    #: Batches whose state was checked against their signed decisions.
+    checked: int = 0
     findings: Findings = field(default_factory=Findings)
 
 
@@ -143,11 +164,13 @@ _LOAD = {
 
 
 def verify_signatures() -> SignatureReport:
-    """Check every signature against the record it signs, one batch at a time."""
+    """Check every signature against the record it signs, one batch at a time, and against
+    the trail's record of its making."""
     report = SignatureReport()
     for signatures in _signatures_by_batch():
         _check_batch(report, signatures)
         db.session.expunge_all()  # constant memory: nothing of a checked batch stays loaded
+    _check_against_trail(report.findings)
     return report
 
 
@@ -172,16 +195,19 @@ def _check_batch(report: SignatureReport, signatures: Sequence[Signature]) -> No
         record = records.get((record_type, record_id))
         if record is None or record.batch_id != signed[0].batch_id:
             for signature in signed:
+                report.mismatched += 1
                 report.findings.add(f"Signature {signature.id}: the {record_type.replace('_', ' ')} {record_id} it "
                                     "signs is not in its batch: deleted or moved in the database.")
             continue
-        current = digest(record)
+        current = {scheme: digest(record, scheme) for scheme in {s.hash_scheme for s in signed} if scheme in HASH_SCHEMES}
         for position, signature in enumerate(signed):
-            if signature.content_sha256 == current:
+            if signature.content_sha256 == current.get(signature.hash_scheme):
                 continue
-            if any(later.meaning == "corrected" for later in signed[position + 1:]):
+            if signature.hash_scheme in current and any(later.meaning == "corrected"
+                                                        for later in signed[position + 1:]):
                 report.superseded += 1
             else:
+                report.mismatched += 1
                 report.findings.add(
                     f"Signature {signature.id} ({signature.meaning}, {signature.printed_name}, "
                     f"{signature.signed_at:%Y-%m-%d %H:%M:%S} UTC): the {record_type.replace('_', ' ')} {record_id} "
@@ -201,3 +227,91 @@ def _records(by_record: dict[tuple[str, int], list[Signature]]) -> dict[tuple[st
                                                     .options(*_LOAD[model])).all()
         found.update(((record_type, record.id), record) for record in records)
     return found
+
+
+def _check_against_trail(findings: Findings) -> None:
+    """Compare every signature the trail says was made with its row, a thousand at a time."""
+    table = AuditEvent.__table__
+    after = 0
+    while rows := db.session.execute(select(table.c.id, table.c.row_id, table.c.new_value)
+                                     .where(table.c.table_name == Signature.__tablename__,
+                                            table.c.operation == "insert", table.c.id > after)
+                                     .order_by(table.c.id).limit(CHUNK)).all():
+        made = {int(row.row_id): row for row in rows if row.row_id.isdigit()}
+        stored = {s.id: s for s in db.session.scalars(select(Signature).where(Signature.id.in_(made)))}
+        for signature_id, row in made.items():
+            _compare_with_trail(findings, signature_id, row.id, row.new_value, stored.get(signature_id))
+        after = rows[-1].id
+        db.session.expunge_all()
+
+
+def _compare_with_trail(findings: Findings, signature_id: int, entry_id: int, recorded: str | None,
+                        signature: Signature | None) -> None:
+    try:
+        content = json.loads(recorded or "")
+    except ValueError:
+        return  # not the application's entry: the chain check names it
+    if not isinstance(content, dict):
+        return
+    if signature is None:
+        signed_at = str(content.get("signed_at", ""))[:19].replace("T", " ")
+        findings.add(f"Signature {signature_id} ({content.get('meaning')}, {content.get('printed_name')}, "
+                     f"{signed_at} UTC): the audit trail records it was made (entry {entry_id}), but it is "
+                     "missing: deleted in the database.")
+        return
+    # Columns added since the signature was made (hash_scheme) are not in its entry: not compared.
+    changed = [column.name for column in Signature.__table__.columns
+               if column.name in content and as_text(getattr(signature, column.name)) != content[column.name]]
+    if changed:
+        findings.add(f"Signature {signature_id}: differs from what the audit trail recorded when it was made "
+                     f"(entry {entry_id}): {', '.join(changed)} changed in the database.")
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+def verify_decisions() -> DecisionReport:
+    """Check that every batch's state is one its signed decisions support, a hundred batches at a time."""
+    report = DecisionReport()
+    after = 0
+    while batches := db.session.scalars(select(Batch).where(Batch.id > after).order_by(Batch.id).limit(100)
+                                        .options(selectinload(Batch.definition),
+                                                 selectinload(Batch.dispositions)
+                                                 .selectinload(Disposition.decided_by))).all():
+        signed: dict[int, list[Signature]] = defaultdict(list)
+        for signature in db.session.scalars(select(Signature).where(
+                Signature.batch_id.in_([b.id for b in batches]), Signature.record_type == "disposition")):
+            signed[signature.record_id].append(signature)
+        for batch in batches:
+            report.checked += 1
+            problem = _unsupported_state(batch, definition_for(batch), signed)
+            if problem:
+                report.findings.add(problem)
+        after = batches[-1].id
+        db.session.expunge_all()
+    return report
+
+
+def _unsupported_state(batch: Batch, definition: ProcessDefinition, signed: dict[int, list[Signature]]) -> str | None:
+    """Why ``batch``'s state is not supported by its decisions, or None. A state reached only
+    by a decision needs one of its decisions with a signature of its meaning that still matches."""
+    released = definition.release.released_states if definition.release else ()
+    specs: list[DecisionSpec]
+    if batch.state in released:
+        specs, what = [d for d in definition.decisions if d.target in released], "release decision"
+    elif any(t.target == batch.state for t in definition.transitions):
+        return None
+    else:
+        specs = [d for d in definition.decisions if d.target == batch.state]
+        what = " or ".join(f"'{spec.title}' decision" for spec in specs)
+    if not specs:
+        return None
+    meanings = {spec.key: spec.meaning for spec in specs}
+    for disposition in batch.dispositions:
+        meaning = meanings.get(disposition.decision)
+        if any(s.meaning == meaning and s.content_sha256 == digest(disposition, s.hash_scheme)
+               for s in signed.get(disposition.id, [])):
+            return None
+    wanted = " or ".join(sorted({f"'{spec.meaning}'" for spec in specs}))
+    return (f"Batch {batch.batch_number}: it is {batch.state.replace('_', ' ')}, but no {what} carries a valid "
+            f"signature {wanted}: its state was set, or its decision or signature deleted or changed, in the "
+            "database.")

@@ -26,7 +26,7 @@ from lab.models import (
     StepEntry,
     StepValue,
 )
-from lab.services.signatures import current_values, entry_sha256
+from lab.services.signatures import current_values, matches
 from lab.workflow_registry import pinned_definition
 from workflows.engine import can_start, compute_derived, step_states, typed_value
 from workflows.engine_types import (
@@ -80,8 +80,7 @@ def entry_signatures(batch_ids: list[int]) -> dict[int, list[Signature]]:
 
 def is_verified(entry: StepEntry, signatures: list[Signature]) -> bool:
     """True when a verification signature covers the entry's current content."""
-    digest = entry_sha256(entry)
-    return any(s.meaning == "verified" and s.content_sha256 == digest for s in signatures)
+    return any(s.meaning == "verified" and matches(s, entry) for s in signatures)
 
 
 def batch_progress(batch: Batch, definition: ProcessDefinition,
@@ -230,7 +229,6 @@ def _entry_view(batch: Batch, definition: ProcessDefinition, step: StepSpec, ent
     ]
     ctx = entry_context(batch, definition, now=entry.performed_at, exclude=entry)
     derived = compute_derived(step, typed_values(step, entry), ctx)
-    digest = entry_sha256(entry)
-    marked = [(s, s.content_sha256 == digest) for s in signatures]
+    marked = [(s, matches(s, entry)) for s in signatures]
     awaiting = step.verify and not any(ok and s.meaning == "verified" for s, ok in marked)
     return EntryView(entry, values, derived, marked, awaiting)

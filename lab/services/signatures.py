@@ -30,10 +30,13 @@ from lab.models import (
     Signature,
     SigningFailure,
     StepEntry,
+    StepValue,
     User,
     utcnow,
 )
 from lab.models.patients import WeightCorrection
+from lab.models.quality import SIGNATURE_HASH_SCHEME
+from lab.services.sign_in import locked_user
 from workflows.model import SIGNATURE_MEANINGS
 
 #: Refused signing attempts in a row that lock the account until an administrator unlocks it.
@@ -42,6 +45,9 @@ LOCKOUT_AFTER = 5
 Signable = StepEntry | QcResult | Deviation | Disposition | WeightCorrection
 RECORD_TYPES: dict[type, str] = {StepEntry: "step_entry", QcResult: "qc_result", Deviation: "deviation",
                                  Disposition: "disposition", WeightCorrection: "weight_correction"}
+#: The contents a signature's hash can be over (``Signature.hash_scheme``): 1, what signatures were
+#: made on until issue 12; 2 (SIGNATURE_HASH_SCHEME), every field of the record a reader relies on.
+HASH_SCHEMES = (1, 2)
 
 
 @dataclass(frozen=True)
@@ -64,9 +70,10 @@ def current_values(entry: StepEntry) -> dict[str, Any]:
     return {v.field_key: v for v in entry.values if v.id not in superseded}
 
 
-def entry_sha256(entry: StepEntry) -> str:
-    """Hash of what a signer of ``entry`` attests to: its current values and their author."""
-    return content_sha256({
+def entry_sha256(entry: StepEntry, scheme: int = SIGNATURE_HASH_SCHEME) -> str:
+    """Hash of what a signer of ``entry`` attests to: its current values and their author;
+    from scheme 2 each value with its unit, limits, out-of-limit flag and message too."""
+    content: dict[str, Any] = {
         "record": "step_entry",
         "batch": entry.batch.batch_number,
         "step": entry.step_key,
@@ -75,11 +82,40 @@ def entry_sha256(entry: StepEntry) -> str:
         "performed_at": entry.performed_at.isoformat(),
         "comment": entry.comment,
         "values": {key: value.text for key, value in current_values(entry).items()},
-    })
+    }
+    if scheme >= 2:
+        content.update(scheme=2, values={key: _value_content(value) for key, value in current_values(entry).items()})
+    return content_sha256(content)
 
 
-def result_sha256(result: QcResult) -> str:
-    return content_sha256({
+def _value_content(value: StepValue) -> dict[str, Any]:
+    return {
+        "text": value.text,
+        "number": _number(value.number),
+        "unit": value.unit,
+        "limit": value.limit_text,
+        "out_of_limit": bool(value.out_of_limit),
+        "message": value.message,
+        "lot": value.lot_id,
+        "equipment": value.equipment_id,
+        "recorded_by": value.recorded_by_id,
+        "recorded_at": _time(value.recorded_at),
+        "supersedes": value.supersedes_id,
+        "reason": value.reason,
+    }
+
+
+def _number(number: float | None) -> str | None:
+    """A stored number as text: the same whether the engine handed an int or the database a float."""
+    return None if number is None else repr(float(number))
+
+
+def _time(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
+def result_sha256(result: QcResult, scheme: int = SIGNATURE_HASH_SCHEME) -> str:
+    content: dict[str, Any] = {
         "record": "qc_result",
         "batch": result.batch.batch_number,
         "test": result.test_key,
@@ -93,12 +129,16 @@ def result_sha256(result: QcResult) -> str:
         "recorded_at": result.recorded_at.isoformat(),
         "supersedes": result.supersedes_id,
         "reason": result.reason,
-    })
+    }
+    if scheme >= 2:
+        content.update(scheme=2, number=_number(result.number), message=result.message, late=bool(result.is_late))
+    return content_sha256(content)
 
 
-def deviation_sha256(deviation: Deviation) -> str:
-    """Hash of a deviation as QA closes it: what happened and its investigation."""
-    return content_sha256({
+def deviation_sha256(deviation: Deviation, scheme: int = SIGNATURE_HASH_SCHEME) -> str:
+    """Hash of a deviation as QA closes it: what happened and its investigation; from scheme 2
+    also what it is about, who opened, investigated and closed it, and when."""
+    content: dict[str, Any] = {
         "record": "deviation",
         "number": deviation.number,
         "batch": deviation.batch.batch_number,
@@ -110,7 +150,14 @@ def deviation_sha256(deviation: Deviation) -> str:
         "impact": deviation.impact,
         "corrective_action": deviation.corrective_action,
         "preventive_action": deviation.preventive_action,
-    })
+    }
+    if scheme >= 2:
+        content.update(scheme=2, entry=deviation.entry_id, field=deviation.field_key, result=deviation.result_id,
+                       status=deviation.status, opened_at=_time(deviation.opened_at),
+                       opened_by=deviation.opened_by_id, investigated_at=_time(deviation.investigated_at),
+                       investigated_by=deviation.investigated_by_id, closed_at=_time(deviation.closed_at),
+                       closed_by=deviation.closed_by_id)
+    return content_sha256(content)
 
 
 def record_sha256(batch: Batch) -> str:
@@ -122,8 +169,8 @@ def record_sha256(batch: Batch) -> str:
     })
 
 
-def disposition_sha256(disposition: Disposition) -> str:
-    return content_sha256({
+def disposition_sha256(disposition: Disposition, scheme: int = SIGNATURE_HASH_SCHEME) -> str:
+    content: dict[str, Any] = {
         "record": "disposition",
         "batch": disposition.batch.batch_number,
         "decision": disposition.decision,
@@ -137,12 +184,16 @@ def disposition_sha256(disposition: Disposition) -> str:
         "record_sha256": disposition.record_sha256,
         "decided_by": disposition.decided_by.username,
         "decided_at": disposition.decided_at.isoformat(),
-    })
+    }
+    if scheme >= 2:
+        content.update(scheme=2, title=disposition.title)
+    return content_sha256(content)
 
 
-def weight_correction_sha256(correction: WeightCorrection) -> str:
-    """Hash of what the signer of a weight correction attests to (21 CFR 11.70)."""
-    return content_sha256({
+def weight_correction_sha256(correction: WeightCorrection, scheme: int = SIGNATURE_HASH_SCHEME) -> str:
+    """Hash of what the signer of a weight correction attests to (21 CFR 11.70); scheme 2 adds
+    the patient's id (its reference and COI are already there)."""
+    content: dict[str, Any] = {
         "record": "weight_correction",
         "patient": correction.patient.patient_ref,
         "coi": correction.patient.coi,
@@ -151,20 +202,31 @@ def weight_correction_sha256(correction: WeightCorrection) -> str:
         "reason": correction.reason,
         "corrected_by": correction.corrected_by.username,
         "corrected_at": correction.corrected_at.isoformat(),
-    })
+    }
+    if scheme >= 2:
+        content.update(scheme=2, patient_id=correction.patient_id)
+    return content_sha256(content)
 
 
-def digest(record: Signable) -> str:
-    """The hash a signature of ``record`` must carry to match its current content."""
+def digest(record: Signable, scheme: int = SIGNATURE_HASH_SCHEME) -> str:
+    """The hash a signature of ``record`` made with ``scheme`` must carry to match its current
+    content. Scheme 1 is the narrower content signatures were made on until issue 12: a
+    signature keeps the scheme it was made with (``Signature.hash_scheme``), so those stored
+    before still check, over what they covered."""
     if isinstance(record, StepEntry):
-        return entry_sha256(record)
+        return entry_sha256(record, scheme)
     if isinstance(record, QcResult):
-        return result_sha256(record)
+        return result_sha256(record, scheme)
     if isinstance(record, Deviation):
-        return deviation_sha256(record)
+        return deviation_sha256(record, scheme)
     if isinstance(record, WeightCorrection):
-        return weight_correction_sha256(record)
-    return disposition_sha256(record)
+        return weight_correction_sha256(record, scheme)
+    return disposition_sha256(record, scheme)
+
+
+def matches(signature: Signature, record: Signable) -> bool:
+    """Whether ``signature`` still matches ``record``'s content, hashed as the signature was made."""
+    return signature.content_sha256 == digest(record, signature.hash_scheme)
 
 
 def reauthenticate(actor: User, credentials: Credentials, *, meaning: str, subject: str,
@@ -199,14 +261,14 @@ def record_failed_attempt(attempt: SigningAttempt, *, now: datetime | None = Non
     commits. Returns what to tell the signer about the lockout.
     """
     now = now or utcnow()
-    user = db.session.get(User, attempt.user_id)
-    assert user is not None
+    user = locked_user(attempt.user_id)  # simultaneous refusals count one after another, none lost
     with audit.action("signature.refused", actor=user, reason=attempt.reason):
         db.session.add(SigningFailure(user_id=user.id, batch_id=attempt.batch_id, attempted_at=now,
                                       meaning=attempt.meaning, subject=attempt.subject, reason=attempt.reason))
         user.failed_signatures += 1
-        if user.failed_signatures >= LOCKOUT_AFTER:
+        if user.failed_signatures >= LOCKOUT_AFTER and user.locked_at is None:
             user.locked_at = now
+            user.locked_until = None  # a signing lockout ends only when an administrator unlocks it
     if user.locked_at is not None:
         return (f"Your account is now locked after {LOCKOUT_AFTER} refused signing attempts in a row: "
                 "an administrator must unlock it.")
@@ -230,6 +292,7 @@ def sign(record: Signable, *, actor: User, meaning: str, now: datetime) -> Signa
         meaning=meaning,
         signed_at=now,
         content_sha256=digest(record),
+        hash_scheme=SIGNATURE_HASH_SCHEME,
     )
     db.session.add(signature)
     return signature
@@ -247,5 +310,5 @@ def batch_signatures(batch: Batch) -> dict[tuple[str, int], list[Signature]]:
 def marked(record: Signable, signatures: dict[tuple[str, int], list[Signature]]) -> list[tuple[Signature, bool]]:
     """The signatures of ``record``, each with whether it still matches the record's content."""
     own = signatures.get((RECORD_TYPES[type(record)], record.id), [])
-    current = digest(record) if own else ""
-    return [(s, s.content_sha256 == current) for s in own]
+    hashes = {scheme: digest(record, scheme) for scheme in {s.hash_scheme for s in own}}
+    return [(s, s.content_sha256 == hashes[s.hash_scheme]) for s in own]

@@ -7,26 +7,46 @@ import re
 from sqlalchemy import func, select
 
 from lab import audit
-from lab.exceptions import InvalidInput, NotAllowed
+from lab.exceptions import InvalidInput, NotAllowed, SignatureError, SigningAttempt
 from lab.extensions import db
 from lab.models import User, utcnow
 from lab.models.users import ROLE_TITLES
+from lab.passwords import expired, history_length, malformed, policy_error
 from lab.permissions import require
 
 USERNAME_RE = re.compile(r"[a-z][a-z0-9._-]{1,63}")
-MIN_PASSWORD_LENGTH = 10
 
 
-def check_new_password(password: str) -> None:
-    if len(password) < MIN_PASSWORD_LENGTH:
-        raise InvalidInput("Password too short.",
-                           {"password": f"Use at least {MIN_PASSWORD_LENGTH} characters."})
-    if len(password) > 256:
-        raise InvalidInput("Password too long.", {"password": "Use at most 256 characters."})
+def _check_password(password: str, username: str, *, field: str = "password",
+                    previous_hashes: list[str] | None = None) -> None:
+    """Raise InvalidInput on ``field`` when ``password`` breaks the policy (lab.passwords)."""
+    problem = policy_error(password, username=username, previous_hashes=previous_hashes or [])
+    if problem:
+        raise InvalidInput("The password was not accepted.", {field: problem})
 
 
-def create_user(username: str, full_name: str, role: str, password: str, *, actor: User | None) -> User:
-    """Add an account (``actor`` None: the command line). Raises InvalidInput naming the field."""
+def _set_password(user: User, password: str, *, temporary: bool) -> None:
+    """Store ``password``, keep the hash it replaces for the history, and end earlier sessions."""
+    if user.password_hash:
+        user.previous_password_hashes = [user.password_hash, *user.previous_password_hashes][:history_length() - 1]
+    user.set_password(password)
+    user.password_must_change = temporary
+    user.password_changed_at = utcnow()
+    _bump_generation(user)
+
+
+def _bump_generation(user: User) -> None:
+    """End every session of ``user``: an UPDATE ... SET n = n + 1, so concurrent ends all count."""
+    if user.id is not None:
+        user.session_generation = User.session_generation + 1  # type: ignore[assignment]
+
+
+def create_user(username: str, full_name: str, role: str, password: str, *, actor: User | None,
+                temporary: bool = True) -> User:
+    """Add an account (``actor`` None: the command line). Raises InvalidInput naming the field.
+
+    The password is ``temporary`` (its owner must replace it at the first sign-in): whoever
+    types it here is not its owner. Only the demo lab gives its users their own password."""
     if actor is not None:
         require(actor, "manage_users", "manage user accounts")
     username = username.strip().lower()
@@ -43,9 +63,9 @@ def create_user(username: str, full_name: str, role: str, password: str, *, acto
         errors["role"] = f"Choose one of: {', '.join(ROLE_TITLES)}."
     if errors:
         raise InvalidInput("The account was not created.", errors)
-    check_new_password(password)
-    user = User(username=username, full_name=full_name, role=role)
-    user.set_password(password)
+    _check_password(password, username)
+    user = User(username=username, full_name=full_name, role=role, password_hash="", previous_password_hashes=[])
+    _set_password(user, password, temporary=temporary)
     with audit.action("user.create", actor=actor):
         db.session.add(user)
     return user
@@ -67,6 +87,8 @@ def update_user(user: User, *, role: str, active: bool, actor: User, reason: str
         raise InvalidInput("Nothing to change.", {"role": "The role and status are already as given."})
     with audit.action("user.update", actor=actor, reason=reason):
         user.role = role
+        if not active:  # a later reactivation must not revive the sessions of before
+            _bump_generation(user)
         user.active = active
 
 
@@ -87,13 +109,67 @@ def unlock_user(user: User, *, actor: User, reason: str) -> None:
     with audit.action("user.unlock", actor=actor, reason=reason):
         user.locked_at = None
         user.failed_signatures = 0
+        _bump_generation(user)  # the sessions of before the lock stay ended: the owner signs in again
 
 
-def authenticate(username: str, password: str) -> User | None:
-    """The active user with these credentials, recording the sign-in; else None."""
-    user = db.session.scalar(select(User).where(User.username == username.strip().lower()))
-    if user is None or not user.is_active or not user.check_password(password):
-        return None
-    with audit.action("user.login", actor=user):
-        user.last_login_at = utcnow()
-    return user
+def _reason(reason: str, why: str) -> str:
+    reason = reason.strip()
+    if not reason:
+        raise InvalidInput("Give a reason.", {"reason": why})
+    if len(reason) > 500:
+        raise InvalidInput("Reason too long.", {"reason": "Use at most 500 characters."})
+    return reason
+
+
+def reset_password(user: User, password: str, *, actor: User, reason: str) -> None:
+    """Give ``user`` a temporary password (they forgot theirs): they must replace it at the next
+    sign-in, and every session they had ends. Raises NotAllowed or InvalidInput."""
+    require(actor, "manage_users", "manage user accounts")
+    if user.id == actor.id:
+        raise NotAllowed("Change your own password on your account page; another administrator resets it.")
+    _check_password(password, user.username)
+    reason = _reason(reason, "Say why the password is reset (kept in the audit trail).")
+    with audit.action("user.reset_password", actor=actor, reason=reason):
+        _set_password(user, password, temporary=True)
+
+
+def change_password(user: User, current: str, new: str, confirm: str) -> None:
+    """The owner replaces their password: the current one is required, the new one follows the
+    policy and differs from the last ones. Every other session of ``user`` ends.
+
+    Raises SignatureError for a wrong current password (the view records the attempt, which
+    counts towards the lockout), else InvalidInput naming the field."""
+    problem = malformed(current)
+    if problem:
+        raise InvalidInput("The password was not changed.", {"current_password": problem})
+    if not user.check_password(current):  # counted like a refused signature: a stolen session cannot guess on
+        raise SignatureError("This is not your current password: nothing was changed.",
+                             SigningAttempt(user.id, None, "password change", "Change of own password",
+                                            "wrong password"))
+    _check_password(new, user.username, field="new_password",
+                    previous_hashes=[user.password_hash, *user.previous_password_hashes][:history_length()])
+    if new != confirm:
+        raise InvalidInput("The password was not changed.", {"confirm": "The two new passwords differ."})
+    with audit.action("user.change_password", actor=user):
+        _set_password(user, new, temporary=False)
+        if user.failed_signatures:
+            user.failed_signatures = 0  # the owner re-authenticated, as a valid signature does
+
+
+def end_sessions(user: User, *, actor: User, reason: str) -> None:
+    """An administrator signs ``user`` out everywhere (a lost badge, a shared screen)."""
+    require(actor, "manage_users", "manage user accounts")
+    reason = _reason(reason, "Say why this person's sessions end (kept in the audit trail).")
+    with audit.action("user.end_sessions", actor=actor, reason=reason):
+        user.sessions_ended_at = utcnow()
+        _bump_generation(user)
+
+
+def sign_out(user: User) -> None:
+    """End every session of ``user``, the one signing out included (no audit entry: bookkeeping)."""
+    _bump_generation(user)
+
+
+def must_change_password(user: User) -> bool:
+    """True while ``user`` signs in with a password an administrator chose, or one too old."""
+    return user.password_must_change or expired(user.password_changed_at, utcnow())

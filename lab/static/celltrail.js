@@ -51,6 +51,14 @@
       b.setAttribute("aria-busy", "true");
     });
   });
+  // "Go back" on a refusal: the page before, kept with what was typed (a javascript: link
+  // would be blocked by the Content-Security-Policy; without script the link opens the dashboard).
+  document.addEventListener("click", function (event) {
+    var link = event.target.closest && event.target.closest("a[data-back]");
+    if (!link || window.history.length < 2) return;
+    event.preventDefault();
+    window.history.back();
+  });
   window.addEventListener("pageshow", function () {
     Array.prototype.forEach.call(document.querySelectorAll("form[data-sending]"), function (form) {
       delete form.dataset.sending;

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -24,7 +24,7 @@ from lab.models import Batch, Container, Equipment, MaterialLot, Patient
 from lab.services.alerts import quality_alerts
 from lab.services.dashboard import dashboard as build_dashboard
 from lab.services.progress import batch_progress, definition_for
-from lab.services.users import authenticate
+from lab.services.sign_in import sign_in
 from labels.digest import DigestError, scanned_digest
 from workflows.codes import CodeError, CodeKind, identify
 from workflows.engine import can_start
@@ -32,11 +32,32 @@ from workflows.engine import can_start
 bp = Blueprint("main", __name__)
 
 
+#: Percent-decodings of ``next`` checked: more layers than any browser or proxy undoes.
+_DECODINGS = 3
+
+
+def _is_local_path(text: str) -> bool:
+    """A path on this site: one leading slash, no scheme or host, no backslash, no control
+    or whitespace character (browsers drop tabs and newlines, so ``/<tab>/host`` is ``//host``)."""
+    if not text.startswith("/") or text.startswith("//") or "\\" in text:
+        return False
+    if any(char.isspace() or not char.isprintable() for char in text):
+        return False
+    parts = urlsplit(text)
+    return not parts.scheme and not parts.netloc
+
+
 def _safe_next(target: str | None) -> str:
-    """Only redirect to a path on this site after sign-in (no open redirect)."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("main.dashboard")
+    """Where to go after sign-in: ``target`` if it and each of its percent-decodings is a
+    path on this site (no open redirect), else the dashboard."""
+    if not target:
+        return url_for("main.dashboard")
+    text = target
+    for _ in range(_DECODINGS):
+        if not _is_local_path(text):
+            return url_for("main.dashboard")
+        text = unquote(text)
+    return target if _is_local_path(text) else url_for("main.dashboard")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -45,13 +66,15 @@ def login() -> str | Response | tuple[str, int]:
         return redirect(url_for("main.dashboard"))
     form = LoginForm()
     if form.validate_on_submit():
-        user = authenticate(form.username.data or "", form.password.data or "")
+        outcome = sign_in(form.username.data or "", form.password.data or "", request.remote_addr or "")
+        db.session.commit()  # the sign-in, or the refused attempt
+        user = outcome.user
         if user is not None:
-            db.session.commit()
             login_user(user)
             session.permanent = True
             return redirect(_safe_next(request.args.get("next")))
-        form.password.errors.append("Unknown username, wrong password, or a deactivated or locked account.")
+        form.password.errors.append(outcome.message)
+        return render_template("main/login.html", form=form), outcome.status
     status = 401 if request.method == "POST" else 200
     return render_template("main/login.html", form=form), status
 
