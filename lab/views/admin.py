@@ -65,9 +65,7 @@ def users() -> str | Response | tuple[str, int]:
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
 def user(user_id: int) -> str | Response | tuple[str, int]:
-    account = db.session.get(User, user_id)
-    if account is None:
-        abort(404, f"No user with id {user_id}.")
+    account = _account(user_id)
     form = _update_form(account)
     status = 200
     if form.validate_on_submit():
@@ -92,9 +90,7 @@ def user(user_id: int) -> str | Response | tuple[str, int]:
 
 @bp.route("/users/<int:user_id>/unlock", methods=["POST"])
 def unlock(user_id: int) -> Response | tuple[str, int]:
-    account = db.session.get(User, user_id)
-    if account is None:
-        abort(404, f"No user with id {user_id}.")
+    account = _account(user_id)
     form = UnlockUserForm()
     if form.validate_on_submit():
         try:
@@ -112,9 +108,7 @@ def unlock(user_id: int) -> Response | tuple[str, int]:
 @bp.route("/users/<int:user_id>/password", methods=["POST"])
 def reset(user_id: int) -> Response | tuple[str, int]:
     """Give a user who forgot their password a temporary one (never one they keep)."""
-    account = db.session.get(User, user_id)
-    if account is None:
-        abort(404, f"No user with id {user_id}.")
+    account = _account(user_id)
     form = ResetPasswordForm()
     if not form.validate_on_submit():
         return _user_page(account, _update_form(account), UnlockUserForm(), 422, reset=form)
@@ -136,9 +130,7 @@ def reset(user_id: int) -> Response | tuple[str, int]:
 @bp.route("/users/<int:user_id>/end-sessions", methods=["POST"])
 def end(user_id: int) -> Response | tuple[str, int]:
     """Sign a user out everywhere (a lost badge, a screen left signed in)."""
-    account = db.session.get(User, user_id)
-    if account is None:
-        abort(404, f"No user with id {user_id}.")
+    account = _account(user_id)
     form = EndSessionsForm()
     if not form.validate_on_submit():
         return _user_page(account, _update_form(account), UnlockUserForm(), 422, end=form)
@@ -165,3 +157,11 @@ def _user_page(account: User, form: UpdateUserForm, unlock: UnlockUserForm, stat
     ).all()
     return render_template("admin/user.html", form=form, unlock=unlock, account=account, history=history,
                            reset=reset or ResetPasswordForm(), end=end or EndSessionsForm()), status
+
+
+def _account(user_id: int) -> User:
+    """The user the URL names, or a 404 saying so."""
+    account = db.session.get(User, user_id)
+    if account is None:
+        abort(404, f"No user with id {user_id}.")
+    return account
