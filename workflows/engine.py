@@ -27,7 +27,6 @@ from workflows.engine_types import (
 from workflows.formatting import format_datetime, format_number
 from workflows.model import (
     FINISHED_CONTAINER_STATUSES,
-    CreateSpec,
     DerivedSpec,
     FieldSpec,
     Limits,
@@ -81,9 +80,10 @@ def validate_entry(step: StepSpec, raw: Mapping[str, str], ctx: EntryContext) ->
             message = _order_refusal(step, spec, values, ctx)
             if message:
                 errors[spec.key] = message
-    derived = {} if errors else compute_derived(step, {k: v.value for k, v in values.items()}, ctx)
+    typed = {k: v.value for k, v in values.items()}
+    derived = {} if errors else compute_derived(step, typed, ctx)
     if not errors:
-        errors.update(_count_refusals(step, values, derived))
+        errors.update(count_refusals(step, typed, derived))
     hold = (
         step.hold is not None
         and step.hold.field in values
@@ -513,27 +513,28 @@ def _step_title(key: str, ctx: EntryContext) -> str:
     return ctx.step_titles.get(key) or key.replace("_", " ").capitalize()
 
 
-def _count_refusals(step: StepSpec, values: Mapping[str, FieldValue],
-                    derived: Mapping[str, FieldValue]) -> dict[str, str]:
-    """Refuse an entry that would create more containers than the definition allows, before
-    anything is written: the message goes to every field of this step the count comes from."""
+def count_refusals(step: StepSpec, values: Mapping[str, Value | None],
+                   derived: Mapping[str, FieldValue]) -> dict[str, str]:
+    """Refuse an entry, or a correction, with which ``step`` would create more containers than
+    the definition allows, before anything is written: the message goes to every field of
+    this step the count comes from."""
     errors: dict[str, str] = {}
     for create in step.creates:
         if isinstance(create.count, int):
             continue
-        found = values.get(create.count) or derived.get(create.count)
-        count = found.value if found is not None else None
+        count = derived[create.count].value if create.count in derived else values.get(create.count)
         if not isinstance(count, (int, float)) or isinstance(count, bool) or count <= create.max:
             continue
-        message = (f"These values make {format_number(count)} {_kind_plural(create)}; at most {create.max} can be "
+        message = (f"These values make {format_number(count)} {kind_plural(create.kind)}; at most {create.max} can be "
                    "made in one entry. Check the values this number is computed from.")
         for key in _raw_inputs(step, create.count) or {""}:
             errors[key] = message
     return errors
 
 
-def _kind_plural(create: CreateSpec) -> str:
-    return f"{create.kind.replace('_', ' ')}s"
+def kind_plural(kind: str) -> str:
+    """``product_bag`` -> ``product bags``: the containers of a kind, in words."""
+    return f"{kind.replace('_', ' ')}s"
 
 
 def _raw_inputs(step: StepSpec, key: str) -> set[str]:

@@ -23,7 +23,7 @@ from lab.services.deviations import open_deviation
 from lab.services.progress import container_title, entry_context, typed_values
 from lab.services.sequences import next_code
 from workflows.codes import CodeError, CodeKind, parse_code
-from workflows.engine import compute_derived
+from workflows.engine import compute_derived, kind_plural
 from workflows.engine_types import ContainerInfo, EntryResult, FieldValue, Value
 from workflows.formatting import format_quantity
 from workflows.model import FINISHED_CONTAINER_STATUSES, CreateSpec, FieldSpec, ProcessDefinition, StepSpec
@@ -295,22 +295,6 @@ def _made(create: CreateSpec, values: Mapping[str, Value | None], derived: Mappi
     return Made(whole, number(create.volume) if create.volume else None)
 
 
-def refuse_past_bounds(step: StepSpec, values: Mapping[str, Value | None],
-                       derived: Mapping[str, FieldValue]) -> None:
-    """Refuse a corrected value with which ``step`` would make more containers than its
-    definition allows (the bound a new entry is held to)."""
-    for create in computed_creates(step):
-        made = _made(create, values, derived)
-        if made.count is not None and made.count > create.max:
-            raise InvalidInput("The correction was not saved.", {"value": (
-                f"With this value {step.title} makes {made.count} {_plural(create.kind)}; at most {create.max} "
-                "can be made in one entry. Check the value.")})
-
-
-def _plural(kind: str) -> str:
-    return f"{kind.replace('_', ' ')}s"
-
-
 def _matches(containers: list[Container], made: Made) -> bool:
     """True when the containers made still agree with what the values compute now."""
     volumes_agree = all(
@@ -339,7 +323,7 @@ def reconcile(batch: Batch, definition: ProcessDefinition, before: Figures, afte
         step = definition.step(entry.step_key)
         kind_spec = definition.container_kinds.get(kind)
         title = kind_spec.title if kind_spec else kind.replace("_", " ")
-        plural = _plural(kind)
+        plural = kind_plural(kind)
         before_words = was.words(plural) if was else "not computed"
         listed = "\n".join(
             f"- {c.code}: {title} {c.number} of {c.count}, recorded "

@@ -49,7 +49,7 @@ from lab.services.progress import (
 )
 from lab.services.release_status import was_released
 from lab.services.signatures import Credentials, current_values, reauthenticate, sign
-from workflows.engine import can_start, compute_derived, validate_entry
+from workflows.engine import can_start, compute_derived, count_refusals, validate_entry
 from workflows.engine_types import EntryResult, EquipmentInfo, FieldValue, LotInfo
 from workflows.formatting import format_quantity
 from workflows.model import FieldSpec, ProcessDefinition, StepSpec
@@ -274,7 +274,9 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
     if old is not None and fv.text == old.text:
         raise InvalidInput("No change.", {"value": "The new value is the same as the current one."})
     values = {**typed_values(step, entry), field_key: fv.value}
-    containers.refuse_past_bounds(step, values, compute_derived(step, values, ctx))
+    refused = count_refusals(step, values, compute_derived(step, values, ctx))
+    if refused:
+        raise InvalidInput("The correction was not saved.", {"value": next(iter(refused.values()))})
     before = containers.batch_figures(batch, definition)
     reauthenticate(actor, credentials, meaning="corrected", subject=f"correction of {spec.label}, "
                    f"{_subject(step, batch)}", batch_id=batch.id)
