@@ -12,6 +12,7 @@ from decimal import Decimal
 from enum import StrEnum
 
 from workflows.codes import CodeKind, parse_code
+from workflows.model import LABEL_DATES
 
 # 21 CFR 1271.90(c); lab/ decides which lines a container needs and passes them in.
 FOR_AUTOLOGOUS_USE_ONLY = "FOR AUTOLOGOUS USE ONLY"
@@ -43,9 +44,9 @@ class Stock(StrEnum):
         return (101.6, 101.6) if self is Stock.BAG else (38.0, 19.0)
 
 
-#: The word a label prints before each of its date-times ("Collected 2026-11-13 00:05 UTC"); the keys are
-#: workflows.model.LABEL_DATES, and the label prints them in the order the container kind lists them.
-DATE_WORDS = {"collected": "Collected", "filled": "Filled", "sampled": "Sampled", "expires": "Expires"}
+#: The word a label prints before each of its date-times ("Collected 2026-11-13 00:05 UTC"), in the order
+#: the container kind lists them.
+DATE_WORDS = {what: what.capitalize() for what in LABEL_DATES}
 
 
 @dataclass(frozen=True)
