@@ -21,7 +21,7 @@ from labels.data import CoaBag, CoaData, CoaDeviation, CoaResult, ResultStatus, 
 from labels.document import LEFT, PAGE_MARGIN, RIGHT, TEXT_WIDTH, Footer, QrFlowable, paragraph, render_counted
 from labels.layout import MM
 from labels.text import SANS, SANS_BOLD, clean
-from workflows.formatting import format_date, format_datetime, format_number, format_quantity, format_utc
+from workflows.formatting import format_date, format_datetime, format_number, format_quantity, format_utc, format_weight
 
 CELL_PADDING = 3
 FOOTER_SIZE = 7.5
@@ -78,7 +78,7 @@ def dose_text(coa: CoaData) -> str:
     if coa.dose_per_kg is None or coa.weight_kg is None:
         return ""
     return (f"{format_quantity(coa.dose_per_kg, 'cells/kg')} (CAR+ viable T cells per kg of a patient weight of "
-            f"{format_quantity(coa.weight_kg, 'kg', None)})")
+            f"{format_weight(coa.weight_kg)})")
 
 
 def _bag_row(bag: CoaBag) -> list[Paragraph]:

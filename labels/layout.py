@@ -17,7 +17,7 @@ from reportlab.pdfbase.pdfmetrics import stringWidth
 
 from labels.data import DATE_WORDS, Dose, LabelData, LabelDate, Stock
 from labels.text import MONO_BOLD, SANS, SANS_BOLD, clean
-from workflows.formatting import format_date, format_datetime, format_number, format_quantity
+from workflows.formatting import format_date, format_datetime, format_number, format_quantity, format_weight
 
 MM = 72 / 25.4
 
@@ -228,7 +228,7 @@ def dose_texts(dose: Dose, bag_count: int | None) -> list[str]:
     ``All 2 bags 1.29 × 10⁸ cells, 2.22 × 10⁶ cells/kg``: computed values to three significant
     digits, the weight with every digit recorded.
     """
-    weight = format_quantity(dose.weight_kg.normalize(), "kg", None)  # as recorded: 102.5 kg stays 102.5 kg
+    weight = format_weight(dose.weight_kg)
     texts = [f"CAR+ viable T cells {format_number(dose.cells)}",
              f"Dose {format_quantity(dose.per_kg, 'cells/kg')} ({weight})"]
     if dose.total_cells is not None and dose.total_per_kg is not None and bag_count and bag_count > 1:

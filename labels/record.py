@@ -39,7 +39,7 @@ from labels.record_data import (
     ValueVersion,
 )
 from labels.text import MONO_BOLD, SANS, SANS_BOLD, clean
-from workflows.formatting import format_number, format_quantity, format_recorded, format_utc
+from workflows.formatting import format_number, format_quantity, format_recorded, format_utc, format_weight
 
 QR_SIZE = 30 * MM
 FOOTER_SIZE = 7
@@ -271,7 +271,7 @@ def _containers(record: BatchRecordData) -> list[Flowable]:
 def _bags(record: BatchRecordData) -> list[Flowable]:
     """The product bags as their labels print them: cells, dose per kg with the weight, fill and expiry."""
     rows = [[_p(c.title, SMALL), _p(c.code, SMALL), _p(c.volume or "—", SMALL), _p(format_number(b.cells), SMALL),
-             _p(f"{format_quantity(b.per_kg, 'cells/kg')} ({format_quantity(b.weight_kg, 'kg', None)})", SMALL),
+             _p(f"{format_quantity(b.per_kg, 'cells/kg')} ({format_weight(b.weight_kg)})", SMALL),
              _p(format_utc(b.filled_at), SMALL), _p(format_utc(b.expires_at) if b.expires_at else "not set", SMALL)]
             for c in record.containers if (b := c.contents) is not None]
     if not rows:

@@ -16,6 +16,7 @@ from workflows.formatting import (
     format_quantity,
     format_recorded,
     format_utc,
+    format_weight,
     recorded_number,
     round_half_up,
 )
@@ -144,3 +145,9 @@ def test_a_recorded_number_read_back_as_a_float_prints_as_typed(value, expected)
 ])
 def test_a_stored_value_reads_one_way_everywhere(text, kind, unit, expected):
     assert format_recorded(text, kind, unit) == expected
+
+
+@pytest.mark.parametrize(("kg", "expected"), [(64.5, "64.5 kg"), (80.0, "80 kg"), (Decimal("61.0"), "61 kg"),
+                                              (72.25, "72.25 kg"), (100, "100 kg"), ("102.50", "102.5 kg")])
+def test_a_weight_reads_as_recorded_without_zeros_it_was_not_typed_with(kg, expected):
+    assert format_weight(kg) == expected

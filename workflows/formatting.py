@@ -97,6 +97,12 @@ def format_quantity(value: Number, unit: str | None, digits: int | None = DIGITS
     return f"{number} {unit}" if unit else number
 
 
+def format_weight(kg: Number) -> str:
+    """A body weight as recorded (to 0.01 kg), with no zeros it was not typed with: ``64.5 kg``,
+    ``80 kg`` (never ``80.0 kg``), ``72.25 kg``: the weight a dose per kg is counted for."""
+    return format_quantity(round_half_up(kg, 2).normalize(), "kg", None)
+
+
 def format_date(day: date) -> str:
     """ISO 8601 (2026-11-25): one reading in every country."""
     return day.isoformat()

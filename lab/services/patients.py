@@ -24,7 +24,7 @@ from lab.services.sequences import next_code
 from lab.services.signatures import Credentials, reauthenticate, sign
 from lab.services.steps import MAX_COMMENT, lock_batch, recompute
 from workflows.codes import CodeKind
-from workflows.formatting import format_quantity, round_half_up
+from workflows.formatting import format_weight
 
 PATIENT_REF_RE = re.compile(r"[A-Z0-9][A-Z0-9-]{1,31}")
 INITIALS_RE = re.compile(r"[A-Z]{2,4}")
@@ -111,7 +111,7 @@ def correct_weight(patient: Patient, weight_kg: float, *, reason: str, actor: Us
     if weight_error:
         errors["weight_kg"] = weight_error
     elif round(weight_kg, 2) == patient.weight_kg:
-        errors["weight_kg"] = f"The weight on record is already {kg_text(patient.weight_kg)}."
+        errors["weight_kg"] = f"The weight on record is already {format_weight(patient.weight_kg)}."
     if not reason:
         errors["reason"] = "Say why the weight is corrected (e.g. the source document it was checked against)."
     elif len(reason) > MAX_COMMENT:
@@ -127,8 +127,8 @@ def correct_weight(patient: Patient, weight_kg: float, *, reason: str, actor: Us
     reauthenticate(actor, credentials, meaning="corrected", subject=f"correction of the weight of patient "
                    f"{patient.patient_ref}", batch_id=None)
     old, new = patient.weight_kg, round(weight_kg, 2)
-    change = (f"Weight of patient {patient.patient_ref} corrected from {kg_text(old)} to "
-              f"{kg_text(new)} by {actor.full_name}")
+    change = (f"Weight of patient {patient.patient_ref} corrected from {format_weight(old)} to "
+              f"{format_weight(new)} by {actor.full_name}")
     try:
         with audit.action("patient.correct_weight", actor=actor, reason=reason):
             correction = WeightCorrection(patient=patient, old_weight_kg=old, new_weight_kg=new, reason=reason,
@@ -146,8 +146,3 @@ def correct_weight(patient: Patient, weight_kg: float, *, reason: str, actor: Us
         raise WeightConflict("A batch of this patient changed while the weight was corrected: nothing was saved. "
                              "Reload the page, check the weight and correct it again.") from None
     return correction
-
-
-def kg_text(weight: float) -> str:
-    """A weight as it was typed: ``80 kg``, ``64.5 kg`` (never ``80.0 kg``)."""
-    return format_quantity(round_half_up(weight, 2).normalize(), "kg", None)

@@ -13,9 +13,10 @@ from lab.forms import RegisterPatientForm, StartBatchForm, WeightCorrectionForm
 from lab.models import Patient
 from lab.permissions import require, require_role
 from lab.services.batches import start_batch
-from lab.services.patients import WEIGHT_CORRECTORS, PatientInput, correct_weight, kg_text, register_patient
+from lab.services.patients import WEIGHT_CORRECTORS, PatientInput, correct_weight, register_patient
 from lab.views import signing
 from lab.views.common import apply_errors
+from workflows.formatting import format_weight
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
 
@@ -72,7 +73,7 @@ def weight(patient_ref: str) -> str | Response | tuple[str, int]:
             patient, new_weight, reason=form.reason.data or "", actor=current_user,
             credentials=signing.credentials(form)))
         if outcome.done:
-            flash(f"Weight of {patient.patient_ref} corrected to {kg_text(patient.weight_kg)}; "
+            flash(f"Weight of {patient.patient_ref} corrected to {format_weight(patient.weight_kg)}; "
                   "the old value stays on record and the patient's batches were recomputed.", "success")
             return redirect(url_for("patients.detail", patient_ref=patient.patient_ref, _anchor="weight"))
         status = outcome.status
