@@ -189,6 +189,14 @@ def _scratch_postgres(scratch_url: str | None) -> Iterator[str]:
     url = make_url(scratch_url) if scratch_url else db.engine.url.set(database=f"{db.engine.url.database}_restore")
     if url.database == db.engine.url.database:
         raise BackupError("The scratch database must not be the app's own database.")
+    with scratch_database(url) as created:
+        yield created
+
+
+@contextmanager
+def scratch_database(url: URL) -> Iterator[str]:
+    """Create the PostgreSQL database ``url`` names, empty (dropping one left behind), and drop it
+    on leaving; yields its URL. The server's ``postgres`` database is used to create and drop it."""
     admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
     name = url.database
     try:

@@ -16,12 +16,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 from flask_migrate import upgrade
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from werkzeug.datastructures import MultiDict
 
 from config import TestingConfig, database_url
 from lab import audit, create_app
+from lab.backup import scratch_database
 from lab.demo import Recorder
 from lab.extensions import db
 from lab.models import User
@@ -65,17 +66,8 @@ def empty_database(tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
         return
     server_url = make_url(database_url(os.environ["TEST_DATABASE_URL"]) or "")
-    name = f"{server_url.database}_empty"
-    admin = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            connection.execute(text(f'CREATE DATABASE "{name}"'))
-        yield server_url.set(database=name).render_as_string(hide_password=False)
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+    with scratch_database(server_url.set(database=f"{server_url.database}_empty")) as url:
+        yield url
 
 
 @pytest.fixture
