@@ -137,7 +137,7 @@ def _contents(container: Container, definition: ProcessDefinition) -> BagContent
         return None
     dates = {d.what: d.moment for d in label_dates(container, definition.container_kinds.get(container.kind))}
     filled = dates.get("filled", container.created_entry.performed_at)
-    return BagContents(dose.cells, dose.per_kg, dose.weight_kg.normalize(), filled, dates.get("expires"))
+    return BagContents(dose.cells, dose.per_kg, dose.weight_kg, filled, dates.get("expires"))
 
 
 def _deviations(quality: QualityRecord) -> tuple[DeviationRecord, ...]:

@@ -45,7 +45,7 @@ def coa_data(batch: Batch, *, downloaded_by: User, now: datetime) -> CoaData:
     bags = product_bags(batch, definition)
     filled_at, expires_at = _fill_and_expiry(bags, definition)
     doses = [dose for dose in map(bag_dose, bags) if dose is not None]
-    weight = decimal(batch.patient.weight_kg).normalize() if doses else None  # 61.0 kg stored reads 61 kg
+    weight = decimal(batch.patient.weight_kg) if doses else None
     return CoaData(
         batch_number=batch.batch_number,
         coi=batch.patient.coi,
