@@ -68,8 +68,9 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     sent_forms.init_app(app)
     for module in (main, patients, batches, containers, admin, inventory, quality, deviations, records, audit):
         app.register_blueprint(module.bp)
-    from lab.views import account
-    app.register_blueprint(account.bp)
+    from lab.views import account, attachments
+    for module in (account, attachments):
+        app.register_blueprint(module.bp)
     errors.register_error_handlers(app)
     templating.register(app)
     cli.register_commands(app)

@@ -1,5 +1,6 @@
 """All models, imported here so that metadata and migrations see every table."""
 
+from lab.models.attachments import Attachment
 from lab.models.audit import AuditChainHead, AuditEvent
 from lab.models.base import AppendOnly, Audited, utcnow
 from lab.models.batches import Batch, ProcessDefinitionRecord, StepEntry, StepValue
@@ -15,6 +16,7 @@ from lab.models.users import User
 
 __all__ = [
     "AppendOnly",
+    "Attachment",
     "AuditChainHead",
     "AuditEvent",
     "Audited",

@@ -39,7 +39,7 @@ from lab.extensions import db
 from lab.models import AuditChainHead, AuditEvent, Batch, Deviation, Disposition, QcResult, Signature, StepEntry
 from lab.models.patients import WeightCorrection
 from lab.services.progress import definition_for
-from lab.services.signatures import HASH_SCHEMES, RECORD_TYPES, Signable, digest
+from lab.services.signatures import HASH_SCHEMES, RECORD_TYPES, Signable, digest, record_batch_id
 from workflows.model import DecisionSpec, ProcessDefinition
 
 CHUNK = 1000
@@ -153,8 +153,7 @@ def _check_entry(report: ChainReport, row: Any) -> None:
 
 # --- signatures -------------------------------------------------------------------------------
 
-_MODELS: dict[str, type[Signable]] = {name: model for model, name in RECORD_TYPES.items()}
-_LOAD = {
+_LOAD: dict[type, tuple[Any, ...]] = {
     StepEntry: (selectinload(StepEntry.values), selectinload(StepEntry.batch), selectinload(StepEntry.performed_by)),
     QcResult: (selectinload(QcResult.batch), selectinload(QcResult.recorded_by)),
     Deviation: (selectinload(Deviation.batch),),
@@ -193,7 +192,7 @@ def _check_batch(report: SignatureReport, signatures: Sequence[Signature]) -> No
     for (record_type, record_id), signed in by_record.items():
         report.checked += len(signed)
         record = records.get((record_type, record_id))
-        if record is None or record.batch_id != signed[0].batch_id:
+        if record is None or record_batch_id(record) != signed[0].batch_id:
             for signature in signed:
                 report.mismatched += 1
                 report.findings.add(f"Signature {signature.id}: the {record_type.replace('_', ' ')} {record_id} it "
@@ -219,12 +218,13 @@ def _records(by_record: dict[tuple[str, int], list[Signature]]) -> dict[tuple[st
     for record_type, record_id in by_record:
         wanted[record_type].append(record_id)
     found: dict[tuple[str, int], Signable] = {}
+    models = {name: model for model, name in RECORD_TYPES.items()}  # read now: SignedRecords register on import
     for record_type, ids in wanted.items():
-        model = _MODELS.get(record_type)
+        model = models.get(record_type)
         if model is None:
             continue
         records: Sequence[Any] = db.session.scalars(select(model).where(model.id.in_(ids))
-                                                    .options(*_LOAD[model])).all()
+                                                    .options(*_LOAD.get(model, ()))).all()
         found.update(((record_type, record.id), record) for record in records)
     return found
 

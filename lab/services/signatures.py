@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from sqlalchemy import select
 
@@ -42,9 +42,32 @@ from workflows.model import SIGNATURE_MEANINGS
 #: Refused signing attempts in a row that lock the account until an administrator unlocks it.
 LOCKOUT_AFTER = 5
 
-Signable = StepEntry | QcResult | Deviation | Disposition | WeightCorrection
+
+
+@runtime_checkable
+class SignedRecord(Protocol):
+    """A record outside a batch's manufacturing record that is signed (a lot's release, an audit
+    review, a process approval): it says what its signature covers. Its model is added to
+    RECORD_TYPES under its ``signature_record_type``; its signatures carry no batch."""
+
+    id: int
+    signature_record_type: ClassVar[str]
+
+    def signed_content(self) -> dict[str, Any]:
+        """Every field of the record a reader relies on, as JSON-ready values."""
+        ...
+
+
+Signable = StepEntry | QcResult | Deviation | Disposition | WeightCorrection | SignedRecord
 RECORD_TYPES: dict[type, str] = {StepEntry: "step_entry", QcResult: "qc_result", Deviation: "deviation",
                                  Disposition: "disposition", WeightCorrection: "weight_correction"}
+
+
+def register_signed(model: type) -> type:
+    """Class decorator for a SignedRecord model: its signatures are made, matched and verified
+    (``verify-audit``) like a batch record's."""
+    RECORD_TYPES[model] = model.signature_record_type  # type: ignore[attr-defined]
+    return model
 #: The contents a signature's hash can be over (``Signature.hash_scheme``): 1, what signatures were
 #: made on until issue 12; 2 (SIGNATURE_HASH_SCHEME), every field of the record a reader relies on.
 HASH_SCHEMES = (1, 2)
@@ -221,7 +244,9 @@ def digest(record: Signable, scheme: int = SIGNATURE_HASH_SCHEME) -> str:
         return deviation_sha256(record, scheme)
     if isinstance(record, WeightCorrection):
         return weight_correction_sha256(record, scheme)
-    return disposition_sha256(record, scheme)
+    if isinstance(record, Disposition):
+        return disposition_sha256(record, scheme)
+    return content_sha256({"record": record.signature_record_type, **record.signed_content()})
 
 
 def matches(signature: Signature, record: Signable) -> bool:
@@ -284,7 +309,7 @@ def sign(record: Signable, *, actor: User, meaning: str, now: datetime) -> Signa
     if actor.failed_signatures:
         actor.failed_signatures = 0  # a valid signature ends a run of refused attempts
     signature = Signature(
-        batch_id=record.batch_id,
+        batch_id=record_batch_id(record),
         record_type=RECORD_TYPES[type(record)],
         record_id=record.id,
         signer_id=actor.id,
@@ -296,6 +321,19 @@ def sign(record: Signable, *, actor: User, meaning: str, now: datetime) -> Signa
     )
     db.session.add(signature)
     return signature
+
+
+def record_batch_id(record: Signable) -> int | None:
+    """The batch whose record ``record`` belongs to; None for a SignedRecord."""
+    return None if isinstance(record, SignedRecord) else record.batch_id
+
+
+def record_signatures(record: Signable) -> list[tuple[Signature, bool]]:
+    """The signatures of one record, oldest first, each with whether it still matches."""
+    found = db.session.scalars(select(Signature).where(Signature.record_type == RECORD_TYPES[type(record)],
+                                                       Signature.record_id == record.id)
+                               .order_by(Signature.id)).all()
+    return [(s, s.content_sha256 == digest(record, s.hash_scheme)) for s in found]
 
 
 def batch_signatures(batch: Batch) -> dict[tuple[str, int], list[Signature]]:
