@@ -5,8 +5,9 @@ from lab.models.audit import AuditChainHead, AuditEvent
 from lab.models.base import AppendOnly, Audited, utcnow
 from lab.models.batches import Batch, ProcessDefinitionRecord, StepEntry, StepValue
 from lab.models.containers import Container, CustodyEvent, LabelPrint
+from lab.models.equipment import Equipment
 from lab.models.forms import SentForm
-from lab.models.inventory import Equipment, MaterialLot
+from lab.models.inventory import MaterialLot
 from lab.models.patients import Patient
 from lab.models.quality import Deviation, Signature, SigningFailure
 from lab.models.records import Download, IssuedRecord

@@ -1,4 +1,4 @@
-"""Material lots and equipment that steps record by their scanned codes."""
+"""Material lots that steps record by their scanned codes."""
 
 from __future__ import annotations
 
@@ -28,18 +28,4 @@ class MaterialLot(Audited, Model):
     supplier: Mapped[str] = mapped_column(String(128))
     expiry_date: Mapped[date]
     status: Mapped[str] = mapped_column(String(16), default="released")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class Equipment(Audited, Model):
-    __tablename__ = "equipment"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    code: Mapped[str] = mapped_column(String(64), unique=True)
-    #: Equipment kind, matching ``equipment`` in the process definition (e.g. ``incubator``).
-    kind: Mapped[str] = mapped_column(String(64), index=True)
-    name: Mapped[str] = mapped_column(String(128))
-    #: Last day the instrument may be used before it must be calibrated again.
-    calibration_due: Mapped[date | None]
-    active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
