@@ -58,6 +58,10 @@ class Config:
     #: Failed sign-ins one client address may make within the window before it is refused (429).
     #: Behind a reverse proxy the address is the proxy's unless the app is told to trust its headers.
     LOGIN_ADDRESS_LIMIT = 20
+    #: Reverse proxies in front of the app whose X-Forwarded-For/-Proto/-Host it trusts (0: none, the
+    #: address is the connection's). Set it to the number of proxies (LAB_PROXY_HOPS=1): too high lets a
+    #: client choose the address the sign-in limit counts.
+    PROXY_HOPS = 0
     LOGIN_ADDRESS_WINDOW_MINUTES = 15
     SESSION_COOKIE_HTTPONLY = True
     #: Sent over HTTPS only. None: secure unless debugging or testing; false only for a test

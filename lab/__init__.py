@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from flask import Flask, abort, request
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 from werkzeug.wrappers import Response
 
@@ -54,6 +55,8 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     app.url_map.converters["int"] = DatabaseIntConverter
     app.before_request(_refuse_control_characters)
     app.after_request(_add_security_headers)
+    if hops := int(app.config["PROXY_HOPS"]):
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)  # type: ignore[method-assign]
     app.permanent_session_lifetime = timedelta(minutes=int(app.config["SESSION_MINUTES"]))
 
     db.init_app(app)
@@ -103,6 +106,10 @@ def _check_configuration(app: Flask) -> None:
     if not isinstance(app.config.get("SESSION_COOKIE_SECURE"), bool | None):
         raise ConfigurationError("SESSION_COOKIE_SECURE is true or false (set LAB_SESSION_COOKIE_SECURE=false only "
                                  "for a test install served over plain HTTP).")
+    hops = app.config.get("PROXY_HOPS")
+    if isinstance(hops, bool) or not isinstance(hops, int) or not 0 <= hops <= 5:
+        raise ConfigurationError(f"PROXY_HOPS {hops!r} is the number of reverse proxies in front of CellTrail, "
+                                 "0 to 5 (set LAB_PROXY_HOPS=1 behind one proxy).")
     if not is_valid_fin(str(app.config["FACILITY_ID"])):
         raise ConfigurationError(
             f"FACILITY_ID {app.config['FACILITY_ID']!r} is not a facility identifier: five characters "
