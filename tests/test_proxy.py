@@ -30,6 +30,7 @@ def proxied_app(app: Flask) -> Iterator[Flask]:
     yield proxied
     with proxied.app_context():
         db.session.remove()
+        db.engine.dispose()
 
 
 def _attempt_addresses(app: Flask) -> list[str]:
