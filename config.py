@@ -46,10 +46,10 @@ class Config:
     PASSWORD_MAX_LENGTH = 256
     PASSWORD_HISTORY = 5
     PASSWORD_MAX_AGE_DAYS = 0
+    #: Largest request, except a form that carries an attachment (lab.views.attachments).
+    MAX_CONTENT_LENGTH = 1024 * 1024
     #: Largest attached file (a supplier's or calibration certificate, PDF or image).
     ATTACHMENT_MAX_BYTES = 5 * 1024 * 1024
-    #: Largest request: an attachment and its form.
-    MAX_CONTENT_LENGTH = ATTACHMENT_MAX_BYTES + 256 * 1024
     #: Werkzeug's hashing method for passwords; scrypt is slow on purpose.
     PASSWORD_HASH_METHOD = "scrypt"
     #: Failed sign-ins in a row that lock an account, and for how long (0: until an administrator unlocks it).

@@ -53,6 +53,8 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     if app.config.get("SESSION_COOKIE_SECURE") is None:
         app.config["SESSION_COOKIE_SECURE"] = not (app.debug or app.testing)
     app.url_map.converters["int"] = DatabaseIntConverter
+    from lab.views.attachments import allow_attachment_size
+    app.before_request(allow_attachment_size)  # first: the hooks after it read the body
     app.before_request(_refuse_control_characters)
     app.after_request(_add_security_headers)
     if hops := int(app.config["PROXY_HOPS"]):
@@ -71,8 +73,8 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     sent_forms.init_app(app)
     for module in (main, patients, batches, containers, admin, inventory, quality, deviations, records, audit):
         app.register_blueprint(module.bp)
-    from lab.views import account, attachments
-    for module in (account, attachments):
+    from lab.views import account, attachments, audit_reviews, equipment, materials, processes
+    for module in (account, attachments, audit_reviews, equipment, materials, processes):
         app.register_blueprint(module.bp)
     errors.register_error_handlers(app)
     templating.register(app)

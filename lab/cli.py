@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 from flask import Flask
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
 
+from lab.cli_audit import anchor_findings, audit_anchor_command, audit_key_command
 from lab.cli_backup import backup_command, verify_backup_command
+from lab.cli_processes import approve_shipped_processes, import_process
 from lab.cli_records import export_records, verify_export_command
 from lab.exceptions import InvalidInput
 from lab.extensions import db
@@ -20,10 +24,14 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(init_db)
     app.cli.add_command(create_user_command)
     app.cli.add_command(check_workflows)
+    app.cli.add_command(import_process)
+    app.cli.add_command(approve_shipped_processes)
     app.cli.add_command(seed_demo)
     app.cli.add_command(export_records)
     app.cli.add_command(verify_export_command)
     app.cli.add_command(verify_audit)
+    app.cli.add_command(audit_key_command)
+    app.cli.add_command(audit_anchor_command)
     app.cli.add_command(backup_command)
     app.cli.add_command(verify_backup_command)
 
@@ -100,18 +108,29 @@ def seed_demo(password: str) -> None:
 
 
 @click.command("verify-audit")
+@click.option("--anchor", "anchors", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="An anchor file (audit-anchor) the chain must still pass through; may be repeated.")
 @with_appcontext  # also under FlaskCliRunner, which does not push one
-def verify_audit() -> None:
+def verify_audit(anchors: tuple[Path, ...] = ()) -> None:
     """Walk the audit trail's hash chain, check every signature and every batch's state against
-    its signed decisions; exit 1 naming the first sign of a change made in the database behind
-    the application."""
+    its signed decisions, and that the chain still passes through the head every audit-trail
+    review saw and every anchor given; exit 1 naming the first sign of a change made in the
+    database behind the application."""
+    from lab.services.audit_review import verify_review_heads
     from lab.services.audit_verify import verify_chain, verify_decisions, verify_signatures
 
     chain, signatures, decisions = verify_chain(), verify_signatures(), verify_decisions()
-    problems = [*chain.findings.problems, *signatures.findings.problems, *decisions.findings.problems]
+    reviews = verify_review_heads()
+    anchored, anchor_problems = anchor_findings(anchors)
+    problems = [*chain.findings.problems, *signatures.findings.problems, *decisions.findings.problems,
+                *reviews.findings.problems]
     for problem in problems:
         click.echo(f"TAMPERED: {problem}", err=True)
-    hidden = chain.findings.count + signatures.findings.count + decisions.findings.count - len(problems)
+    for problem in anchor_problems.problems:
+        click.echo(f"ANCHOR: {problem}", err=True)
+    problems += anchor_problems.problems
+    hidden = (chain.findings.count + signatures.findings.count + decisions.findings.count + reviews.findings.count
+              + anchor_problems.count - len(problems))
     if hidden:
         click.echo(f"... and {hidden} more.", err=True)
     click.echo(f"Audit trail: {chain.entries} entries, last entry {chain.last_id}, sha256 {chain.last_hash}: "
@@ -122,6 +141,8 @@ def verify_audit() -> None:
                "(expected; the record shows them so).")
     click.echo(f"Batch states: {decisions.checked} checked against their signed decisions, "
                f"{decisions.findings.count} not supported by one.")
+    click.echo(f"Reviews and anchors: {reviews.checked} audit-trail reviews and {anchored} anchors checked, "
+               f"{reviews.findings.count + anchor_problems.count} not passed through by the chain or unreadable.")
     if problems:
         click.echo(f"Not intact: {problems[0]}", err=True)
         raise click.exceptions.Exit(1)

@@ -5,15 +5,17 @@ simulated clock that every stored time of the demo reads (lab.models.base.simula
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from io import BytesIO
 
 from sqlalchemy import func, inspect, select
 
 from lab import audit
 from lab.extensions import db
-from lab.models import Batch, Equipment, MaterialLot, StepEntry, User, utcnow
+from lab.models import Batch, Equipment, MaterialLot, ProcessVersion, StepEntry, User, utcnow
 from lab.models.base import SimulatedClock, simulated_clock
 from lab.services.batches import start_batch
 from lab.services.containers import confirm_scan
@@ -21,11 +23,13 @@ from lab.services.deviations import Investigation, close_deviation, record_inves
 from lab.services.disposition import DecisionInput, decide
 from lab.services.labels import print_labels
 from lab.services.patients import PatientInput, register_patient
+from lab.services.processes import approve_shipped, effective_version, import_definition
 from lab.services.progress import definition_for
 from lab.services.results import record_result
 from lab.services.signatures import Credentials
 from lab.services.steps import correct_value, record_step, verify_entry
 from lab.services.users import create_user
+from workflows.definition import load_definition_text
 from workflows.formatting import format_datetime
 from workflows.model import FINISHED_CONTAINER_STATUSES
 
@@ -38,30 +42,49 @@ USERS = [  # username, role, printed name
     ("auditor1", "auditor", "Olu Adeyemi"),
     ("admin", "admin", "Lab Administrator"),
 ]
-LOTS = [  # code, material kind, name
-    ("CD4-2611", "cd4_microbeads", "CliniMACS CD4 MicroBeads"),
-    ("CD8-2611", "cd8_microbeads", "CliniMACS CD8 MicroBeads"),
-    ("TS520-2609", "tubing_set", "CliniMACS Prodigy tubing set TS520"),
-    ("TRA-2610", "transact", "MACS GMP T Cell TransAct"),
-    ("TEX-2610", "medium", "TexMACS GMP medium"),
-    ("IL715-2609", "cytokine", "MACS GMP IL-7 / IL-15"),
-    ("LV-CD19-0042", "lentiviral_vector", "CD19-CAR lentiviral vector"),
-    ("CS10-2607", "cryomedium", "CryoStor CS10"),
-    ("BAG-2605", "cryobag", "Cryopreservation bag 250 mL"),
+# Lots are received through lab.services.materials, which gives each lot a code with a check
+# character (L-...): look a demo lot's code up by its supplier lot number (lot_code).
+ITEMS = [  # name, material kind, supplier, catalogue number, storage, unit, QC needed
+    ("CliniMACS CD4 MicroBeads", "cd4_microbeads", "Miltenyi Biotec", "170-076-702", "2-8 °C", "vials", True),
+    ("CliniMACS CD8 MicroBeads", "cd8_microbeads", "Miltenyi Biotec", "170-076-703", "2-8 °C", "vials", True),
+    ("CliniMACS Prodigy tubing set TS520", "tubing_set", "Miltenyi Biotec", "130-111-004", "15-25 °C", "sets", False),
+    ("MACS GMP T Cell TransAct", "transact", "Miltenyi Biotec", "170-076-156", "2-8 °C", "mL", True),
+    ("TexMACS GMP medium", "medium", "Miltenyi Biotec", "170-076-306", "2-8 °C, protected from light", "mL", True),
+    ("MACS GMP IL-7 / IL-15", "cytokine", "Miltenyi Biotec", "170-076-111", "-20 °C", "vials", True),
+    ("CD19-CAR lentiviral vector", "lentiviral_vector", "Demo Vector Facility", "LV-CD19", "≤ -70 °C", "mL", True),
+    ("CryoStor CS10", "cryomedium", "BioLife Solutions", "210102", "2-8 °C", "mL", True),
+    ("Cryopreservation bag 250 mL", "cryobag", "Demo Bags Inc.", "CB-250", "15-25 °C", "bags", False),
 ]
-#: Lots the demo shows being refused: code, kind, name, days to expiry, status.
+LOTS = [  # item name, supplier lot number, quantity received, containers, titer (vector lots)
+    ("CliniMACS CD4 MicroBeads", "CD4-2611", 40, 40, None),
+    ("CliniMACS CD8 MicroBeads", "CD8-2611", 40, 40, None),
+    ("CliniMACS Prodigy tubing set TS520", "TS520-2609", 40, 40, None),
+    ("MACS GMP T Cell TransAct", "TRA-2610", 200, 20, None),
+    ("TexMACS GMP medium", "TEX-2610", 50000, 50, None),
+    ("MACS GMP IL-7 / IL-15", "IL715-2609", 40, 40, None),
+    ("CD19-CAR lentiviral vector", "LV-CD19-0042", 500, 50, 1.0e8),
+    ("CryoStor CS10", "CS10-2607", 2000, 20, None),
+    ("Cryopreservation bag 250 mL", "BAG-2605", 100, 2, None),
+]
+#: Lots the demo shows being refused: item, supplier lot number, days to expiry, what happens to it
+#: (an expired released lot, a lot in quarantine waiting for QC, a lot QC failed and QA rejected).
 UNUSABLE_LOTS = [
-    ("TEX-2501", "medium", "TexMACS GMP medium", -30, "released"),
-    ("LV-CD19-0043", "lentiviral_vector", "CD19-CAR lentiviral vector", 365, "quarantined"),
+    ("TexMACS GMP medium", "TEX-2501", -5, "released"),
+    ("CD19-CAR lentiviral vector", "LV-CD19-0043", 365, "quarantined"),
+    ("CliniMACS CD4 MicroBeads", "CD4-2612", 365, "rejected"),
 ]
-EQUIPMENT = [  # code, kind, name
-    ("PRODIGY-01", "cell_processor", "CliniMACS Prodigy #1"),
-    ("BSC-01", "biosafety_cabinet", "Biosafety cabinet class II, room 2"),
-    ("INC-01", "incubator", "CO2 incubator #1"),
-    ("CRF-01", "controlled_rate_freezer", "Controlled-rate freezer"),
-    ("LN2-01", "ln2_freezer", "LN2 vapour-phase freezer #1"),
+# Equipment is registered through lab.services.equipment, which gives each instrument a code
+# with a check character (E-...): look a demo instrument's code up by its name (equipment_code).
+PROCESSOR, CABINET, INCUBATOR = "CliniMACS Prodigy #1", "Biosafety cabinet class II, room 2", "CO2 incubator #1"
+FREEZER, LN2_FREEZER, OVERDUE_INCUBATOR = "Controlled-rate freezer", "LN2 vapour-phase freezer #1", "CO2 incubator #2"
+EQUIPMENT = [  # kind, name, serial number, location
+    ("cell_processor", PROCESSOR, "PRD-10452", "Clean room 1"),
+    ("biosafety_cabinet", CABINET, "BSC-77120", "Clean room 2"),
+    ("incubator", INCUBATOR, "HC-40871", "Clean room 2"),
+    ("controlled_rate_freezer", FREEZER, "CRF-2291", "Cryo room"),
+    ("ln2_freezer", LN2_FREEZER, "LN2-5530", "Cryo room"),
 ]
-OVERDUE_EQUIPMENT = ("INC-02", "incubator", "CO2 incubator #2")
+OVERDUE_EQUIPMENT = ("incubator", OVERDUE_INCUBATOR, "HC-40877", "Clean room 2")
 #: When each step is recorded: (day after batch start, hour of that day after the start's
 #: time). Activation is culture day 0; the harvest falls on culture day 12; the freezer run
 #: (from 2 h to 30 min before cryopreservation is recorded) starts after the fill.
@@ -77,19 +100,110 @@ class DemoExists(DemoRefused):
     """The database is not empty: seeding would duplicate or mix with real records."""
 
 
-def add_inventory(today: date) -> None:
-    """Usable lots and equipment for every step, plus an expired lot, a quarantined lot and
-    an incubator past its calibration date. Call inside ``audit.action``."""
-    for code, material, name in LOTS:
-        db.session.add(MaterialLot(code=code, material=material, name=name, lot_number=code.rsplit("-", 1)[-1],
-                                   supplier="Demo supplier", expiry_date=today + timedelta(days=365)))
-    for code, material, name, days, status in UNUSABLE_LOTS:
-        db.session.add(MaterialLot(code=code, material=material, name=name, lot_number=code.rsplit("-", 1)[-1],
-                                   supplier="Demo supplier", expiry_date=today + timedelta(days=days), status=status))
-    for code, kind, name in EQUIPMENT:
-        db.session.add(Equipment(code=code, kind=kind, name=name, calibration_due=today + timedelta(days=90)))
-    code, kind, name = OVERDUE_EQUIPMENT
-    db.session.add(Equipment(code=code, kind=kind, name=name, calibration_due=today - timedelta(days=10)))
+def add_inventory(today: date, password: str) -> None:
+    """Usable lots and equipment for every step, plus an expired lot, a quarantined lot, a rejected
+    lot and an incubator past its calibration date, through the services people use: a supervisor
+    adds the items, a technician receives each lot with a certificate, QC checks it and QA
+    releases it, signing with ``password``. Call inside ``audit.action``, after the users exist."""
+    add_lots(today, password)
+    add_equipment(today)
+
+
+def add_equipment(today: date) -> None:
+    """The demo's instruments, registered by QA with a calibration in their logbooks (certificate
+    attached): due in 90 days from ``today``, and one incubator 10 days past its due date."""
+    from lab.services.equipment import EquipmentInput, LogInput, record_log_entry, register_equipment
+
+    actor = db.session.scalars(select(User).where(User.role == "qa_officer").order_by(User.id)).first()
+    assert actor is not None, "add the demo's users first"
+    now = utcnow()
+    calibrated = min(now.date(), today) - timedelta(days=20)
+    for (kind, name, serial, location), due in [*((row, today + timedelta(days=90)) for row in EQUIPMENT),
+                                               (OVERDUE_EQUIPMENT, today - timedelta(days=10))]:
+        item = register_equipment(EquipmentInput(name, kind, serial, location, "qualified", None), actor=actor, now=now)
+        done = min(calibrated, due - timedelta(days=365))
+        certificate = _certificate(f"Calibration certificate {serial}", f"{name}, serial {serial}",
+                                   f"Calibrated {done.isoformat()}: within tolerance. Next due {due.isoformat()}.")
+        record_log_entry(item, LogInput("calibration", done, "Demo Calibration Services Ltd.",
+                                        "Calibrated against traceable reference standards; within tolerance.",
+                                        "pass", due, (BytesIO(certificate), f"calibration-{serial}.pdf")),
+                         actor=actor, now=now)
+
+
+def _certificate(*lines: str) -> bytes:
+    """A one-page PDF standing in for a supplier's certificate in the demo."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen.canvas import Canvas
+
+    buffer = BytesIO()
+    canvas = Canvas(buffer, pagesize=A4, invariant=True)
+    for n, line in enumerate(("DEMO - not a real certificate", *lines)):
+        canvas.drawString(72, 770 - 18 * n, line)
+    canvas.showPage()
+    canvas.save()
+    return buffer.getvalue()
+
+
+def add_lots(today: date, password: str) -> None:
+    """The demo's material items and lots (see add_inventory)."""
+    from lab.services.materials import (
+        CheckInput,
+        ItemInput,
+        LotInput,
+        create_item,
+        decide_lot,
+        receive_lot,
+        record_check,
+    )
+
+    def person(role: str) -> User:
+        found = db.session.scalars(select(User).where(User.role == role).order_by(User.id)).first()
+        assert found is not None, "add the demo's users first"
+        return found
+
+    supervisor, tech, qc, qa = person("supervisor"), person("technician"), person("qc_analyst"), person("qa_officer")
+    now = utcnow()
+    items = {name: create_item(ItemInput(name, material, supplier, catalogue, storage, unit, qc_needed), actor=supervisor,
+                               now=now) for name, material, supplier, catalogue, storage, unit, qc_needed in ITEMS}
+    rows = [(name, number, quantity, count, titer, 365, "released") for name, number, quantity, count, titer in LOTS]
+    rows += [(name, number, 10, 10, 1.0e8 if "vector" in name else None, days, outcome)
+             for name, number, days, outcome in UNUSABLE_LOTS]
+    for name, number, quantity, count, titer, days, outcome in rows:
+        expiry = today + timedelta(days=days)
+        # A lot that is expired now was received, checked and released while still in date (the demo's
+        # clock starts before it expired; a test's inventory, on the real clock, is set up in its past).
+        when = now if expiry > now.date() else datetime.combine(expiry - timedelta(days=60), now.timetz())
+        item = items[name]
+        certificate = _certificate(f"Certificate of analysis: {name}", f"Lot {number}, expiry {expiry.isoformat()}",
+                                   f"Functional titer {titer:.2e} TU/mL" if titer else "Conforms to specification.")
+        lot = receive_lot(LotInput(str(item.id), number, expiry.isoformat(), str(quantity), str(count),
+                                   when.date().isoformat(), "" if titer is None else repr(titer)),
+                          BytesIO(certificate), f"coa-{number}.pdf", actor=tech, now=when)
+        if outcome == "quarantined":
+            continue
+        passed = outcome != "rejected"
+        if item.needs_qc or not passed:
+            record_check(lot, CheckInput(True, passed, True, "" if passed else "Two vials arrived cracked."),
+                         actor=qc, now=when)
+        decide_lot(lot, outcome, reason="" if passed else "Incoming check failed: containers damaged in transit.",
+                   actor=qa, credentials=Credentials(password), now=when)
+
+
+def lot_code(lot_number: str) -> str:
+    """The code the demo lot with supplier lot number ``lot_number`` was received under."""
+    code = db.session.scalar(select(MaterialLot.code).where(MaterialLot.lot_number == lot_number)
+                             .order_by(MaterialLot.id))
+    if code is None:
+        raise LookupError(f"No demo lot {lot_number!r}: was add_inventory run?")
+    return code
+
+
+def equipment_code(name: str) -> str:
+    """The code the demo instrument called ``name`` was registered under (codes are generated)."""
+    code = db.session.scalar(select(Equipment.code).where(Equipment.name == name).order_by(Equipment.id))
+    if code is None:
+        raise LookupError(f"No demo equipment called {name!r}: was add_inventory run?")
+    return code
 
 
 def local(when: datetime) -> str:
@@ -106,21 +220,21 @@ def step_values(step_key: str, *, when: datetime, batch: Batch, **overrides: str
                     "shipping_temp_min": "3.5", "shipping_temp_max": "6.0", "volume_ml": "180",
                     "bag_intact": "yes", "documents_complete": "yes", "decision": "accept"},
         "enrichment": {"pre_tnc": "8.0e9", "post_viable_cells": "2.4e9", "post_viability_pct": "95",
-                       "cd3_purity_pct": "97.5", "cd4_microbeads_lot": "CD4-2611", "cd8_microbeads_lot": "CD8-2611",
-                       "tubing_set_lot": "TS520-2609", "processor": "PRODIGY-01"},
-        "activation": {"cells_seeded": "1.0e8", "transact_lot": "TRA-2610", "transact_volume_ml": "2",
-                       "medium_lot": "TEX-2610", "cytokine_lot": "IL715-2609", "processor": "PRODIGY-01"},
-        "transduction": {"vector_lot": "LV-CD19-0042", "titer_tu_per_ml": "1.0e8", "vector_volume_ml": "7.5",
-                         "viable_cells": "1.0e8", "biosafety_cabinet": "BSC-01"},
-        "expansion": {"culture_day": "6", "viable_cells": "1.5e9", "viability_pct": "92", "incubator": "INC-01"},
+                       "cd3_purity_pct": "97.5", "cd4_microbeads_lot": lot_code("CD4-2611"), "cd8_microbeads_lot": lot_code("CD8-2611"),
+                       "tubing_set_lot": lot_code("TS520-2609"), "processor": equipment_code(PROCESSOR)},
+        "activation": {"cells_seeded": "1.0e8", "transact_lot": lot_code("TRA-2610"), "transact_volume_ml": "2", "medium_volume_ml": "250",
+                       "medium_lot": lot_code("TEX-2610"), "cytokine_lot": lot_code("IL715-2609"), "processor": equipment_code(PROCESSOR)},
+        "transduction": {"vector_lot": lot_code("LV-CD19-0042"), "titer_tu_per_ml": "1.0e8", "vector_volume_ml": "7.5",
+                         "viable_cells": "1.0e8", "biosafety_cabinet": equipment_code(CABINET)},
+        "expansion": {"culture_day": "6", "viable_cells": "1.5e9", "viability_pct": "92", "incubator": equipment_code(INCUBATOR)},
         "harvest": {"total_viable_cells": "3.0e9", "viability_pct": "91", "cd3_pct": "96", "car_pct": "34",
-                    "biosafety_cabinet": "BSC-01"},
+                    "biosafety_cabinet": equipment_code(CABINET)},
         "formulation": {"target_dose_per_kg": "1e6", "car_t_per_ml": "2.0e6", "max_fill_ml": "70",
-                        "cryomedium_lot": "CS10-2607", "bag_lot": "BAG-2605", "biosafety_cabinet": "BSC-01"},
-        "cryopreservation": {"freezer": "CRF-01", "program": "CAR-T -1 C/min to -90 C",
+                        "cryomedium_lot": lot_code("CS10-2607"), "bag_lot": lot_code("BAG-2605"), "biosafety_cabinet": equipment_code(CABINET)},
+        "cryopreservation": {"freezer": equipment_code(FREEZER), "program": "CAR-T -1 C/min to -90 C",
                              "run_start": local(when - timedelta(hours=2)),
                              "run_end": local(when - timedelta(minutes=30)), "profile_ok": "yes"},
-        "storage": {"ln2_freezer": "LN2-01", "rack": "R3", "box": "B12", "position": "A5", "freezer_temp_c": "-185"},
+        "storage": {"ln2_freezer": equipment_code(LN2_FREEZER), "rack": "R3", "box": "B12", "position": "A5", "freezer_temp_c": "-185"},
     }
     return {**values[step_key], **_scans(batch, step_key), **overrides}
 
@@ -211,7 +325,8 @@ class Recorder:
                 for day in expansion:
                     when = count_time(start, int(day["culture_day"]))
                     yield when
-                    values = {key: value for key, value in day.items() if key != "comment"}
+                    values = {key: lot_code(value) if key.endswith("_lot") else value
+                              for key, value in day.items() if key != "comment"}
                     self.record(batch, "expansion", when, comment=day.get("comment", ""), **values)
                 continue
             when = step_time(start, step.key)
@@ -293,11 +408,14 @@ def seed(password: str) -> str:
             # The one exception to temporary passwords: the README's demo sign-in must work as printed.
             create_user(username, full_name, role, password, actor=None, temporary=False)
         with audit.action("demo.inventory", actor=None):
-            add_inventory(now.date())
+            add_inventory(now.date(), password)
         people = {u.username: u for u in db.session.scalars(select(User))}
+        # Installation: QA approves the shipped process versions once (approve-shipped-processes).
+        approve_shipped(actor=people["qa1"], credentials=Credentials(password, "qa1"), now=clock.now)
         cast = Cast(Recorder(people["tech1"], people["tech2"], password, now), people)
         play([_story(cast, patient, start, STAGES[patient.patient_ref]) for patient, start in patients], clock)
         ended = clock.now
+        draft = demo_draft(people["admin"], now=ended)
     batches = {b.patient.patient_ref: b for b in db.session.scalars(select(Batch))}
     lines = [f"Demo lab ready. Sign in with password {password!r} as one of: "
              + ", ".join(f"{u} ({r})" for u, r, _ in USERS) + ".",
@@ -306,6 +424,8 @@ def seed(password: str) -> str:
     for ref, *_, shows in PATIENTS + RELEASE_PATIENTS:
         batch = batches[ref]
         lines.append(f"  {batch.batch_number}  {ref:<9} {batch.state:<11} {shows}")
+    lines.append(f"Process {draft.key} version {draft.version} waits for QA's approval: "
+                 f"/processes/{draft.key}/{draft.version}.")
     return "\n".join(lines)
 
 
@@ -313,14 +433,36 @@ def _story(cast: Cast, patient: PatientInput, start: datetime, stage: Stage) -> 
     """The supervisor registers ``patient`` and starts its batch at ``start``; then ``stage``."""
     yield start
     supervisor = cast.people["supervisor1"]
-    batch = start_batch(register_patient(patient, actor=supervisor, now=start), actor=supervisor, now=start)
+    product = "cd19-car-t-nhl" if patient.patient_ref in LYMPHOMA_PRODUCT else "cd19-car-t"
+    batch = start_batch(register_patient(patient, actor=supervisor, now=start), actor=supervisor, now=start,
+                        process_key=product)
     yield from stage(cast, batch, start)
+
+
+#: Patients whose batch is made under the lymphoma product (its dose chosen at scheduling).
+LYMPHOMA_PRODUCT = frozenset({"DLBCL-04"})
+#: The receipt volume's acceptance limit (>= 50 mL): the demo's draft raises it.
+_VOLUME_LIMIT = re.compile(r"^(\s*limit_min\s*=\s*)50\b", re.MULTILINE)
+
+
+def demo_draft(uploader: User, *, now: datetime) -> ProcessVersion:
+    """A new version of cd19-car-t waiting for QA's approval: the effective one with a higher
+    minimum apheresis volume, so its page shows what changed."""
+    current = effective_version("cd19-car-t", now)
+    assert current is not None
+    text = current.definition.source_text
+    version = current.version + 1
+    text = re.sub(r"^version\s*=\s*\d+\s*$", f"version = {version}", text, count=1, flags=re.MULTILINE)
+    text = _VOLUME_LIMIT.sub(r"\g<1>60", text, count=1)
+    definition = load_definition_text(text, f"cd19_car_t_v{version}.toml")
+    return import_definition(definition, actor=uploader, origin="uploaded", now=now,
+                             reason="Raise the minimum apheresis volume to 60 mL (site validation report).")
 
 
 #: Daily counts of the batches in manufacturing.
 COUNTS = ({"culture_day": "3", "viable_cells": "4.0e8", "viability_pct": "90"},
           {"culture_day": "5", "viable_cells": "9.5e8", "viability_pct": "93", "feed_volume_ml": "100",
-           "medium_lot": "TEX-2610"},
+           "medium_lot": "TEX-2610"},  # a supplier lot number: Recorder.steps scans the lot's code
           {"culture_day": "7", "viable_cells": "1.6e9", "viability_pct": "94"})
 
 

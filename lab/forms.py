@@ -121,7 +121,11 @@ class VerifyForm(VersionedForm, SigningForm):
 
 
 class StartBatchForm(OnceForm):
-    """Only CSRF: the patient comes from the URL."""
+    """The product (its effective process version) and the target dose; the patient comes from the URL.
+    Choices are the effective versions, checked again by the service."""
+
+    product = SelectField("Product", choices=[], validate_choice=False)
+    target_dose = StringField("Target dose", [Optional(), Length(max=40)])
 
 
 class ContainerScanForm(OnceForm):

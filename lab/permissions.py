@@ -22,6 +22,18 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     # A batch's own trail is part of its executed batch record (its appendix), which every
     # role that works on or inspects batches reads: one rule for the page, the record and /audit.
     "read_batch_trail": ("technician", "supervisor", "qc_analyst", "qa_officer", "auditor", "admin"),
+    # Equipment (211.67, 211.182): supervisors and QA keep the register; whoever calibrates, cleans or
+    # maintains writes the logbook; only QA puts an instrument back in service, signing for it.
+    "register_equipment": ("supervisor", "qa_officer"),
+    "record_equipment_log": ("technician", "supervisor", "qa_officer"),
+    "take_equipment_out_of_service": ("supervisor", "qa_officer"),
+    "return_equipment_to_service": ("qa_officer",),
+    # Materials (211.80-211.89): QA or a supervisor keeps the catalogue; technicians receive lots;
+    # QC records the incoming check; only QA (the quality unit) releases, rejects or recalls a lot.
+    "manage_material_items": ("supervisor", "qa_officer"),
+    "receive_lot": ("technician", "supervisor"),
+    "check_lot": ("qc_analyst",),
+    "decide_lot": ("qa_officer",),
 }
 
 

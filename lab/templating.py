@@ -10,7 +10,15 @@ from flask import Flask
 from lab.models import QcResult, StepValue
 from lab.services.progress import lab_timezone
 from lab.views.signing import needs_username
-from workflows.formatting import Number, format_datetime, format_number, format_recorded, format_weight, recorded_number
+from workflows.formatting import (
+    Number,
+    format_datetime,
+    format_number,
+    format_quantity,
+    format_recorded,
+    format_weight,
+    recorded_number,
+)
 from workflows.model import FieldSpec, StepState
 
 
@@ -48,6 +56,7 @@ def result_value(result: QcResult) -> str:
 def register(app: Flask) -> None:
     app.add_template_filter(localtime)
     app.add_template_filter(number)
+    app.add_template_filter(format_quantity, "quantity")
     app.add_template_filter(recorded_number, "recorded")
     app.add_template_filter(format_weight, "kg")
     app.add_template_filter(field_value)

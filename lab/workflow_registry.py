@@ -1,5 +1,7 @@
-"""Where lab/ gets process definitions: from files for new batches, from the database for
-existing ones, so that editing a file never changes a batch that already started."""
+"""Where lab/ gets process definitions: the shipped files (WORKFLOW_DIR) that installation
+approves and ``check-workflows`` checks, and the texts kept in the database that batches pin.
+Which version a new batch starts under is decided by change control (lab.services.processes),
+never by which file is newest on disk."""
 
 from __future__ import annotations
 
@@ -8,28 +10,13 @@ from pathlib import Path
 
 from flask import current_app
 
-from workflows.definition import (
-    DEFINITIONS_DIR,
-    latest,
-    load_definition_text,
-    load_directory,
-)
+from workflows.definition import DEFINITIONS_DIR, load_definition_text
 from workflows.model import ProcessDefinition
-
-DEFAULT_PROCESS = "cd19-car-t"
 
 
 def workflow_dir() -> Path:
     configured = current_app.config.get("WORKFLOW_DIR")
     return Path(configured) if configured else DEFINITIONS_DIR
-
-
-def current_definition(key: str = DEFAULT_PROCESS) -> ProcessDefinition:
-    """The newest version of ``key`` on disk: what a batch started now would pin.
-
-    Raises DefinitionError when a file is malformed, KeyError when no file has ``key``.
-    """
-    return latest(load_directory(workflow_dir()), key)
 
 
 @lru_cache(maxsize=64)

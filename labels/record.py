@@ -36,6 +36,7 @@ from labels.record_data import (
     ReleaseTestRecord,
     ResultRecord,
     Signed,
+    TrailReview,
     ValueVersion,
 )
 from labels.text import MONO_BOLD, SANS, SANS_BOLD, clean
@@ -239,6 +240,31 @@ def _expansion(chart: ExpansionChart) -> list[Flowable]:
 # --- containers and custody ----------------------------------------------------------------------
 
 
+def _materials(record: BatchRecordData) -> list[Flowable]:
+    """Each lot with its release status and the quantity taken; each instrument with its
+    calibration status on the days of use (21 CFR 211.188(b)(3), 211.182)."""
+    flowables: list[Flowable] = [_p("Materials and equipment used", HEADING), _p("Material lots", SUBHEADING)]
+    if not record.lots:
+        flowables.append(_p("No material lot recorded.", BODY))
+    else:
+        rows = [[[_p(lot.code, SMALL), _p(f"lot {lot.lot_number}", TINY)], _p(f"{lot.name} ({lot.supplier})", SMALL),
+                 _p(lot.expiry.isoformat(), SMALL), _p(lot.status, SMALL), _p(lot.quantity, SMALL),
+                 _p(", ".join(lot.steps), SMALL)] for lot in record.lots]
+        flagged = [i for i, lot in enumerate(record.lots) if "RECALLED" in lot.status or "REJECTED" in lot.status]
+        flowables.append(_table(("Lot", "Material", "Expiry", "Release status", "Used by this batch", "Steps"),
+                                rows, _columns(21, 17, 11, 24, 11, 16), flagged=flagged))
+    flowables.append(_p("Equipment", SUBHEADING))
+    if not record.equipment:
+        flowables.append(_p("No equipment recorded.", BODY))
+        return flowables
+    rows = [[_p(item.code, SMALL), _p(item.name, SMALL), _p(item.calibration, SMALL), _p(", ".join(item.steps), SMALL)]
+            for item in record.equipment]
+    flagged = [i for i, item in enumerate(record.equipment) if "OVERDUE" in item.calibration]
+    flowables.append(_table(("Code", "Equipment", "Calibration when used", "Steps"), rows,
+                            _columns(18, 22, 40, 20), flagged=flagged))
+    return flowables
+
+
 def _containers(record: BatchRecordData) -> list[Flowable]:
     flowables: list[Flowable] = [_p("Containers and labels", HEADING)]
     if not record.containers:
@@ -396,9 +422,20 @@ def _change(entry: AuditRecord) -> str:
     return "new: " + "; ".join(f"{key}={value}" for key, value in content.items() if value not in (None, ""))
 
 
+def _trail_review(review: TrailReview | None) -> str:
+    if review is None:
+        return "Audit trail review: this trail has not been reviewed yet."
+    later = (f" {review.later_entries} later entr{'y' if review.later_entries == 1 else 'ies'} of this batch "
+             "not reviewed yet." if review.later_entries else "")
+    return (f"Audit trail last reviewed by {clean(review.reviewed_by)} at {format_utc(review.reviewed_at)}, "
+            f"period {review.period_from.isoformat()} to {review.period_to.isoformat()}, up to entry "
+            f"{review.head_entry}.{later}")
+
+
 def _appendix(record: BatchRecordData) -> list[Flowable]:
     flowables: list[Flowable] = [PageBreak(), _p(f"Appendix: audit trail of batch {record.batch_number} "
                                                  f"({len(record.audit)} entries)", HEADING)]
+    flowables.append(_p(_trail_review(record.trail_review), BODY))
     if not record.audit:
         return [*flowables, _p("No entry.", BODY)]
     rows = [[_p(str(e.id), TINY), _p(format_utc(e.occurred_at), TINY), _p(e.actor, TINY), _p(e.action, TINY),
@@ -413,7 +450,7 @@ def _appendix(record: BatchRecordData) -> list[Flowable]:
 
 
 def _story(record: BatchRecordData, digest: str) -> list[Flowable]:
-    return [*_header(record, digest), *_steps(record), *_containers(record), *_deviations(record),
+    return [*_header(record, digest), *_steps(record), *_materials(record), *_containers(record), *_deviations(record),
             *_release(record), *_decisions(record), *_appendix(record)]
 
 

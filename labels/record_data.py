@@ -12,7 +12,7 @@ type (outside the digest: the process definition its SHA-256 pins says it).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from labels.chart import ExpansionChart
@@ -258,6 +258,48 @@ class AuditRecord:
 
 
 @dataclass(frozen=True)
+class LotUsed:
+    """A material lot the batch used: its identity, its release (and any later recall), the
+    quantity this batch took from it and the steps that scanned it."""
+
+    code: str
+    name: str
+    lot_number: str
+    supplier: str
+    expiry: date
+    status: str
+    quantity: str  # as printed ("7.5 mL"), or "not counted" where the step takes no amount
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EquipmentUsed:
+    """An instrument the batch used and its calibration status on the days it was used."""
+
+    code: str
+    name: str
+    calibration: str
+    steps: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TrailReview:
+    """The newest review of the audit trail covering the batch's trail (Annex 11 §9): by whom,
+    when, the period reviewed, the last entry it saw, and how many of the batch's entries
+    were written after it (not yet reviewed)."""
+
+    reviewed_by: str
+    reviewed_at: datetime
+    period_from: date
+    period_to: date
+    head_entry: int
+    later_entries: int
+
+    def __post_init__(self) -> None:
+        check_aware("reviewed_at", self.reviewed_at)
+
+
+@dataclass(frozen=True)
 class BatchRecordData:
     """The executed batch record of one batch, as it stands."""
 
@@ -280,9 +322,14 @@ class BatchRecordData:
     release_tests: tuple[ReleaseTestRecord, ...]
     decisions: tuple[DecisionRecord, ...]
     audit: tuple[AuditRecord, ...]
+    lots: tuple[LotUsed, ...] = ()
+    equipment: tuple[EquipmentUsed, ...] = ()
     #: The expansion chart, printed after its step. Outside the digest: it draws the current
     #: values of entries the record holds (and the windows of the process its SHA-256 pins).
     expansion: ExpansionChart | None = field(default=None, metadata=NOT_CANONICAL)
+    #: When the trail was last reviewed (None: not yet). Outside the digest: a review of the
+    #: trail is not a change to the batch's record.
+    trail_review: TrailReview | None = field(default=None, metadata=NOT_CANONICAL)
 
     def __post_init__(self) -> None:
         check_code(self.batch_number, CodeKind.BATCH)

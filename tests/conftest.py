@@ -29,7 +29,9 @@ from lab.models import User
 from lab.sent_forms import TOKEN_FIELD, new_token
 from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
+from lab.services.processes import approve_shipped
 from lab.services.progress import definition_for
+from lab.services.signatures import Credentials
 from tests.factories import PASSWORD, PASSWORD_HASH, add_inventory, form_data, get_batch, page_text, step_values, user
 from tests.routes import every_kind_of_record
 
@@ -146,14 +148,24 @@ def users(app: Flask) -> dict[str, int]:
                     for name, (role, full) in ROLES.items()]
             db.session.add_all(rows)
         db.session.commit()
+        approve_processes()
         return {u.username: u.id for u in rows}
+
+
+def approve_processes(keys: tuple[str, ...] = ("cd19-car-t",)) -> None:
+    """What a lab does once on installation (approve-shipped-processes), in an app context: the
+    newest definition of ``keys`` in WORKFLOW_DIR approved by qa1, effective a year back (batches
+    are started in the past), even over a newer version approved before (a version 1 batch)."""
+    approve_shipped(actor=user("qa1"), credentials=Credentials(PASSWORD, "qa1"),
+                    now=datetime.now(UTC) - timedelta(days=365), keys=keys, even_older=True)
+    db.session.commit()
 
 
 @pytest.fixture
 def inventory(app: Flask, users: dict[str, int]) -> None:
     with app.app_context():
         with audit.action("test.setup", actor=None):
-            add_inventory(datetime.now(UTC).date())
+            add_inventory(datetime.now(UTC).date(), PASSWORD)
         db.session.commit()
 
 
@@ -200,14 +212,15 @@ def make_batch(app: Flask, users: dict[str, int], inventory: None) -> Callable[.
     verifies, unless ``verify`` is False. Returns the batch number.
     """
     def _make_batch(until: str | None = None, *, ref: str = "SLE-01", weight_kg: float = 58.0,
-                    verify: bool = True, days_ago: int = 14, expansion: tuple[dict[str, str], ...] = (
+                    verify: bool = True, days_ago: int = 14, process: str | None = None, expansion: tuple[dict[str, str], ...] = (
                         {"culture_day": "6", "viable_cells": "1.5e9", "viability_pct": "92"},)) -> str:
         with app.app_context():
             now = datetime.now(UTC)
             start = now - timedelta(days=days_ago)
             patient = register_patient(PatientInput(ref, "AB", date(1980, 5, 1), weight_kg, "SLE"),
                                        actor=user("super1"), now=start)
-            batch = start_batch(patient, actor=user("super1"), now=start)
+            approve_processes()  # a test may have pointed WORKFLOW_DIR at version 1
+            batch = start_batch(patient, actor=user("super1"), now=start, process_key=process)
             recorder = Recorder(user("tech1"), user("tech2"), PASSWORD, now)
             skip = frozenset(s.key for s in definition_for(batch).steps) if not verify else frozenset()
             recorder.run(batch, start, until=until, expansion=expansion, unverified=skip)

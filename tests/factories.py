@@ -10,11 +10,11 @@ from flask import Flask
 from sqlalchemy import func, select
 from werkzeug.security import generate_password_hash
 
-from lab.demo import add_inventory, step_values
+from lab.demo import add_inventory, lot_code, step_values
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, Deviation, Patient, Signature, StepEntry, StepValue, User
 
-__all__ = ["PASSWORD", "PASSWORD_HASH", "add_inventory", "entries", "form_data", "get_batch",
+__all__ = ["PASSWORD", "PASSWORD_HASH", "add_inventory", "demo_lot", "entries", "form_data", "get_batch",
            "page_text", "patient", "signature", "signed_in", "snapshot", "step_values", "user"]
 
 PASSWORD = "correct-horse-42"
@@ -23,6 +23,12 @@ PASSWORD_HASH = generate_password_hash(PASSWORD, method="pbkdf2:sha256:1000")  #
 
 def user(name: str) -> User:
     return db.session.execute(db.select(User).filter_by(username=name)).scalar_one()
+
+
+def demo_lot(app: Flask, lot_number: str) -> str:
+    """The generated code of the demo lot with supplier lot number ``lot_number`` (e.g. "TRA-2610")."""
+    with app.app_context():
+        return lot_code(lot_number)
 
 
 def get_batch(number: str) -> Batch:

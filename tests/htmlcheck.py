@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 #: Row classes that colour a row; each such row must also say why in words or a symbol.
 COLOURED = re.compile(r'<(tr|li)\b[^>]*\bclass="[^"]*\b(out|overdue|unusable|inactive|tl-problem)\b[^"]*"[^>]*>(.*?)</\1>', re.DOTALL)
 SAID = ("OUT OF LIMIT", "OUT OF SPECIFICATION", "MISMATCH", "OVERDUE", "EXPIRED", "⚠", "quarantined", "rejected",
-        "out of service", "deactivated")
+        "out of service", "deactivated", "recalled", "used up")
 LABELABLE = {"input", "select", "textarea", "button", "meter", "output", "progress"}
 UNLABELLED_INPUT_TYPES = {"hidden", "submit", "button", "reset", "image"}
 

@@ -10,8 +10,9 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
+from lab.demo import INCUBATOR, equipment_code, lot_code
 from lab.extensions import db
-from lab.models import Container, QcResult
+from lab.models import Container, MaterialLot, QcResult
 from lab.services.deviations import report_deviation
 from tests.factories import PASSWORD, entries, get_batch, step_values, user
 from tests.quality import record_results
@@ -35,8 +36,16 @@ def every_kind_of_record(app: Flask, make_batch: Callable[..., str]) -> dict[str
             "step_key": "enrichment", "result_id": result.id, "test_key": result.test_key, "code": container.code,
             "number": deviation.number, "patient_ref": "SLE-02", "user_id": user("tech1").id,
             "filename": "celltrail.css", "text": number,
+            "key": batch.definition.key, "version": batch.definition.version,  # a process version's page
             # the batch's own records: its results are in the released batch, its open entries in the other
-            "by_endpoint": {"quality.correct": {"batch_number": number}},
+            "by_endpoint": {"quality.correct": {"batch_number": number},
+                            # a lot in quarantine (its check and decision forms), by its generated code
+                            **{f"materials.{name}": {"code": lot_code("LV-CD19-0043")} for name in (
+                                "lot", "check", "decide", "recall", "where_used_csv", "label")},
+                            # an instrument the batch used, by its generated code
+                            **{f"equipment.{name}": {"code": equipment_code(INCUBATOR)} for name in (
+                                "detail", "log", "out_of_service", "return_to_service", "label")},
+                            "attachments.download": certificate(lot_code("LV-CD19-0043"))},
             # a plausible body for any form: fields the forms read, the auditor's own signature
             "form": {**{f"field-{k}": v for k, v in step_values("receipt", when=datetime.now(UTC), batch=get_batch(awaiting)).items()},
                      "username": "auditor1", "password": PASSWORD, "batch_version": get_batch(awaiting).version,
@@ -47,6 +56,13 @@ def every_kind_of_record(app: Flask, make_batch: Callable[..., str]) -> dict[str
                      "initials": "AB", "date_of_birth": "1980-01-01", "weight_kg": "70", "indication": "SLE",
                      "event": "moved", "scanned": container.code, "to_location": "Freezer 2"},
         }
+
+
+def certificate(code: str) -> dict[str, Any]:
+    """The URL arguments of the certificate of analysis of the lot ``code``."""
+    lot = db.session.scalar(select(MaterialLot).where(MaterialLot.code == code))
+    assert lot is not None and lot.certificate is not None
+    return {"attachment_id": lot.certificate.id, "filename": lot.certificate.filename}
 
 
 def url_for_rule(app: Flask, rule: Any, values: dict[str, Any]) -> str:

@@ -101,9 +101,9 @@ def test_check_workflows_lists_every_definition_and_its_hash(runner: FlaskCliRun
     files = sorted(DEFINITIONS_DIR.glob("*.toml"))
     assert DEFINITION_FILE in files and len(files) >= 2  # version 1 stays for the batches pinned to it
     for file in files:
-        version = tomllib.loads(file.read_text(encoding="utf-8"))["version"]
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
         sha256 = hashlib.sha256(file.read_bytes()).hexdigest()
-        assert f"cd19-car-t v{version}: 9 steps, sha256 {sha256} ({file.name})" in result.output
+        assert f"{data['key']} v{data['version']}: 9 steps, sha256 {sha256} ({file.name})" in result.output
     assert f"{len(files)} definition(s) OK." in result.output
 
 

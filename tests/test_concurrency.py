@@ -23,7 +23,7 @@ from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
 from lab.services.signatures import LOCKOUT_AFTER, Credentials, reauthenticate, record_failed_attempt
 from lab.services.steps import record_step
-from tests.conftest import ROLES
+from tests.conftest import ROLES, approve_processes
 from tests.factories import PASSWORD, PASSWORD_HASH, form_data, get_batch, step_values, user
 
 
@@ -32,8 +32,9 @@ def _setup_lab(app: Flask) -> None:
         with audit.action("test.setup", actor=None):
             db.session.add_all(User(username=name, full_name=full, role=role, password_hash=PASSWORD_HASH)
                                for name, (role, full) in ROLES.items())
-            add_inventory(datetime.now(UTC).date())
+            add_inventory(datetime.now(UTC).date(), PASSWORD)
         db.session.commit()
+        approve_processes()
 
 
 def _race(app: Flask, work: Callable[[str, threading.Barrier], object], names: tuple[str, ...]) -> dict[str, object]:

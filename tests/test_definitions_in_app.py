@@ -1,10 +1,11 @@
-"""Starting a batch when the process definition on disk is missing or malformed."""
+"""Starting a batch when no process version is approved, or a file on disk is malformed."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -22,8 +23,9 @@ def _register(client) -> None:
     assert response.status_code == 302
 
 
-def test_malformed_definition_refuses_batch_start_naming_file_and_reason(
-        app: Flask, users, login, tmp_path: Path) -> None:
+def test_a_malformed_file_on_disk_changes_no_batch_start(app: Flask, users, login, tmp_path: Path) -> None:
+    """New batches start under the approved version kept in the database: a file on disk,
+    broken or not, is used only once imported and approved (change control)."""
     broken = tmp_path / "cd19_car_t_v1.toml"
     shutil.copy(SOURCE, broken)
     broken.write_text(broken.read_text().replace('key = "receipt"', 'key = "Receipt step"', 1))
@@ -31,18 +33,24 @@ def test_malformed_definition_refuses_batch_start_naming_file_and_reason(
     client = login("super1")
     _register(client)
     response = client.post("/patients/SLE-11/batches")
-    page = response.get_data(as_text=True)
-    assert response.status_code == 409
-    assert "cd19_car_t_v1.toml" in page and "Receipt step" in page
-    assert "check-workflows" in page
+    assert response.status_code == 302
     with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Batch)) == 0
+        assert db.session.scalar(select(func.count()).select_from(Batch)) == 1
 
 
-def test_no_definition_installed_refuses_batch_start(app: Flask, users, login, tmp_path: Path) -> None:
+@pytest.fixture
+def nothing_approved(app: Flask, tmp_path: Path) -> None:
+    """A lab whose shipped definitions were never approved (an empty WORKFLOW_DIR when users are made)."""
     app.config["WORKFLOW_DIR"] = str(tmp_path)
+
+
+def test_no_approved_version_refuses_batch_start(app: Flask, nothing_approved, users, login) -> None:
     client = login("super1")
     _register(client)
     response = client.post("/patients/SLE-11/batches")
     assert response.status_code == 409
-    assert "no definition of process cd19-car-t" in response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    assert "no process version is approved and effective" in page
+    assert "approve-shipped-processes" in page
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Batch)) == 0

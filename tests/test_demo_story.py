@@ -19,6 +19,7 @@ from lab import create_app
 from lab.extensions import UTCDateTime, db
 from lab.models import AuditEvent, Batch, Container, Signature, StepEntry, StepValue
 from lab.models.base import simulated_clock, utcnow
+from lab.services import materials  # noqa: F401 - registers its SignedRecord (lot decisions) on import
 from lab.services.progress import definition_for
 from lab.services.signatures import RECORD_TYPES
 from tests.conftest import empty_tables

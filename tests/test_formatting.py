@@ -151,3 +151,11 @@ def test_a_stored_value_reads_one_way_everywhere(text, kind, unit, expected):
                                               (72.25, "72.25 kg"), (100, "100 kg"), ("102.50", "102.5 kg")])
 def test_a_weight_reads_as_recorded_without_zeros_it_was_not_typed_with(kg, expected):
     assert format_weight(kg) == expected
+
+
+@pytest.mark.parametrize(("value", "unit", "text"), [
+    (1, "vials", "1 vial"), (2, "vials", "2 vials"), (1.0, "sets", "1 set"), (0, "bags", "0 bags"),
+    (1, "mL", "1 mL"), (1, "cells/kg", "1 cells/kg"), (1, "%", "1 %"), (1.5, "vials", "1.5 vials"),
+])
+def test_a_counted_unit_reads_in_the_singular_for_exactly_one(value: float, unit: str, text: str) -> None:
+    assert format_quantity(value, unit) == text

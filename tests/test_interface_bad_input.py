@@ -14,6 +14,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from lab.demo import INCUBATOR, equipment_code
 from lab.extensions import db
 from lab.models import MaterialLot
 from tests.factories import entries, form_data, get_batch, page_text, signature, snapshot, step_values
@@ -167,8 +168,10 @@ def test_a_lot_or_equipment_label_scanned_into_the_search_box_says_where_it_belo
     assert response.status_code == 400
     assert f"{code} is a material lot ({name}" in page_text(response)
     assert "Scan it into the lot field of the step you are recording" in page_text(response)
-    response = client.get("/scan", query_string={"code": "INC-01"})
-    assert response.status_code == 400 and "INC-01 is equipment" in page_text(response)
+    with app.app_context():
+        incubator = equipment_code(INCUBATOR)
+    response = client.get("/scan", query_string={"code": incubator})
+    assert response.status_code == 400 and f"{incubator} is equipment" in page_text(response)
 
 
 def test_a_container_label_scanned_into_a_lot_field_is_named_for_what_it_is(

@@ -108,7 +108,8 @@ def test_integers_too_large_for_their_column_are_not_found(app: Flask, lab_recor
     for rule in rules:
         ints = [name for name, converter in rule._converters.items() if isinstance(converter, IntegerConverter)]
         for huge in HUGE:
-            url = url_for_rule(app, rule, {**lab_records, **dict.fromkeys(ints, huge)})
+            own = {**lab_records["by_endpoint"].get(rule.endpoint, {}), **dict.fromkeys(ints, huge)}
+            url = url_for_rule(app, rule, {**lab_records, **own, "by_endpoint": {rule.endpoint: own}})
             for name, client in users.items():
                 for method in sorted((rule.methods or set()) & {"GET", "POST"}):
                     data = {**lab_records["form"], "form_token": new_token()} if method == "POST" else None

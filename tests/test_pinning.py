@@ -1,4 +1,5 @@
-"""A batch pins the exact process definition it started with; editing the file changes no batch."""
+"""A batch pins the exact process definition it started with; editing the file changes no batch, and a
+new version reaches new batches only through change control (stored, approved, effective)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,21 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from lab.extensions import db
-from lab.models import Batch, Deviation, ProcessDefinitionRecord
-from tests.factories import entries, form_data, get_batch, page_text, patient, signature, signed_in, step_values
+from lab.models import Batch, Deviation, ProcessDefinitionRecord, utcnow
+from lab.services.processes import ProcessConflict, approve, import_definition, lab_date, parse_upload
+from lab.services.signatures import Credentials
+from tests.factories import (
+    PASSWORD,
+    entries,
+    form_data,
+    get_batch,
+    page_text,
+    patient,
+    signature,
+    signed_in,
+    step_values,
+    user,
+)
 from workflows.definition import DEFINITIONS_DIR
 
 ORIGINAL = DEFINITIONS_DIR / "cd19_car_t_v1.toml"
@@ -38,6 +52,14 @@ def edit(path: Path, *, volume_limit: int, version: int | None = None) -> None:
     if version is not None:
         text = VERSION.sub(f"version = {version}", text)
     path.write_text(text, encoding="utf-8")
+
+
+def change_control(app: Flask, path: Path) -> None:
+    """The edited file through change control: imported by admin, approved by qa1 effective today."""
+    with app.app_context():
+        version = import_definition(parse_upload(path.read_bytes(), path.name), actor=user("admin"), origin="imported")
+        approve(version, effective_on=lab_date(utcnow()), actor=user("qa1"), credentials=Credentials(PASSWORD, "qa1"))
+        db.session.commit()
 
 
 @pytest.fixture
@@ -92,6 +114,10 @@ def test_a_new_version_changes_new_batches_only(app, workflow_file, tech):
     edit(workflow_file, volume_limit=100, version=2)
     v2_sha = sha256(workflow_file)
     assert v2_sha != v1_sha
+    unapproved = start(app, tech, "SLE-03")  # a file on disk is used by no batch until approved
+    with app.app_context():
+        assert get_batch(unapproved).definition.sha256 == v1_sha
+    change_control(app, workflow_file)
     second = start(app, tech, "SLE-02")
     with app.app_context():
         one, two = get_batch(first).definition, get_batch(second).definition
@@ -147,11 +173,15 @@ def test_corrections_on_an_old_batch_check_its_own_version(app, workflow_file, t
         assert [d.source for d in get_batch(first).deviations] == ["correction"]
 
 
-def test_the_newest_version_in_the_folder_is_used(app, workflow_file, tech):
+def test_the_newest_approved_version_is_used_not_the_newest_file(app, workflow_file, tech):
     newer = workflow_file.with_name("cd19_car_t_v2.toml")
     shutil.copyfile(workflow_file, newer)
     edit(newer, volume_limit=100, version=2)
     number = start(app, tech, "SLE-01")
+    with app.app_context():
+        assert get_batch(number).definition.version == 1
+    change_control(app, newer)
+    number = start(app, tech, "SLE-02")
     with app.app_context():
         record = get_batch(number).definition
         assert (record.version, record.sha256, record.source_name) == (2, sha256(newer), "cd19_car_t_v2.toml")
@@ -160,17 +190,14 @@ def test_the_newest_version_in_the_folder_is_used(app, workflow_file, tech):
 def test_an_edit_without_a_new_version_number_is_refused(app, workflow_file, tech):
     first = start(app, tech, "SLE-01")
     edit(workflow_file, volume_limit=100)
-    assert tech.post("/patients/new", data={"patient_ref": "SLE-02", "initials": "AB", "date_of_birth": "1980-05-01",
-                                            "weight_kg": "70", "indication": "SLE"}).status_code == 302
-    response = tech.post("/patients/SLE-02/batches")
-    assert response.status_code == 409
-    message = page_text(response)
-    assert "changed since batches started under cd19-car-t version 1" in message
-    assert "Give the edited definition a new version number." in message
+    with pytest.raises(ProcessConflict, match="already stored with other content"):
+        change_control(app, workflow_file)
+    second = start(app, tech, "SLE-02")  # the edited file changes nothing: new batches keep the approved text
     with app.app_context():
-        assert db.session.scalar(select(func.count()).select_from(Batch)) == 1
+        assert get_batch(second).definition.sha256 == sha256(ORIGINAL)
+        assert db.session.scalar(select(func.count()).select_from(Batch)) == 2
         assert db.session.scalar(select(func.count()).select_from(ProcessDefinitionRecord)) == 1
-        assert patient("SLE-02").batches == []
+        assert patient("SLE-01").batches[0].batch_number == first
     # the running batch is untouched and still records under version 1
     assert record_receipt(app, tech, first, volume_ml="80").status_code == 302
     page = page_text(tech.get(f"/batches/{first}"))

@@ -11,12 +11,13 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from lab.demo import local
+from lab.demo import INCUBATOR, OVERDUE_INCUBATOR, equipment_code, local, lot_code
 from lab.extensions import db
 from lab.services.patients import PatientInput, register_patient
 from lab.services.progress import batch_overview
 from lab.services.signatures import current_values
 from tests.factories import (
+    demo_lot,
     entries,
     get_batch,
     page_text,
@@ -70,7 +71,7 @@ def test_the_batch_page_lists_steps_in_order_with_their_states(app, make_batch, 
         coi, sha = batch.patient.coi, batch.definition.sha256
     text = html.unescape(page)
     assert coi in text
-    assert "cd19-car-t</span> version 2" in text
+    assert "cd19-car-t</span> version 3" in text
     assert f"sha256 {sha}" in text
     titles = re.findall(r"<h3>([^<]+?) <span", text)
     assert titles[:3] == ["Apheresis receipt", "T-cell enrichment", "Activation (day 0)"]
@@ -232,11 +233,11 @@ def test_expansion_is_repeatable_until_the_harvest(app, make_batch, tech):
     assert post_step(app, tech, number, "expansion", culture_day="4", viable_cells="4.0e8",
                      viability_pct="90").status_code == 302
     assert post_step(app, tech, number, "expansion", culture_day="5", viable_cells="9.5e8", viability_pct="93",
-                     feed_volume_ml="100", medium_lot="TEX-2610").status_code == 302
+                     feed_volume_ml="100", medium_lot=demo_lot(app, "TEX-2610")).status_code == 302
     with app.app_context():
         found = entries(number, "expansion")
         assert [e.occurrence for e in found] == [1, 2]
-        assert current_values(found[1])["medium_lot"].lot.code == "TEX-2610"
+        assert current_values(found[1])["medium_lot"].lot.code == lot_code("TEX-2610")
         assert current_values(found[1])["feed_volume_ml"].number == 100.0
         assert "feed_volume_ml" not in current_values(found[0])  # optional and left empty: no row
     # cells seeded at activation: 1.0e8
@@ -272,11 +273,11 @@ def test_expansion_is_repeatable_until_the_harvest(app, make_batch, tech):
 @pytest.mark.parametrize(("until", "field", "code", "message"), [
     ("activation", "medium_lot", "TEX-2501", "Lot TEX-2501 expired on "),
     ("transduction", "vector_lot", "LV-CD19-0043", "Lot LV-CD19-0043 is quarantined: it has not been released for use."),
-    ("harvest", "incubator", "INC-02", "CO2 incubator #2 INC-02 was due for calibration on "),
+    ("harvest", "incubator", OVERDUE_INCUBATOR, "CO2 incubator #2 {code} was due for calibration on "),
     ("activation", "medium_lot", "NOPE-0001", "No material lot 'NOPE-0001' is registered."),
     ("activation", "transact_lot", "TEX-2610",
      "Lot TEX-2610 is TexMACS GMP medium (a medium); TransAct lot needs a transact lot."),
-    ("enrichment", "processor", "INC-01", "CO2 incubator #1 INC-01 is an incubator; Cell processor needs a cell processor."),
+    ("enrichment", "processor", INCUBATOR, "CO2 incubator #1 {code} is an incubator; Cell processor needs a cell processor."),
     ("enrichment", "processor", "PRODIGY-99", "No equipment 'PRODIGY-99' is registered."),
 ])
 def test_unusable_materials_and_equipment_are_refused_with_the_reason(app, make_batch, tech, until, field, code,
@@ -284,6 +285,14 @@ def test_unusable_materials_and_equipment_are_refused_with_the_reason(app, make_
     number = make_batch(until=until)
     step_key = "expansion" if field == "incubator" else until
     overrides = {"culture_day": "7"} if step_key == "expansion" else {}
+    if code in ("TEX-2501", "LV-CD19-0043", "TEX-2610"):  # demo lot codes are generated: look them up
+        lot_number = code
+        code = demo_lot(app, lot_number)
+        message = message.replace(lot_number, code)
+    if code in (INCUBATOR, OVERDUE_INCUBATOR):  # demo equipment codes are generated: look them up by name
+        with app.app_context():
+            code = equipment_code(code)
+        message = message.format(code=code)
     before = snapshot(app, number)
     response = post_step(app, tech, number, step_key, **{field: code}, **overrides)
     assert response.status_code == 422
@@ -296,10 +305,13 @@ def test_unusable_materials_and_equipment_are_refused_with_the_reason(app, make_
 def test_the_expiry_and_calibration_dates_are_named(app, make_batch, tech):
     number = make_batch(until="harvest")
     today = datetime.now(UTC).date()
-    response = post_step(app, tech, number, "expansion", culture_day="7", feed_volume_ml="50", medium_lot="tex-2501")
+    expired = demo_lot(app, "TEX-2501")
+    response = post_step(app, tech, number, "expansion", culture_day="7", feed_volume_ml="50", medium_lot=expired.lower())
     assert response.status_code == 422
-    assert f"Lot TEX-2501 expired on {(today - timedelta(days=30)).isoformat()}." in page_text(response)
-    response = post_step(app, tech, number, "expansion", culture_day="7", incubator="INC-02")
+    assert f"Lot {expired} expired on {(today - timedelta(days=5)).isoformat()}." in page_text(response)
+    with app.app_context():
+        overdue = equipment_code(OVERDUE_INCUBATOR)
+    response = post_step(app, tech, number, "expansion", culture_day="7", incubator=overdue)
     assert response.status_code == 422
     assert f"was due for calibration on {(today - timedelta(days=10)).isoformat()}" in page_text(response)
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lab import audit
 from lab.extensions import db
@@ -163,3 +163,26 @@ def test_scheme_1_is_the_hash_signatures_were_made_with_before(app: Flask, make_
         signatures = db.session.scalars(select(Signature).where(Signature.record_id == entry.id,
                                                                 Signature.record_type == "step_entry")).all()
         assert {(s.hash_scheme, s.content_sha256) for s in signatures} == {(2, digest(entry))}
+
+
+def test_a_signature_inserted_in_the_database_is_named(app: Flask, make_batch: Callable[..., str]) -> None:
+    """A forged signature whose hash matches its record (a copy of a valid one, as another signer)
+    passes the signature check; the trail, which records every signature made, never saw it."""
+    number = make_batch(until="enrichment", verify=False)
+    *_, [performed] = _receipt_volume(app, number)
+    tamper(app, "INSERT INTO signatures (batch_id, record_type, record_id, signer_id, printed_name, meaning, "
+                "signed_at, content_sha256, hash_scheme) SELECT batch_id, record_type, record_id, :signer, "
+                "'Quentin Assurance', 'verified', signed_at, content_sha256, hash_scheme FROM signatures WHERE id = :id",
+           signer=user_id(app, "qa1"), id=performed)
+    with app.app_context():
+        forged = db.session.scalar(select(func.max(Signature.id)))
+    result = verify(app)
+    assert result.exit_code == 1, result.output
+    assert (f"TAMPERED: Signature {forged} (verified, Quentin Assurance, ") in result.stderr
+    assert "the audit trail never recorded it being made: inserted in the database." in result.stderr
+    assert f"Signature {performed} " not in result.stderr  # the genuine one is not named
+
+
+def user_id(app: Flask, username: str) -> int:
+    with app.app_context():
+        return user(username).id

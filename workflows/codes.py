@@ -10,6 +10,8 @@ Canonical forms (FIN = the facility identifier, yy = two-digit year):
 * COI (chain of identity, after ISBT 128 DS040): ``CH-<FIN>-<yy>-<6 alphanumerics>-<K>``
 * Batch number: ``B-<FIN>-<yy>-<5 digits>-<K>``
 * Container code (a bag, tube or sample): ``C-<FIN>-<yy>-<6 digits>-<K>``
+* Equipment code (an instrument, cabinet, freezer): ``E-<FIN>-<yy>-<5 digits>-<K>``
+* Material lot code (a received lot of a reagent or consumable): ``L-<FIN>-<yy>-<6 digits>-<K>``
 
 The shapes differ in length or content, so a code says what it is (``identify``).
 
@@ -61,6 +63,8 @@ class CodeKind(Enum):
     COI = "COI"
     BATCH = "batch number"
     CONTAINER = "container code"
+    EQUIPMENT = "equipment code"
+    LOT = "material lot code"
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,8 @@ FORMATS: dict[CodeKind, CodeFormat] = {
     CodeKind.COI: CodeFormat(CodeKind.COI, "CH", 6, True, "CH-A9999-26-000001-*"),
     CodeKind.BATCH: CodeFormat(CodeKind.BATCH, "B", 5, False, "B-A9999-26-00001-5"),
     CodeKind.CONTAINER: CodeFormat(CodeKind.CONTAINER, "C", 6, False, "C-A9999-26-000001-I"),
+    CodeKind.EQUIPMENT: CodeFormat(CodeKind.EQUIPMENT, "E", 5, False, "E-A9999-26-00001-Y"),
+    CodeKind.LOT: CodeFormat(CodeKind.LOT, "L", 6, False, "L-A9999-26-000001-7"),
 }
 
 

@@ -31,6 +31,7 @@ from workflows.model import (
     CreateSpec,
     DecisionSpec,
     DerivedSpec,
+    DoseRange,
     FieldSpec,
     HoldRule,
     Limits,
@@ -61,7 +62,7 @@ def _keys(required: str, optional: str = "") -> dict[str, bool]:
 
 
 _TOP_KEYS = _keys("key version title product initial_state recording_states states steps",
-                  "transitions container_kinds release release_tests decisions investigational")
+                  "transitions container_kinds release release_tests decisions investigational dose")
 _TRANSITION_KEYS = _keys("event source target when", "title")
 _STEP_KEYS = _keys(
     "key title role verify fields",
@@ -80,18 +81,19 @@ _TEST_KIND_KEYS: dict[str, dict[str, bool]] = {
 _CREATE_KEYS = _keys("kind", "count volume parent max")
 STOCKS = ("bag", "tube")
 _HOLD_KEYS = _keys("field equals")
+_DOSE_KEYS = _keys("unit min max default")
 _WINDOW_KEYS = _keys("after", "min_days max_days")
 _DERIVED_KEYS = _keys("key label formula", "unit limit_min limit_max integer")
 _FIELD_COMMON_KEYS = _keys("key label type", "required help unique_in_step")
 # The keys each field type adds to the common ones.
 _FIELD_TYPE_KEYS: dict[str, dict[str, bool]] = {
-    "number": _keys("unit min max", "limit_min limit_max default"),
+    "number": _keys("unit min max", "limit_min limit_max default batch_dose from_lot"),
     "integer": _keys("min max", "unit limit_min limit_max default days_since"),
     "text": _keys("", "max_length default"),
     "choice": _keys("choices", "deviation_choices default"),
     "boolean": _keys("", "expected default"),
     "datetime": _keys("", "not_before"),
-    "lot": _keys("material"),
+    "lot": _keys("material", "uses uses_amount"),
     "equipment": _keys("equipment"),
     "coi": {},
     "container": _keys("container handoff", "sets_status location"),
@@ -332,6 +334,8 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
                        "(result_states, released_states, late_failure_state)")
     decisions = tuple(_decision(t, i, states) for i, t in enumerate(_tables(data, "decisions", where)))
     _unique((d.key for d in decisions), "decision key", "decisions")
+    dose = _dose(_get(data, "dose", dict, where)) if "dose" in data else None
+    _check_batch_dose(steps, dose)
     return ProcessDefinition(
         key=key,
         version=version,
@@ -350,7 +354,38 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
         decisions=decisions,
         release=release,
         investigational=_text(data, "investigational", where, ""),
+        dose=dose,
     )
+
+
+def _dose(table: dict[str, Any]) -> DoseRange:
+    """The [dose] table: the target dose a batch is scheduled with, and the range it may take."""
+    where = "dose"
+    _check_keys(table, _DOSE_KEYS, where)
+    values = {name: _get(table, name, float, where) for name in ("min", "max", "default")}
+    if not 0 < values["min"] <= values["max"]:
+        raise _Invalid(f"{where}: min and max must be positive, min not above max "
+                       f"(min {_num(values['min'])}, max {_num(values['max'])})")
+    if not values["min"] <= values["default"] <= values["max"]:
+        raise _Invalid(f"{where}: default {_num(values['default'])} lies outside "
+                       f"{_num(values['min'])}..{_num(values['max'])}")
+    return DoseRange(unit=_text(table, "unit", where), **values)
+
+
+def _check_batch_dose(steps: list[StepSpec], dose: DoseRange | None) -> None:
+    """A field taking the batch's dose needs a [dose] table in its unit, within its valid range."""
+    for step in steps:
+        for spec in step.fields:
+            if not spec.batch_dose:
+                continue
+            where = f"steps {step.key!r}, field {spec.key!r}"
+            if dose is None:
+                raise _Invalid(f"{where}: batch_dose needs a [dose] table (unit, min, max, default)")
+            if spec.unit != dose.unit:
+                raise _Invalid(f"{where}: unit {spec.unit!r} differs from the [dose] unit {dose.unit!r}")
+            if not (spec.valid.contains(dose.min) and spec.valid.contains(dose.max)):
+                raise _Invalid(f"{where}: the [dose] range {_num(dose.min)}..{_num(dose.max)} lies outside "
+                               f"the field's valid range {_range(spec.valid)}")
 
 
 def _container_kinds(table: dict[str, Any]) -> dict[str, ContainerKind]:
@@ -508,6 +543,27 @@ def _check_event_order(spec: FieldSpec, fields: tuple[FieldSpec, ...], earlier: 
                        "field of this step or <earlier step>.<date-time field>")
     if spec.days_since is not None and spec.days_since not in earlier_keys:
         raise _Invalid(f"{where}: days_since = {spec.days_since!r} is not an earlier step")
+    _check_lot_links(spec, fields, where)
+
+
+def _check_lot_links(spec: FieldSpec, fields: tuple[FieldSpec, ...], where: str) -> None:
+    """``uses`` names a number field of the step with a unit, ``uses_amount`` is positive, and
+    ``from_lot`` names a lot field of the step (whose lot's titer the field takes)."""
+    by_key = {f.key: f for f in fields}
+    if spec.uses is not None and spec.uses_amount is not None:
+        raise _Invalid(f"{where}: give uses or uses_amount, not both")
+    if spec.uses is not None:
+        used = by_key.get(spec.uses)
+        if used is None or used.type != "number" or not used.unit:
+            raise _Invalid(f"{where}: uses = {spec.uses!r} is not a number field with a unit of this step")
+    if spec.uses_amount is not None and not spec.uses_amount > 0:
+        raise _Invalid(f"{where}: uses_amount must be positive, not {_num(spec.uses_amount)}")
+    if spec.from_lot is not None:
+        lot = by_key.get(spec.from_lot)
+        if lot is None or lot.type != "lot":
+            raise _Invalid(f"{where}: from_lot = {spec.from_lot!r} is not a lot field of this step")
+        if spec.default is not None:
+            raise _Invalid(f"{where}: a field taken from a lot has no default")
 
 
 def _create(table: dict[str, Any], index: int, step_where: str, fields: tuple[FieldSpec, ...],
@@ -633,6 +689,10 @@ def _field(table: dict[str, Any], index: int, step_where: str, repeatable: bool)
         location=_text(table, "location", where) if "location" in table else None,
         not_before=_strings(table, "not_before", where),
         days_since=_slug(table, "days_since", where) if "days_since" in table else None,
+        uses=_slug(table, "uses", where) if "uses" in table else None,
+        uses_amount=_get(table, "uses_amount", float, where),
+        from_lot=_slug(table, "from_lot", where) if "from_lot" in table else None,
+        batch_dose=_get(table, "batch_dose", bool, where, False),
     )
     _check_default(spec, where)
     return spec

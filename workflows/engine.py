@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 from workflows import formula
-from workflows.codes import CodeError, CodeKind, identify, normalize, parse_code
+from workflows.codes import CheckCharacterError, CodeError, CodeKind, identify, normalize, parse_code
 from workflows.engine_types import (
     EntryContext,
     EntryResult,
@@ -70,16 +70,19 @@ def validate_entry(step: StepSpec, raw: Mapping[str, str], ctx: EntryContext) ->
     """
     values: dict[str, FieldValue] = {}
     errors: dict[str, str] = {}
+    raw, missing = _with_lot_values(step, raw, ctx)
     for spec in step.fields:
         try:
             values[spec.key] = _check_field(step, spec, raw.get(spec.key) or "", ctx)
         except _Refused as exc:
-            errors[spec.key] = str(exc)
+            errors[spec.key] = missing.get(spec.key, str(exc))
     for spec in step.fields:
         if spec.key in values and spec.key not in errors:
             message = _order_refusal(step, spec, values, ctx)
             if message:
                 errors[spec.key] = message
+    for key, message in _balance_refusals(step, values, ctx).items():
+        errors.setdefault(key, message)
     typed = {k: v.value for k, v in values.items()}
     derived = {} if errors else compute_derived(step, typed, ctx)
     if not errors:
@@ -126,6 +129,65 @@ def compute_derived(
         names[spec.key] = value
         result[spec.key] = _derived_value(spec, value)
     return result
+
+
+def _with_lot_values(step: StepSpec, raw: Mapping[str, str],
+                     ctx: EntryContext) -> tuple[Mapping[str, str], dict[str, str]]:
+    """``raw`` with each ``from_lot`` field holding the lot's value (the vector titer from its
+    certificate) in place of anything typed, and why a field could not take one."""
+    taken = [spec for spec in step.fields if spec.from_lot]
+    if not taken:
+        return raw, {}
+    filled, missing = dict(raw), {}
+    for spec in taken:
+        assert spec.from_lot is not None
+        code = _code_text(raw.get(spec.from_lot) or "")
+        lot = ctx.lots.get(code)
+        filled[spec.key] = "" if lot is None or lot.titer is None else repr(float(lot.titer))
+        if lot is None:
+            missing[spec.key] = f"{spec.label} is taken from the {step.field(spec.from_lot).label.lower()}: scan it."
+        elif lot.titer is None:
+            missing[spec.key] = (f"Lot {code} has no {spec.label.lower()} on record: it is entered from the lot's "
+                                 "certificate when the lot is received.")
+    return filled, missing
+
+
+def lot_uses(step: StepSpec, values: Mapping[str, FieldValue]) -> list[tuple[str, str, float]]:
+    """What an accepted entry uses of each lot: (lot field key, lot code, amount in the lot's unit)."""
+    uses = []
+    for spec in step.fields:
+        if spec.type != "lot" or spec.key not in values or values[spec.key].value is None:
+            continue
+        amount: float | None = spec.uses_amount
+        if spec.uses is not None:
+            used = values.get(spec.uses)
+            amount = None if used is None or not isinstance(used.value, (int, float)) else float(used.value)
+        if amount is not None and amount > 0:
+            uses.append((spec.key, str(values[spec.key].value), amount))
+    return uses
+
+
+def _balance_refusals(step: StepSpec, values: Mapping[str, FieldValue], ctx: EntryContext) -> dict[str, str]:
+    """Refuse an entry that uses more of a lot than is left, or an amount in another unit."""
+    errors: dict[str, str] = {}
+    wanted: dict[str, float] = {}
+    for key, code, amount in lot_uses(step, values):
+        lot = ctx.lots.get(code)
+        spec = step.field(key)
+        target = spec.uses or key
+        if lot is None or lot.balance is None:
+            continue
+        unit = step.field(spec.uses).unit if spec.uses else lot.unit
+        if unit and lot.unit and unit.casefold() != lot.unit.casefold():
+            errors[target] = (f"Lot {code} is counted in {lot.unit}; {step.field(target).label} is in {unit}: "
+                              "the amount cannot be taken from its balance.")
+            continue
+        wanted[code] = wanted.get(code, 0.0) + amount
+        if wanted[code] > lot.balance + 1e-9:
+            suffix = f" {lot.unit}" if lot.unit else ""
+            errors[target] = (f"Lot {code} has only {format_number(lot.balance)}{suffix} left; this entry uses "
+                              f"{format_number(wanted[code])}{suffix}.")
+    return errors
 
 
 def scanned_codes(step: StepSpec, raw: Mapping[str, str]) -> tuple[set[str], set[str]]:
@@ -390,6 +452,8 @@ def _check_lot(spec: FieldSpec, code: str, ctx: EntryContext, today: date) -> No
         raise _Refused(f"Lot {code} has status '{lot.status}': only released lots may be used.")
     if lot.expiry_date < today:
         raise _Refused(f"Lot {code} expired on {lot.expiry_date.isoformat()}.")
+    if lot.balance is not None and lot.balance <= 0:
+        raise _Refused(f"Lot {code} is used up: none of it is left.")
 
 
 def _unregistered(code: str, what: str) -> str:
@@ -397,7 +461,11 @@ def _unregistered(code: str, what: str) -> str:
     named for what it is (a container's label scanned as the medium lot)."""
     try:
         kind = identify(code).kind
+    except CheckCharacterError as exc:
+        return str(exc)
     except CodeError:
+        return f"No {what} '{code}' is registered."
+    if kind.value.startswith(what):  # a well-formed code of the right kind that names nothing
         return f"No {what} '{code}' is registered."
     return f"{code} is a {kind.value}, not a {what}: scan the label of the {what} itself."
 
@@ -410,7 +478,10 @@ def _check_equipment(spec: FieldSpec, code: str, ctx: EntryContext, today: date)
         needed = _kind_words(spec.equipment)
         raise _Refused(f"{item.name} {code} is {_kind_words(item.kind)}; {spec.label} needs {needed}.")
     if not item.is_active:
-        raise _Refused(f"{item.name} {code} is out of service: use another one.")
+        why = f" ({item.out_of_service_reason})" if item.out_of_service_reason else ""
+        raise _Refused(f"{item.name} {code} is out of service{why}: use another one.")
+    if not item.qualified:
+        raise _Refused(f"{item.name} {code} is not qualified: it may not be used until its qualification passes.")
     if item.calibration_due is not None and item.calibration_due < today:
         raise _Refused(
             f"{item.name} {code} was due for calibration on {item.calibration_due.isoformat()}: "
@@ -454,7 +525,17 @@ def _kind_words(kind: str | None) -> str:
 
 
 def _code_text(text: str) -> str:
-    return text.strip().upper()
+    return canonical_code(text)
+
+
+def canonical_code(text: str) -> str:
+    """A typed or scanned lot or equipment code as records store it: a CellTrail code in its
+    canonical form (typed without hyphens, in lower case), any other code stripped, upper case."""
+    code = text.strip().upper()
+    try:
+        return str(identify(code))
+    except CodeError:
+        return code
 
 
 def _echo(text: str) -> str:

@@ -19,7 +19,10 @@ class LotInfo:
     material: str  # kind, e.g. "lentiviral_vector"
     name: str
     expiry_date: date
-    status: str  # "released", "quarantined" or "rejected"
+    status: str  # "released", "quarantined", "rejected" or "recalled"
+    balance: float | None = None  # what is left, in ``unit``; None: not counted
+    unit: str | None = None
+    titer: float | None = None  # vector lots: functional titer (TU/mL) from the certificate
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class EquipmentInfo:
     name: str
     calibration_due: date | None  # None: no calibration needed
     is_active: bool = True
+    qualified: bool = True
+    out_of_service_reason: str | None = None
 
 
 @dataclass(frozen=True)

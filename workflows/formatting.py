@@ -92,9 +92,16 @@ def format_number(value: Number, digits: int | None = DIGITS) -> str:
 
 
 def format_quantity(value: Number, unit: str | None, digits: int | None = DIGITS) -> str:
-    """A number with its unit: ``32.3 mL``, ``1.80 × 10⁹ cells``, ``91 %``; the number alone without one."""
+    """A number with its unit: ``32.3 mL``, ``1.80 × 10⁹ cells``, ``91 %``; the number alone without one.
+    A counted unit named in the plural reads in the singular for exactly one: ``1 vial``, ``2 vials``."""
     number = format_number(value, digits)
+    if unit and number == "1" and _COUNTED.fullmatch(unit):
+        unit = unit[:-1]
     return f"{number} {unit}" if unit else number
+
+
+#: A unit that counts things, in the plural (vials, sets, bags, cells): lower-case letters ending in s.
+_COUNTED = re.compile(r"[a-z]{2,}s")
 
 
 def format_weight(kg: Number) -> str:

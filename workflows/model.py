@@ -81,6 +81,12 @@ class FieldSpec:
     # recording time), a datetime field of this step, or ``<earlier step>.<datetime field>``.
     not_before: tuple[str, ...] = ()
     days_since: str | None = None  # integer fields: a culture day, counted from this earlier step
+    batch_dose: bool = False  # number fields: the batch's target dose, chosen at scheduling ([dose]), not typed
+    # lot fields: what an entry uses of the lot, taken from its balance: the value of the number
+    # field ``uses`` (in the lot's unit), or the fixed amount ``uses_amount``.
+    uses: str | None = None
+    uses_amount: float | None = None
+    from_lot: str | None = None  # number fields: not typed, the titer of the lot in this lot field
 
 
 @dataclass(frozen=True)
@@ -188,7 +194,8 @@ class StepSpec:
 
 
 #: The meanings a signature can carry (21 CFR 11.50(a)(3)).
-SIGNATURE_MEANINGS = ("performed", "verified", "corrected", "reviewed", "approved for release", "rejected")
+SIGNATURE_MEANINGS = ("performed", "verified", "corrected", "reviewed", "approved for release", "rejected",
+                      "returned to service", "released for use", "recalled", "approved for use")
 
 # Kinds of release test.
 #   number  a measured value in ``unit``, judged against a specification interval
@@ -301,6 +308,17 @@ class TransitionSpec:
 
 
 @dataclass(frozen=True)
+class DoseRange:
+    """The target dose a batch of this process is scheduled with: ``default`` within ``min``..``max``
+    (inclusive), in ``unit`` (e.g. "cells/kg"); a field with ``batch_dose`` takes it from the batch."""
+
+    unit: str
+    min: float
+    max: float
+    default: float
+
+
+@dataclass(frozen=True)
 class ProcessDefinition:
     key: str
     version: int
@@ -319,6 +337,7 @@ class ProcessDefinition:
     decisions: tuple[DecisionSpec, ...] = ()
     release: ReleaseRules | None = None  # set whenever there are release tests
     investigational: str = ""  # the investigational-use statement product labels print, when set
+    dose: DoseRange | None = None  # the target doses a batch may be scheduled with, when the process sets one
 
     def step(self, key: str) -> StepSpec:
         for spec in self.steps:

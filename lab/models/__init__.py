@@ -2,13 +2,15 @@
 
 from lab.models.attachments import Attachment
 from lab.models.audit import AuditChainHead, AuditEvent
+from lab.models.audit_reviews import AuditReview
 from lab.models.base import AppendOnly, Audited, utcnow
 from lab.models.batches import Batch, ProcessDefinitionRecord, StepEntry, StepValue
 from lab.models.containers import Container, CustodyEvent, LabelPrint
-from lab.models.equipment import Equipment
+from lab.models.equipment import Equipment, EquipmentLogEntry
 from lab.models.forms import SentForm
-from lab.models.inventory import MaterialLot
+from lab.models.inventory import LotCheck, LotConsumption, LotDecision, MaterialItem, MaterialLot
 from lab.models.patients import Patient
+from lab.models.processes import ProcessVersion
 from lab.models.quality import Deviation, Signature, SigningFailure
 from lab.models.records import Download, IssuedRecord
 from lab.models.release import Disposition, QcResult
@@ -20,6 +22,7 @@ __all__ = [
     "Attachment",
     "AuditChainHead",
     "AuditEvent",
+    "AuditReview",
     "Audited",
     "Batch",
     "CodeSequence",
@@ -29,11 +32,17 @@ __all__ = [
     "Disposition",
     "Download",
     "Equipment",
+    "EquipmentLogEntry",
     "IssuedRecord",
     "LabelPrint",
+    "LotCheck",
+    "LotConsumption",
+    "LotDecision",
+    "MaterialItem",
     "MaterialLot",
     "Patient",
     "ProcessDefinitionRecord",
+    "ProcessVersion",
     "QcResult",
     "SentForm",
     "Signature",

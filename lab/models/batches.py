@@ -58,6 +58,8 @@ class Batch(Audited, Model):
     version: Mapped[int] = mapped_column(default=1)
     #: While on hold: the state it was held from, where lifting the hold returns it.
     held_from: Mapped[str | None] = mapped_column(String(32))
+    #: The dose chosen at scheduling from the definition's [dose] range (its unit), when it has one.
+    target_dose: Mapped[float | None] = mapped_column(Float)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it as is)
 

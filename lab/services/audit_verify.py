@@ -230,19 +230,32 @@ def _records(by_record: dict[tuple[str, int], list[Signature]]) -> dict[tuple[st
 
 
 def _check_against_trail(findings: Findings) -> None:
-    """Compare every signature the trail says was made with its row, a thousand at a time."""
+    """Compare every signature the trail says was made with its row, a thousand at a time;
+    then look for rows the trail never recorded (inserted in the database)."""
     table = AuditEvent.__table__
     after = 0
+    recorded: set[int] = set()  # ids only: a few bytes a signature
     while rows := db.session.execute(select(table.c.id, table.c.row_id, table.c.new_value)
                                      .where(table.c.table_name == Signature.__tablename__,
                                             table.c.operation == "insert", table.c.id > after)
                                      .order_by(table.c.id).limit(CHUNK)).all():
         made = {int(row.row_id): row for row in rows if row.row_id.isdigit()}
+        recorded.update(made)
         stored = {s.id: s for s in db.session.scalars(select(Signature).where(Signature.id.in_(made)))}
         for signature_id, row in made.items():
             _compare_with_trail(findings, signature_id, row.id, row.new_value, stored.get(signature_id))
         after = rows[-1].id
         db.session.expunge_all()
+    after = 0
+    while rows := db.session.execute(select(Signature.id, Signature.meaning, Signature.printed_name,
+                                            Signature.signed_at).where(Signature.id > after)
+                                     .order_by(Signature.id).limit(CHUNK)).all():
+        for row in rows:
+            if row.id not in recorded:
+                findings.add(f"Signature {row.id} ({row.meaning}, {row.printed_name}, "
+                             f"{row.signed_at:%Y-%m-%d %H:%M:%S} UTC): the audit trail never recorded it being "
+                             "made: inserted in the database.")
+        after = rows[-1].id
 
 
 def _compare_with_trail(findings: Findings, signature_id: int, entry_id: int, recorded: str | None,

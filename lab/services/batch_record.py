@@ -17,6 +17,7 @@ from lab.services.deviations import SOURCES
 from lab.services.expansion import expansion_chart
 from lab.services.labels import bag_dose, label_dates
 from lab.services.progress import ContainerView, EntryView, StepView, ValueView, batch_overview
+from lab.services.record_materials import materials_used
 from lab.services.release_status import QualityRecord, TestRow, quality_record
 from labels.record_data import (
     AuditRecord,
@@ -33,6 +34,7 @@ from labels.record_data import (
     ResultRecord,
     Signed,
     StepRecord,
+    TrailReview,
     ValueVersion,
 )
 from workflows.engine_types import FieldValue
@@ -50,6 +52,7 @@ def batch_record(batch: Batch) -> BatchRecordData:
     overview = batch_overview(batch)
     definition = overview.definition
     quality = quality_record(batch, definition)
+    lots, equipment = materials_used(batch, definition)
     return BatchRecordData(
         batch_number=batch.batch_number,
         coi=batch.patient.coi,
@@ -74,7 +77,10 @@ def batch_record(batch: Batch) -> BatchRecordData:
         release_tests=tuple(_release_test(row) for row in quality.panel),
         decisions=_decisions(quality, definition),
         audit=_audit(batch),
+        lots=lots,
+        equipment=equipment,
         expansion=expansion_chart(batch, definition),
+        trail_review=_trail_review(batch),
     )
 
 
@@ -185,3 +191,14 @@ def _audit(batch: Batch) -> tuple[AuditRecord, ...]:
     )
     return tuple(AuditRecord(e.id, e.occurred_at, e.actor_username, e.action, e.operation, e.table_name, e.row_id,
                              e.field, e.old_value, e.new_value, e.reason) for e in entries)
+
+
+def _trail_review(batch: Batch) -> TrailReview | None:
+    from lab.services.audit_review import last_review_of  # here: it reads COPY_TABLES from this module
+
+    found = last_review_of(batch)
+    if found is None:
+        return None
+    review, later = found
+    return TrailReview(review.reviewed_by.full_name, review.reviewed_at, review.period_from, review.period_to,
+                       review.head_entry_id, later)

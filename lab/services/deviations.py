@@ -26,6 +26,7 @@ SOURCES = {
     "custody": "Custody mismatch",
     "correction": "Correction changes containers already made",
     "manual": "Reported by hand",
+    "recall": "Material lot recalled",
 }
 MAX_TEXT = 4000
 INVESTIGATION_FIELDS = {

@@ -139,11 +139,12 @@ def entry_context(
 
 
 def lot_info(row: MaterialLot) -> LotInfo:
-    return LotInfo(row.code, row.material, row.name, row.expiry_date, row.status)
+    return LotInfo(row.code, row.material, row.name, row.expiry_date, row.status, row.balance, row.unit, row.titer)
 
 
 def equipment_info(row: Equipment) -> EquipmentInfo:
-    return EquipmentInfo(row.code, row.kind, row.name, row.calibration_due, row.active)
+    return EquipmentInfo(row.code, row.kind, row.name, row.calibration_due, row.active, row.is_qualified,
+                         row.out_of_service_reason)
 
 
 @dataclass

@@ -264,6 +264,10 @@ def reauthenticate(actor: User, credentials: Credentials, *, meaning: str, subje
     """
     if not actor.is_active:
         raise SignatureError("Your account is locked or deactivated: nothing was signed.")
+    if actor.password_must_change:
+        # 11.300(b)/11.200(a)(3): a password an administrator chose is not the signer's own.
+        raise SignatureError("Your password was set by an administrator: sign in and choose your own before "
+                             "you sign. Nothing was signed.")
     if credentials.username is not None and not credentials.username.strip():
         raise InvalidInput("Enter your username and password to sign.", {
             "username": "Your first signature in this session needs your username as well as your "

@@ -33,8 +33,9 @@ from lab.models import (
     utcnow,
 )
 from lab.permissions import require_role
-from lab.services import containers
+from lab.services import containers, lot_use
 from lab.services.batch_state import automatic_state, move, touch
+from lab.services.batches import with_batch_dose
 from lab.services.containers import Figures, Scan
 from lab.services.deviations import open_deviation
 from lab.services.progress import (
@@ -49,7 +50,7 @@ from lab.services.progress import (
 )
 from lab.services.release_status import was_released
 from lab.services.signatures import Credentials, current_values, reauthenticate, sign
-from workflows.engine import can_start, compute_derived, count_refusals, validate_entry
+from workflows.engine import can_start, canonical_code, compute_derived, count_refusals, lot_uses, validate_entry
 from workflows.engine_types import EntryResult, EquipmentInfo, FieldValue, LotInfo
 from workflows.formatting import format_quantity
 from workflows.model import FieldSpec, ProcessDefinition, StepSpec
@@ -106,7 +107,7 @@ def _resolve_codes(step: StepSpec, raw: Mapping[str, str]) -> tuple[
     equipment: dict[str, EquipmentInfo | None] = {}
     ids: dict[str, int] = {}
     for spec in step.fields:
-        code = (raw.get(spec.key) or "").strip().upper()
+        code = canonical_code(raw.get(spec.key) or "")
         if not code or spec.type not in ("lot", "equipment"):
             continue
         if spec.type == "lot":
@@ -189,6 +190,7 @@ def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment:
         lock_batch(batch, expected_version)
         raise StepNotAllowed(refusal)
     comment = _clean_comment(comment)
+    raw = with_batch_dose(batch, step, raw)  # the dose chosen at scheduling, not typed again
     lots, equipment, ids = _resolve_codes(step, raw)
     known = containers.resolve(batch, definition, step, raw)
     result = validate_entry(step, raw, entry_context(batch, definition, now=now, lots=lots, equipment=equipment,
@@ -225,6 +227,7 @@ def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment:
             db.session.flush()
             containers.record_handoffs(batch, step, entry, result, actor=actor, now=now)
             containers.create_containers(batch, step, entry, result, actor=actor, now=now)
+            lot_use.record_uses(batch, entry, lot_uses(step, result.values), ids, actor=actor, now=now)
             _touch(batch, definition, actor, now)
             sign(entry, actor=actor, meaning="performed", now=now)
     except (StaleDataError, IntegrityError):
@@ -256,9 +259,15 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
         raise InvalidInput("A reason is required.", {"reason": "Say why the value is corrected."})
     if len(reason) > MAX_COMMENT:
         raise InvalidInput("Reason too long.", {"reason": f"Use at most {MAX_COMMENT} characters."})
+    if spec.batch_dose and batch.target_dose is not None:
+        raise InvalidInput("This value cannot be corrected.", {"value": "The target dose is the batch's, chosen "
+                           "when it was scheduled: it is not corrected at a step."})
     if spec.type in ("container", "containers"):
         raise InvalidInput("A scan cannot be corrected.", {"value": "A container scan is the custody record of a "
                            "hand-off and cannot be corrected: open a deviation to explain it instead."})
+    if spec.from_lot or (spec.type == "lot" and (spec.uses or spec.uses_amount)) or any(
+            f.uses == field_key for f in step.fields):
+        raise InvalidInput("This value cannot be corrected.", {"value": lot_use.UNCORRECTABLE})
     current = current_values(entry)
     old = current.get(field_key)
     raw = {key: value.text for key, value in current.items()}

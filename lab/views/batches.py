@@ -14,6 +14,7 @@ from lab.extensions import db
 from lab.forms import CorrectionForm, StepEntryForm, VerifyForm
 from lab.models import Batch, Container, Patient, StepEntry
 from lab.permissions import require_role
+from lab.services.batches import with_batch_dose
 from lab.services.containers import computed_creates, record_mismatches
 from lab.services.expansion import expansion_chart
 from lab.services.progress import batch_overview, batch_progress, definition_for, entry_view
@@ -82,6 +83,7 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
     raw = {f.key: request.form.get(f"field-{f.key}", "") for f in step.fields}
     if request.method == "GET":  # defaults, or what a scan filled in (/scan of a container)
         raw = {f.key: request.args.get(f"field-{f.key}", f.default or "")[:200] for f in step.fields}
+        raw = with_batch_dose(batch, step, raw)  # the dose chosen at scheduling, not typed again
         definition = definition_for(batch)
         blocked = can_start(definition, step_key, batch_progress(batch, definition), batch.state)
         if blocked:

@@ -2,9 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from io import BytesIO
+
+from flask import abort, send_file
 from flask_wtf import FlaskForm
+from werkzeug.wrappers import Response
 
 from lab.exceptions import InvalidInput
+from labels.layout import LabelOverflow
+from labels.text import UnprintableText
+
+
+def item_label(code: str, render: Callable[[], bytes]) -> Response:
+    """A lot's or an instrument's label as a PDF, or a 422 saying why it cannot be printed."""
+    try:
+        pdf = render()
+    except (LabelOverflow, UnprintableText, ValueError) as error:
+        abort(422, f"The label of {code} cannot be printed: {error}")
+    return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"label-{code}.pdf", max_age=0)
 
 
 def apply_errors(form: FlaskForm, error: InvalidInput) -> None:

@@ -20,9 +20,10 @@ from werkzeug.wrappers import Response
 
 from lab.extensions import db
 from lab.forms import LoginForm
-from lab.models import Batch, Container, Equipment, MaterialLot, Patient
+from lab.models import Batch, Container, Equipment, MaterialLot, Patient, utcnow
 from lab.services.alerts import quality_alerts
 from lab.services.dashboard import dashboard as build_dashboard
+from lab.services.lab_alerts import lab_alerts
 from lab.services.progress import batch_progress, definition_for
 from lab.services.sign_in import sign_in
 from labels.digest import DigestError, scanned_digest
@@ -89,7 +90,8 @@ def logout() -> Response:
 
 @bp.route("/")
 def dashboard() -> str:
-    return render_template("main/dashboard.html", board=build_dashboard(current_user), alerts=quality_alerts())
+    return render_template("main/dashboard.html", board=build_dashboard(current_user), alerts=quality_alerts(),
+                           lab=lab_alerts(current_user, utcnow()))
 
 
 def _where_container_is_needed(container: Container) -> str:
@@ -143,6 +145,12 @@ def scan() -> Response:
         if container is None:
             abort(404, f"No container {code} is registered in this lab.")
         return redirect(_where_container_is_needed(container))
+    if kind is CodeKind.EQUIPMENT:  # an equipment label scanned into the search box
+        said = _inventory_scanned(code)
+        abort(400 if said else 404, said or f"No equipment {code} is registered in this lab.")
+    if kind is CodeKind.LOT:  # a lot label scanned into the search box
+        said = _inventory_scanned(code)
+        abort(400 if said else 404, said or f"No material lot {code} is registered in this lab.")
     if kind is CodeKind.BATCH:
         if db.session.scalar(select(Batch.id).where(Batch.batch_number == code)) is None:
             abort(404, f"No batch {code} is registered in this lab.")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
+from wtforms.fields.choices import SelectChoice
 
 from lab.exceptions import InvalidInput
 from lab.extensions import db
@@ -14,11 +17,27 @@ from lab.models import Patient
 from lab.permissions import require, require_role
 from lab.services.batches import start_batch
 from lab.services.patients import WEIGHT_CORRECTORS, PatientInput, correct_weight, register_patient
+from lab.services.processes import definition_of, effective_versions
 from lab.views import signing
 from lab.views.common import apply_errors
 from workflows.formatting import format_weight
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
+
+
+def _dose(text: str | None) -> float | None:
+    """The target dose typed at scheduling (e-notation allowed); None when left empty (the default)."""
+    text = (text or "").strip().replace("×10^", "e").replace(" ", "")
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InvalidInput("The batch was not scheduled.", {
+            "target_dose": f"{text[:40]!r} is not a number: write it as 2e6 for 2 × 10⁶."}) from None
+    if not math.isfinite(value):
+        raise InvalidInput("The batch was not scheduled.", {"target_dose": "Enter a finite number."})
+    return value
 
 
 def get_patient_or_404(patient_ref: str) -> Patient:
@@ -54,10 +73,18 @@ def new() -> str | Response | tuple[str, int]:
     return render_template("patients/new.html", form=form), 422 if form.errors else 200
 
 
+def _schedule_page(patient: Patient, form: StartBatchForm) -> str:
+    """The patient's page with the scheduling form: the products whose process version is
+    effective now, each with the target dose range its definition allows."""
+    products = [(version, definition_of(version)) for version in effective_versions()]
+    form.product.choices = [SelectChoice(v.key, f"{d.product} ({v.key}, version {v.version})") for v, d in products]
+    return render_template("patients/detail.html", patient=patient, form=form, products=products)
+
+
 @bp.route("/<patient_ref>")
 def detail(patient_ref: str) -> str:
     patient = get_patient_or_404(patient_ref)
-    return render_template("patients/detail.html", patient=patient, form=StartBatchForm())
+    return _schedule_page(patient, StartBatchForm())
 
 
 @bp.route("/<patient_ref>/weight", methods=["GET", "POST"])
@@ -84,12 +111,21 @@ def weight(patient_ref: str) -> str | Response | tuple[str, int]:
 
 
 @bp.route("/<patient_ref>/batches", methods=["POST"])
-def start(patient_ref: str) -> Response:
+def start(patient_ref: str) -> Response | tuple[str, int]:
     patient = get_patient_or_404(patient_ref)
     form = StartBatchForm()
     if not form.validate_on_submit():
+        if form.target_dose.errors:
+            form.target_dose.errors = ["Use at most 40 characters."]
+            return _schedule_page(patient, form), 422
         abort(400, "The form expired; reload the page and try again.")
-    batch = start_batch(patient, actor=current_user)
+    try:
+        batch = start_batch(patient, actor=current_user, process_key=form.product.data or None,
+                            target_dose=_dose(form.target_dose.data))
+    except InvalidInput as error:
+        db.session.rollback()
+        apply_errors(form, error)
+        return _schedule_page(get_patient_or_404(patient_ref), form), error.status
     db.session.commit()
     flash(f"Batch {batch.batch_number} scheduled for {patient.patient_ref}.", "success")
     return redirect(url_for("batches.detail", batch_number=batch.batch_number))

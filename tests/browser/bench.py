@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, Download, Locator, Page
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from lab.demo import USERS
+from lab.demo import USERS, equipment_code, lot_code
 from lab.extensions import db
 from lab.models import Batch, Container, CustodyEvent, Deviation, QcResult, Signature, StepEntry
 from tests.factories import PASSWORD
@@ -133,6 +133,16 @@ class Lab:
         with self.app.app_context():
             return self._batch(ref).patient.coi
 
+    def lot(self, lot_number: str) -> str:
+        """The generated code of the demo lot with supplier lot number ``lot_number``."""
+        with self.app.app_context():
+            return lot_code(lot_number)
+
+    def equipment(self, name: str) -> str:
+        """The generated code of the demo instrument called ``name`` (lab.demo.INCUBATOR, ...)."""
+        with self.app.app_context():
+            return equipment_code(name)
+
     def container(self, ref: str, kind: str) -> str:
         """The code of the batch's last container of ``kind``."""
         with self.app.app_context():
@@ -204,7 +214,8 @@ class Bench:
         self.problems: list[str] = []  # JavaScript errors and server errors any page met
         self._count = 0
 
-    def person(self, username: str, *, javascript: bool = True) -> Person:
+    def person(self, username: str, *, javascript: bool = True, full_name: str | None = None) -> Person:
+        """Someone in a browser context of their own: a demo user, or one named ``full_name``."""
         context = self.browser.new_context(base_url=self.server.url, accept_downloads=True, locale="en-GB",
                                            timezone_id="UTC", viewport={"width": 1280, "height": 800},
                                            java_script_enabled=javascript)
@@ -216,7 +227,7 @@ class Bench:
         page.on("response", lambda response: self.problems.append(
             f"{username}: {response.status} from {response.request.method} {response.url}")
             if response.status >= 500 else None)
-        return Person(username, FULL_NAMES[username], page, self)
+        return Person(username, full_name or FULL_NAMES[username], page, self)
 
     def shot(self, page: Page, what: str) -> Path:
         self._count += 1

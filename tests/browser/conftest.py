@@ -103,7 +103,7 @@ def lab(app: Flask) -> Lab:
         patient = register_patient(PatientInput("SLE-10", "EV", date(1985, 4, 2), 62.0,
                                                 "Systemic lupus erythematosus, refractory"),
                                    actor=people["supervisor1"], now=start)
-        batch = start_batch(patient, actor=people["supervisor1"], now=start)
+        batch = start_batch(patient, actor=people["supervisor1"], now=start, process_key="cd19-car-t")
         Recorder(people["tech1"], people["tech2"], PASSWORD, now).run(batch, start, until="transduction")
         db.session.commit()
         numbers = {b.patient.patient_ref: b.batch_number for b in db.session.scalars(select(Batch))}

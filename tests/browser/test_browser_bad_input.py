@@ -14,6 +14,7 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from lab.demo import INCUBATOR
 from tests.browser.bench import Bench, Hold, Lab, Person, message
 
 SAVE = "Save Expansion (daily count)"
@@ -25,7 +26,7 @@ def count_form(lab: Lab) -> str:
     return f"/batches/{lab.batch('SLE-03')}/steps/expansion"
 
 
-def fill_count(person: Person, bag: str, day: str = "7", *, scanner: bool = True) -> None:
+def fill_count(person: Person, bag: str, incubator: str, day: str = "7", *, scanner: bool = True) -> None:
     """Fill the daily count as a technician does: scan the bag and the incubator, type the
     counter's numbers, sign. (Without JavaScript a scanner's Enter would send the form: the
     incubator is typed then.)"""
@@ -35,9 +36,9 @@ def fill_count(person: Person, bag: str, day: str = "7", *, scanner: bool = True
     page.get_by_label("Viable cells").fill("1.6e9")
     page.get_by_label("Viability").fill("93")
     if scanner:
-        person.wedge("Incubator", "INC-01")
+        person.wedge("Incubator", incubator)
     else:
-        page.get_by_label("Incubator").fill("INC-01")
+        page.get_by_label("Incubator").fill(incubator)
     person.sign()
 
 
@@ -53,7 +54,7 @@ def test_a_double_submitted_step_is_recorded_once(bench: Bench, lab: Lab, javasc
     tech1 = bench.person("tech1", javascript=javascript)
     page = tech1.page
     tech1.sign_in(then=path)
-    fill_count(tech1, lab.container("SLE-03", "culture_bag"), scanner=javascript)
+    fill_count(tech1, lab.container("SLE-03", "culture_bag"), lab.equipment(INCUBATOR), scanner=javascript)
     tech1.shot("count-filled-in")
 
     # The first click is saved, but its answer is slow to come back: the technician clicks again.
@@ -91,7 +92,7 @@ def test_the_back_button_after_saving_then_saving_again_records_nothing_twice(be
     tech1 = bench.person("tech1")
     page = tech1.page
     tech1.sign_in(then=path)
-    fill_count(tech1, bag)
+    fill_count(tech1, bag, lab.equipment(INCUBATOR))
     tech1.submit(SAVE)
     expect(message(page, f"Expansion (daily count) recorded for {lab.batch('SLE-03')}")).to_be_visible()
     tech1.shot("count-recorded")
@@ -104,7 +105,7 @@ def test_the_back_button_after_saving_then_saving_again_records_nothing_twice(be
         tech1.submit(SAVE)
         expect(page.get_by_role("main")).to_contain_text(SENT_TWICE)
     else:  # the browser fetched the form afresh: the technician types the count again
-        fill_count(tech1, bag)
+        fill_count(tech1, bag, lab.equipment(INCUBATOR))
         tech1.submit(SAVE)
         expect(page.get_by_label("Culture day")).to_have_accessible_description(
             re.compile("Culture day 7 is already recorded"))
@@ -120,10 +121,10 @@ def test_a_stale_form_is_refused_naming_who_saved_first(bench: Bench, lab: Lab) 
     tech1, tech2 = bench.person("tech1"), bench.person("tech2")
     tech1.sign_in(then=path)
     tech2.sign_in(then=path)
-    fill_count(tech1, bag)
+    fill_count(tech1, bag, lab.equipment(INCUBATOR))
     tech1.shot("count-filled-in")
 
-    fill_count(tech2, bag)
+    fill_count(tech2, bag, lab.equipment(INCUBATOR))
     tech2.submit(SAVE)
     expect(message(tech2.page, f"Expansion (daily count) recorded for {lab.batch('SLE-03')}")).to_be_visible()
     tech2.shot("count-recorded-first")
@@ -153,7 +154,7 @@ def test_a_container_of_another_batch_is_refused_next_to_its_field(bench: Bench,
     tech1.sign_in()
     tech1.scan(mine, "scanned-own-culture-bag")
     expect(page.get_by_label("Culture bag")).to_have_value(mine)
-    fill_count(tech1, other)  # SLE-02's bag, from the next incubator shelf
+    fill_count(tech1, other, lab.equipment(INCUBATOR))  # SLE-02's bag, from the next incubator shelf
     tech1.shot("other-batch-bag-scanned")
     deviations_before = lab.deviations("SLE-03")
     tech1.submit(SAVE)
@@ -176,8 +177,9 @@ def test_codes_the_scan_box_cannot_open_are_refused_with_the_reason(bench: Bench
     page = tech1.page
     tech1.sign_in()
 
-    tech1.scan("TEX-2610", "lot-code-in-the-scan-box")  # a medium lot's code, scanned into the wrong box
-    expect(page.get_by_role("main")).to_contain_text("TEX-2610")
+    medium = lab.lot("TEX-2610")
+    tech1.scan(medium, "lot-code-in-the-scan-box")  # a medium lot's code, scanned into the wrong box
+    expect(page.get_by_role("main")).to_contain_text(medium)
     expect(page.get_by_role("main")).to_contain_text("Nothing was changed by this request")
 
     code = lab.container("SLE-03", "culture_bag")

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 
 from playwright.sync_api import expect
 
+from lab.demo import CABINET
 from tests.browser.bench import SIGNED_AT, Bench, Lab, message
 from tests.readback import page_texts
 
@@ -29,12 +30,12 @@ def test_a_technician_scans_a_container_records_its_step_and_another_verifies_it
     expect(page.get_by_label("Culture bag")).to_have_value(bag)
 
     # A wedge scanner's Enter in a lot or equipment field moves on; it does not send the form.
-    tech1.wedge("Vector lot", "LV-CD19-0042")
-    expect(page.get_by_label("Vector titer")).to_be_focused()
-    page.get_by_label("Vector titer").fill("1.0e8")
+    vector = lab.lot("LV-CD19-0042")
+    tech1.wedge("Vector lot", vector)
+    expect(page.get_by_label("Vector titer")).not_to_be_editable()  # taken from the lot's certificate
     page.get_by_label("Vector volume added").fill("7.5")
     page.get_by_label("Viable cells at transduction").fill("1.0e8")
-    tech1.wedge("Biosafety cabinet", "BSC-01")
+    tech1.wedge("Biosafety cabinet", lab.equipment(CABINET))
     expect(page.get_by_label("Biosafety cabinet")).not_to_be_focused()
     assert lab.entries("SLE-10", "transduction") == []
     tech1.sign()
@@ -46,7 +47,8 @@ def test_a_technician_scans_a_container_records_its_step_and_another_verifies_it
     [entry] = lab.entries("SLE-10", "transduction")
     assert entry.performed_by == "tech1"
     assert entry.values["culture_bag"] == bag
-    assert entry.values["vector_lot"] == "LV-CD19-0042"
+    assert entry.values["vector_lot"] == vector
+    assert float(entry.values["titer_tu_per_ml"]) == 1.0e8
     assert [(who, meaning) for who, meaning, _ in entry.signatures] == [("tech1", "performed")]
 
     # tech1 is not offered the verification of their own entry, and is refused it at its address.

@@ -1,0 +1,94 @@
+"""What supervisors, QC and QA must act on outside the batches (issue 13, item 4): lots waiting
+for their incoming check or for QA's decision, lots and equipment expiring or due within 30 days,
+equipment out of service, and process versions waiting for approval.
+
+Read only; one query per list whatever the size of the lab, each list bounded (LIMIT, oldest
+or soonest first) with the number left off counted, so a lab with thousands of lots still gets
+a dashboard in the same few queries.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Generic, TypeVar
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import selectinload
+
+from lab.extensions import db
+from lab.models import Equipment, MaterialLot, User
+from lab.models.inventory import LotCheck, MaterialItem
+from lab.models.processes import ProcessVersion
+from lab.services.equipment import DUE_SOON_DAYS, needing_attention, today
+
+#: Roles the dashboard shows these lists to: whoever answers for materials, instruments and documents.
+WATCHERS = ("supervisor", "qc_analyst", "qa_officer")
+LIMIT = 20
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Listed(Generic[T]):
+    """The first LIMIT rows of a list and how many there are in all."""
+
+    rows: list[T] = field(default_factory=list)
+    total: int = 0
+
+    @property
+    def more(self) -> int:
+        return self.total - len(self.rows)
+
+
+@dataclass(frozen=True)
+class LabAlerts:
+    today: date
+    lots_to_check: Listed[MaterialLot]
+    lots_to_decide: Listed[MaterialLot]
+    lots_expiring: Listed[MaterialLot]
+    #: Out of service, not qualified, calibration overdue or due within 30 days: each with why.
+    equipment: list[tuple[Equipment, str]]
+    drafts: Listed[ProcessVersion]
+
+    @property
+    def empty(self) -> bool:
+        return not self.equipment and not any(
+            listed.total for listed in (self.lots_to_check, self.lots_to_decide, self.lots_expiring, self.drafts))
+
+    @property
+    def equipment_cut(self) -> bool:
+        """Whether more equipment needs attention than the LIMIT listed."""
+        return len(self.equipment) >= LIMIT
+
+
+def _listed(query: Select[tuple[T]]) -> Listed[T]:
+    rows = list(db.session.scalars(query.limit(LIMIT)))
+    if len(rows) < LIMIT:
+        return Listed(rows, len(rows))
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    return Listed(rows, total)
+
+
+def lab_alerts(user: User, now: datetime) -> LabAlerts | None:
+    """The lists for ``user``'s role, or None for a role that does not watch them."""
+    if user.role not in WATCHERS:
+        return None
+    day = today(now)
+    horizon = day + timedelta(days=DUE_SOON_DAYS)
+    quarantined = (select(MaterialLot).where(MaterialLot.status == "quarantined")
+                   .options(selectinload(MaterialLot.item)).order_by(MaterialLot.id))
+    checked = select(LotCheck.id).where(LotCheck.lot_id == MaterialLot.id).exists()
+    needs_check = MaterialLot.item.has(MaterialItem.needs_qc) | MaterialLot.item_id.is_(None)
+    in_stock = MaterialLot.balance.is_(None) | (MaterialLot.balance > 0)
+    return LabAlerts(
+        today=day,
+        lots_to_check=_listed(quarantined.where(~checked, needs_check)),
+        lots_to_decide=_listed(quarantined.where(checked | ~needs_check)),
+        lots_expiring=_listed(select(MaterialLot).where(MaterialLot.status == "released", in_stock,
+                                                        MaterialLot.expiry_date <= horizon)
+                              .order_by(MaterialLot.expiry_date, MaterialLot.id)),
+        equipment=needing_attention(now, limit=LIMIT),
+        drafts=_listed(select(ProcessVersion).where(ProcessVersion.approved_at.is_(None))
+                       .options(selectinload(ProcessVersion.uploaded_by))
+                       .order_by(ProcessVersion.uploaded_at, ProcessVersion.id)),
+    )
