@@ -3,6 +3,7 @@ service (signed by QA), where-used, labels, and steps refusing unusable equipmen
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from io import BytesIO
@@ -15,7 +16,7 @@ from sqlalchemy import func, select
 
 from lab.demo import INCUBATOR, OVERDUE_INCUBATOR, _certificate, equipment_code
 from lab.extensions import db
-from lab.models import Attachment, AuditEvent, Equipment, EquipmentLogEntry, Signature
+from lab.models import Attachment, AuditEvent, Download, Equipment, EquipmentLogEntry, Signature
 from lab.services.signatures import record_signatures
 from tests.factories import PASSWORD, page_text, post_step, signature, snapshot
 from tests.readback import decode, pages, text_of
@@ -102,6 +103,10 @@ def test_the_label_prints_the_code_as_text_and_qr(app, inventory, login):
         assert expected in text
     [image] = pages(response.data, 203)
     assert [barcode.text for barcode in decode(image)] == [code]
+    with app.app_context():  # the print is on record, with the PDF's SHA-256
+        printed = db.session.scalars(select(Download).where(Download.kind == "equipment_label")).one()
+        assert (printed.detail, printed.downloaded_by.username) == (code, "tech1")
+        assert printed.digest == hashlib.sha256(response.data).hexdigest()
 
 
 @pytest.mark.parametrize(("overrides", "field", "message"), [

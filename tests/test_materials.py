@@ -5,7 +5,9 @@ from a lot's balance, the titer taken from the vector lot, where-used, and recal
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
+import re
 from datetime import UTC, date, datetime, timedelta
 from io import BytesIO
 from typing import Any
@@ -21,6 +23,7 @@ from lab.models import (
     Attachment,
     AuditEvent,
     Deviation,
+    Download,
     LotCheck,
     LotConsumption,
     LotDecision,
@@ -138,6 +141,11 @@ def test_a_received_lot_is_quarantined_with_its_own_code_certificate_and_label(a
     assert qr_texts(label.data, 300) == [code]
     text = text_of(label.data)
     assert "MATERIAL LOT" in text and "TRA-2701" in text and "QUARANTINED" in text
+    with app.app_context():  # each print is on record: who, when, the PDF's SHA-256
+        printed = db.session.scalars(select(Download).where(Download.kind == "lot_label")).one()
+        assert (printed.detail, printed.downloaded_by.username) == (code, "tech1")
+        assert printed.digest == hashlib.sha256(label.data).hexdigest()
+    assert re.search(r"Tess Technician\s*</td>\s*<td>Label printed", tech.get(f"/materials/lots/{code}").get_data(as_text=True))
 
 
 @pytest.mark.parametrize(("field", "value", "message"), [

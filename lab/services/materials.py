@@ -24,6 +24,7 @@ from lab.extensions import db
 from lab.models import (
     Batch,
     Disposition,
+    Download,
     LotCheck,
     LotConsumption,
     LotDecision,
@@ -57,6 +58,8 @@ MAX_TEXT = 2000
 MAX_QUANTITY = 1_000_000
 MAX_CONTAINERS = 1000
 MAX_TITER = 1e12
+#: Label prints listed in a lot's history (the trail keeps every one).
+MAX_LABEL_PRINTS = 100
 EARLIEST = date(2000, 1, 1)
 
 
@@ -379,7 +382,7 @@ def where_used(lot: MaterialLot) -> list[Use]:
 
 
 def history(lot: MaterialLot) -> list[HistoryEvent]:
-    """The lot's own record in time order: receipt, checks, decisions and each use."""
+    """The lot's own record in time order: receipt, checks, decisions, label prints and each use."""
     events = [HistoryEvent(lot.created_at, lot.received_by.full_name if lot.received_by else "",
                            f"Received: {format_quantity(lot.quantity_received or 0, lot.unit)} in "
                            f"{lot.container_count or 0} container(s), into quarantine")]
@@ -391,6 +394,11 @@ def history(lot: MaterialLot) -> list[HistoryEvent]:
         events.append(HistoryEvent(decision.decided_at, decision.decided_by.full_name,
                                    f"{decision.meaning.capitalize()} (signed)"
                                    + (f": {decision.reason}" if decision.reason else "")))
+    for printed in db.session.scalars(select(Download).where(Download.kind == "lot_label", Download.detail == lot.code)
+                                      .options(selectinload(Download.downloaded_by)).order_by(Download.id)
+                                      .limit(MAX_LABEL_PRINTS)):
+        events.append(HistoryEvent(printed.downloaded_at, printed.downloaded_by.full_name if printed.downloaded_by
+                                   else "command line", "Label printed"))
     for use in lot.uses:
         events.append(HistoryEvent(use.recorded_at, use.recorded_by.full_name,
                                    f"Used {format_quantity(use.quantity, use.unit)} for batch {use.batch.batch_number}"

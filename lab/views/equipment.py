@@ -198,4 +198,4 @@ def return_to_service(code: str) -> str | Response | tuple[str, int]:
 @bp.route("/<code>/label.pdf")
 def label(code: str) -> Response:
     item = get_or_404(code)
-    return item_label(item.code, lambda: service.label_pdf(item))
+    return item_label("equipment_label", item.code, lambda: service.label_pdf(item))

@@ -233,4 +233,4 @@ def where_used_csv(code: str) -> Response:
 @bp.route("/lots/<code>/label.pdf")
 def label(code: str) -> Response:
     lot = get_lot_or_404(code)
-    return item_label(lot.code, lambda: service.label_pdf(lot))
+    return item_label("lot_label", lot.code, lambda: service.label_pdf(lot))
