@@ -76,6 +76,8 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     from lab.views import account, attachments, audit_reviews, equipment, materials, processes
     for module in (account, attachments, audit_reviews, equipment, materials, processes):
         app.register_blueprint(module.bp)
+    from lab.views import batch_list
+    app.register_blueprint(batch_list.bp)
     errors.register_error_handlers(app)
     templating.register(app)
     cli.register_commands(app)
