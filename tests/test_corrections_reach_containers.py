@@ -243,7 +243,7 @@ def test_the_batch_page_shows_the_deviation_and_the_outdated_label_until_it_is_r
     page = page_text(client.get(saved.headers["Location"]))
     assert f"Containers made from this value no longer match it: {number} names them" in page
     assert title in page
-    assert "Label outdated" in page and f'value="{number}: CAR+ T cells per mL' in page
+    assert '<span class="flag">Label outdated</span>' in page and f'value="{number}: CAR+ T cells per mL' in page
 
     refused = client.get(f"/containers/{code}/label.pdf")  # a reprint without a reason
     assert refused.status_code == 422
@@ -253,7 +253,8 @@ def test_the_batch_page_shows_the_deviation_and_the_outdated_label_until_it_is_r
         container = db.session.scalar(select(Container).where(Container.code == code))
         assert container is not None and not container.label_outdated
         assert len(container.prints) == prints + 1 and container.prints[-1].reason == f"{number}: bags reconciled"
-    assert "Label outdated" not in page_text(client.get(f"/batches/{formulated}"))
+    # the flag, not the audit box's "Label outdated at: ... → empty" that records the reprint
+    assert '<span class="flag">Label outdated</span>' not in page_text(client.get(f"/batches/{formulated}"))
 
 
 def test_a_weight_correction_through_the_patient_page(app: Flask, formulated: str,

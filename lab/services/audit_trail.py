@@ -7,19 +7,24 @@ OFFSET, and no count of the whole table.
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Row, Select, literal, select, tuple_
+from sqlalchemy import BigInteger, Row, Select, String, cast, literal, null, select, tuple_, union_all
 
+from lab.audit import REDACTED
 from lab.exceptions import InvalidInput, LabError
 from lab.extensions import Base, db
 from lab.models import Audited, AuditEvent, Batch, User
 from lab.services.progress import lab_timezone
 from workflows.codes import CodeError, CodeKind, parse_code
+from workflows.formatting import format_datetime
 
 PAGE_SIZE = 50
 EXPORT_CHUNK = 1000
@@ -188,3 +193,269 @@ def _query(filters: TrailFilter) -> Select[Any]:
 def _start_of(day: date) -> datetime:
     """Midnight at the start of ``day`` in the lab's time zone, in UTC."""
     return datetime.combine(day, time(0), tzinfo=lab_timezone()).astimezone(UTC)
+
+
+# --- entries as a person reads them --------------------------------------------------------------------
+# What is stored stays as it is (the CSV export writes it raw); a page names what an id refers to,
+# labels fields in words and shortens long values, with the whole value one click away.
+
+#: A value longer than this, or with a word longer than LONG_WORD (a hash), is shortened on screen.
+SHORT = 60
+LONG_WORD = 32
+#: A value that is one identity code (a container, lot or location code): set as a code, never wrapped.
+CODE_LIKE = re.compile(r"[A-Z]{1,4}(-[A-Z0-9*]{1,12}){2,5}")
+ISO_MOMENT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?(Z|[+-]\d{2}:\d{2})")
+ROLE_WORDS = {"technician": "technician", "supervisor": "supervisor", "qc_analyst": "QC analyst",
+              "qa_officer": "QA officer", "auditor": "auditor", "admin": "administrator"}
+
+
+def _user_name(row: Row[Any]) -> str:
+    return f"{row.full_name} ({row.username})"
+
+
+#: How a row of a table that a foreign key (or an entry's record) points at is named: the columns
+#: read, how they are written, and whether the name is an identity code (which never wraps).
+NAMES: dict[str, tuple[tuple[str, ...], Any, bool]] = {
+    "users": (("full_name", "username", "role"), _user_name, False),
+    "batches": (("batch_number",), lambda r: r.batch_number, True),
+    "containers": (("code",), lambda r: r.code, True),
+    "material_lots": (("code",), lambda r: r.code, True),
+    "equipment": (("code",), lambda r: r.code, True),
+    "patients": (("patient_ref",), lambda r: r.patient_ref, True),
+    "material_items": (("name",), lambda r: r.name, False),
+    "attachments": (("filename",), lambda r: r.filename, False),
+    "process_definitions": (("key", "version"), lambda r: f"{r.key} version {r.version}", False),
+    "step_entries": (("step_key", "occurrence"), lambda r: f"{r.step_key} #{r.occurrence}", False),
+    "qc_results": (("test_key",), lambda r: f"result of {r.test_key}", False),
+    "step_values": (("field_key",), lambda r: r.field_key, False),
+    "signatures": (("meaning", "printed_name"), lambda r: f"{r.meaning}, {r.printed_name}", False),
+}
+TABLE_WORDS = {
+    "users": "User", "containers": "Container", "downloads": "Download", "equipment_log": "Equipment log entry",
+    "lot_decisions": "Lot decision", "process_versions": "Process version", "sign_in_attempts": "Sign-in attempt",
+    "issued_records": "Issued record", "lot_consumptions": "Lot consumption", "dispositions": "Disposition",
+    "audit_reviews": "Audit review", "batches": "Batch", "weight_corrections": "Weight correction",
+    "signatures": "Signature", "step_values": "Step value", "lot_checks": "Lot check", "deviations": "Deviation",
+    "equipment": "Equipment", "signing_failures": "Signing failure", "material_lots": "Material lot",
+    "qc_results": "QC result", "label_prints": "Label print", "process_definitions": "Process definition",
+    "attachments": "Attachment", "step_entries": "Step entry", "patients": "Patient",
+    "material_items": "Material item", "custody_events": "Custody event",
+}
+ACTION_WORDS = {
+    "user.login": "Signed in", "user.sign_in_refused": "Sign-in refused", "user.create": "Created a user",
+    "user.update": "Changed a user", "user.unlock": "Unlocked a user", "user.reset_password": "Reset a password",
+    "user.change_password": "Changed their password", "user.end_sessions": "Ended sessions",
+    "step.record": "Recorded a step", "step.verify": "Verified a step", "step.correct": "Corrected a value",
+    "signature.refused": "Signature refused", "result.record": "Recorded a QC result",
+    "result.correct": "Corrected a QC result", "record.issue": "Issued the batch record",
+    "process.import": "Imported a process", "process.approve": "Approved a process",
+    "patient.register": "Registered a patient", "patient.correct_weight": "Corrected a patient's weight",
+    "material.lot_receive": "Received a lot", "material.lot_recall": "Recalled a lot",
+    "material.lot_check": "Checked a lot", "material.item_create": "Created a material item",
+    "material.lot_released": "Released a lot", "material.lot_rejected": "Rejected a lot",
+    "label.print": "Printed labels", "equipment.register": "Registered equipment",
+    "equipment.out_of_service": "Took equipment out of service",
+    "equipment.returned_to_service": "Returned equipment to service",
+    "deviation.open": "Opened a deviation", "deviation.investigate": "Investigated a deviation",
+    "deviation.close": "Closed a deviation", "demo.inventory": "Set up the demo inventory",
+    "custody.scan": "Scanned a container", "custody.mismatch": "Scan mismatch", "batch.start": "Started a batch",
+    "audit.review": "Reviewed the audit trail",
+}
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A stored value as a page shows it."""
+
+    text: str
+    #: The whole value when ``text`` is shortened, for a <details>.
+    full: str | None = None
+    #: An identity code: set in the code font, never wrapped.
+    code: bool = False
+    #: The stored value when ``text`` names what it refers to (an id), for a title.
+    stored: str | None = None
+    #: Nothing to show: an empty or redacted value.
+    muted: bool = False
+    #: A time, which never wraps.
+    moment: bool = False
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One entry of the trail in words: who by name, the action, the record named, what changed."""
+
+    id: int
+    hash: str
+    occurred_at: datetime
+    who: str
+    username: str
+    role: str | None
+    action: str
+    action_words: str
+    operation: str
+    record_kind: str
+    record: Shown
+    batch_number: str | None
+    #: An update: the field in words, its old and new value.
+    field: str | None = None
+    old: Shown | None = None
+    new: Shown | None = None
+    #: An insert: its content as (field in words, value) pairs.
+    fields: Sequence[tuple[str, Shown]] = ()
+    reason: str | None = None
+
+
+@cache
+def references() -> dict[tuple[str, str], str]:
+    """(table, column) of each audited foreign key to the table it names, for tables in NAMES."""
+    found = {}
+    for table in Base.metadata.tables.values():
+        for column in table.columns:
+            for key in column.foreign_keys:
+                if key.column.table.name in NAMES:
+                    found[(table.name, column.name)] = key.column.table.name
+    return found
+
+
+def readable(entries: Iterable[Row[Any]]) -> list[Entry]:
+    """``entries`` (rows of ``page``) in words. Every id they refer to is looked up at once:
+    one query, however many entries, people or records they name."""
+    entries = list(entries)
+    refs = references()
+    contents = {e.id: _content(e) for e in entries}
+    wanted: dict[str, set[int]] = {"users": {e.actor_id for e in entries if e.actor_id is not None}}
+
+    def want(table: str | None, value: str | None) -> None:
+        if table and value and value.isdigit() and len(value) < 19:
+            wanted.setdefault(table, set()).add(int(value))
+
+    for e in entries:
+        if e.table_name in NAMES:
+            want(e.table_name, e.row_id)
+        if e.operation == "update":
+            want(refs.get((e.table_name, e.field or "")), e.old_value)
+            want(refs.get((e.table_name, e.field or "")), e.new_value)
+        for column, value in contents[e.id].items():
+            want(refs.get((e.table_name, column)), value)
+    names = _names({table: ids for table, ids in wanted.items() if ids})
+    users = names.get("users", {})
+    return [_entry(e, contents[e.id], refs, names, users) for e in entries]
+
+
+def _names(wanted: dict[str, set[int]]) -> dict[str, dict[int, Any]]:
+    """The rows naming ``wanted`` ids of each table, in one query (a UNION ALL of one select per table)."""
+    width = max(len(columns) for columns, _, _ in NAMES.values())
+    selects = []
+    for table, ids in sorted(wanted.items()):
+        columns = NAMES[table][0]
+        source = Base.metadata.tables[table]
+        texts = [cast(source.c[c], String) for c in columns] + [cast(null(), String)] * (width - len(columns))
+        selects.append(select(cast(literal(table), String).label("source"), cast(source.c.id, BigInteger).label("id"),
+                              *(text.label(f"c{n}") for n, text in enumerate(texts)))
+                       .where(source.c.id.in_(sorted(ids))))
+    found: dict[str, dict[int, Any]] = {}
+    if not selects:
+        return found
+    for row in db.session.execute(union_all(*selects)):
+        columns = NAMES[row.source][0]
+        found.setdefault(row.source, {})[row.id] = SimpleNamespace(
+            **{column: row[2 + n] for n, column in enumerate(columns)})
+    return found
+
+
+def _content(e: Row[Any]) -> dict[str, str | None]:
+    """An insert's stored content (JSON of column: text), or nothing if it is not such JSON."""
+    if e.operation != "insert" or not e.new_value:
+        return {}
+    try:
+        content = json.loads(e.new_value)
+    except ValueError:
+        return {}
+    if not isinstance(content, dict):
+        return {}
+    return {str(k): v if v is None or isinstance(v, str) else json.dumps(v) for k, v in content.items()}
+
+
+def _entry(e: Row[Any], content: dict[str, str | None], refs: dict[tuple[str, str], str],
+           names: dict[str, dict[int, Any]], users: dict[int, Any]) -> Entry:
+    actor = users.get(e.actor_id) if e.actor_id is not None else None
+
+    def value(column: str | None, text: str | None) -> Shown:
+        return _shown(text, refs.get((e.table_name, column or "")), names)
+
+    record = _shown(e.row_id, e.table_name if e.table_name in NAMES else None, names)
+    if record.stored is None:
+        record = Shown(f"#{e.row_id}")
+    common = {"id": e.id, "hash": e.hash, "occurred_at": e.occurred_at,
+              "who": actor.full_name if actor else ("the system" if e.actor_id is None else e.actor_username),
+              "username": e.actor_username, "role": ROLE_WORDS.get(actor.role, actor.role) if actor else None,
+              "action": e.action, "action_words": action_words(e.action), "operation": e.operation,
+              "record_kind": TABLE_WORDS.get(e.table_name, e.table_name.replace("_", " ").capitalize()),
+              "record": record, "batch_number": e.batch_number, "reason": e.reason}
+    if e.operation == "update" or e.field:
+        label = field_words(e.field or "", (e.table_name, e.field or "") in refs)
+        return Entry(**common, field=label, old=value(e.field, e.old_value), new=value(e.field, e.new_value))
+    if not content and e.new_value:
+        return Entry(**common, fields=(("Content", _shown(e.new_value, None, names)),))
+    fields = tuple((field_words(column, (e.table_name, column) in refs), value(column, text))
+                   for column, text in content.items() if column != "id")
+    return Entry(**common, fields=fields)
+
+
+def _shown(text: str | None, table: str | None, names: dict[str, dict[int, Any]]) -> Shown:
+    if text is None or text == "":
+        return Shown("empty", muted=True)
+    if text == REDACTED:
+        return Shown(REDACTED, muted=True)
+    if table and text.isdigit():
+        row = names.get(table, {}).get(int(text))
+        if row is not None:
+            return Shown(NAMES[table][1](row), code=NAMES[table][2], stored=text)
+        return Shown(f"#{text}")
+    if ISO_MOMENT.fullmatch(text):
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return Shown(format_datetime(moment, lab_timezone()), stored=text, moment=True)
+    if CODE_LIKE.fullmatch(text):
+        return Shown(text, code=True)
+    if text in ("true", "false"):
+        return Shown("yes" if text == "true" else "no")
+    if len(text) > SHORT or any(len(word) > LONG_WORD for word in text.split()):
+        return Shown(_shortened(text), full=text)
+    return Shown(text)
+
+
+def _shortened(text: str) -> str:
+    """The start of ``text``, cut at a word boundary (a long word, such as a hash, at 12 characters)."""
+    words, length = [], 0
+    for word in text.split():
+        if len(word) > LONG_WORD:
+            words.append(word[:12])
+            break
+        if length + len(word) > SHORT - 12:
+            break
+        words.append(word)
+        length += len(word) + 1
+    return (" ".join(words) or text[:12]) + "…"
+
+
+def field_words(column: str, reference: bool = False) -> str:
+    """A column name in words: ``downloaded_by_id`` → "Downloaded by"."""
+    if reference and column.endswith("_id"):
+        column = column[:-3]
+    words = column.replace("_", " ").strip()
+    return words[:1].upper() + words[1:]
+
+
+def action_words(action: str) -> str:
+    """An action name in words: ``step.verify`` → "Verified a step"; an unlisted one spelled out."""
+    if action in ACTION_WORDS:
+        return ACTION_WORDS[action]
+    subject, _, verb = action.partition(".")
+    if subject == "download":
+        return f"Downloaded {verb.replace('_', ' ')}"
+    text = f"{subject.replace('_', ' ')}: {verb.replace('_', ' ')}" if verb else subject.replace("_", " ")
+    return text[:1].upper() + text[1:]

@@ -23,7 +23,17 @@ from lab.exceptions import InvalidInput, LabError
 from lab.extensions import db
 from lab.models import Batch, User, utcnow
 from lab.permissions import ACTIONS, require
-from lab.services.audit_trail import NotFoundInTrail, Page, TrailFilter, audited_tables, page, parse_filter, rows
+from lab.services.audit_trail import (
+    Entry,
+    NotFoundInTrail,
+    Page,
+    TrailFilter,
+    audited_tables,
+    page,
+    parse_filter,
+    readable,
+    rows,
+)
 from lab.services.downloads import record_download
 from lab.services.progress import lab_timezone
 
@@ -63,6 +73,12 @@ def batch_audit_page(batch: Batch) -> Page:
     return page(TrailFilter(batch=batch), size=BATCH_SECTION_SIZE)
 
 
+@bp.app_template_global()
+def readable_entries(found: Page) -> list[Entry]:
+    """``found``'s entries in words, each id they refer to named (a bounded number of queries)."""
+    return readable(found.rows)
+
+
 @bp.route("/audit")
 def index() -> tuple[str, int]:
     try:
@@ -71,8 +87,8 @@ def index() -> tuple[str, int]:
         found = page(filters, before=before)
     except (InvalidInput, NotFoundInTrail) as error:
         return _refused(error)
-    return render_template("audit/index.html", filters=filters, page=found, before=before, errors={},
-                           args=request.args, **_choices()), 200
+    return render_template("audit/index.html", filters=filters, page=found, entries=readable(found.rows),
+                           before=before, errors={}, args=request.args, **_choices()), 200
 
 
 @bp.route("/audit.csv")
