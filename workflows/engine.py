@@ -21,6 +21,7 @@ from workflows.engine_types import (
     EntryContext,
     EntryResult,
     FieldValue,
+    LotInfo,
     StepProgress,
     Value,
 )
@@ -444,16 +445,30 @@ def _check_lot(spec: FieldSpec, code: str, ctx: EntryContext, today: date) -> No
             f"Lot {code} is {lot.name} ({_kind_words(lot.material)}); {spec.label} needs "
             f"{_kind_words(spec.material)} lot."
         )
-    if lot.status == "quarantined":
+    reason = lot_unusable(lot, today)
+    if reason == "quarantined":
         raise _Refused(f"Lot {code} is quarantined: it has not been released for use.")
-    if lot.status == "rejected":
+    if reason == "rejected":
         raise _Refused(f"Lot {code} is rejected: it must not be used.")
-    if lot.status != "released":
-        raise _Refused(f"Lot {code} has status '{lot.status}': only released lots may be used.")
-    if lot.expiry_date < today:
+    if reason == "expired":
         raise _Refused(f"Lot {code} expired on {lot.expiry_date.isoformat()}.")
-    if lot.balance is not None and lot.balance <= 0:
+    if reason == "used up":
         raise _Refused(f"Lot {code} is used up: none of it is left.")
+    if reason:
+        raise _Refused(f"Lot {code} has status '{lot.status}': only released lots may be used.")
+
+
+def lot_unusable(lot: LotInfo, today: date) -> str:
+    """Why a step refuses ``lot`` whatever amount it asks for: its status when not released
+    (quarantined, rejected, recalled), then "expired", then "used up"; "" when usable. The one
+    rule behind the step's refusal and the lot pages' status."""
+    if lot.status != "released":
+        return lot.status
+    if lot.expiry_date < today:
+        return "expired"
+    if lot.balance is not None and lot.balance <= 0:
+        return "used up"
+    return ""
 
 
 def _unregistered(code: str, what: str) -> str:

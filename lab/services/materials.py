@@ -40,13 +40,13 @@ from lab.permissions import require
 from lab.services import attachments
 from lab.services.batch_state import move, touch
 from lab.services.deviations import open_deviation
-from lab.services.progress import definition_for
+from lab.services.progress import definition_for, lot_info
 from lab.services.release_status import was_released
 from lab.services.sequences import next_code
 from lab.services.signatures import Credentials, reauthenticate, record_sha256, register_signed, sign
 from lab.services.steps import lock_batch
 from workflows.codes import CodeKind
-from workflows.engine import canonical_code
+from workflows.engine import canonical_code, lot_unusable
 from workflows.formatting import format_number, format_quantity
 from workflows.model import ProcessDefinition
 
@@ -267,14 +267,8 @@ def lots() -> list[MaterialLot]:
 
 
 def unusable_reason(lot: MaterialLot, today: date) -> str:
-    """Why a step would refuse the lot whatever amount it asks for ("" when usable)."""
-    if lot.status != "released":
-        return lot.status
-    if lot.expiry_date < today:
-        return "expired"
-    if lot.balance is not None and lot.balance <= 0:
-        return "used up"
-    return ""
+    """Why a step would refuse the lot whatever amount it asks for ("" when usable): the engine's rule."""
+    return lot_unusable(lot_info(lot), today)
 
 
 # --- incoming QC and QA's decisions -----------------------------------------------------------

@@ -17,6 +17,7 @@ from sqlalchemy.orm import selectinload
 from lab.extensions import db
 from lab.models import Batch, Equipment, MaterialLot, StepEntry, StepValue
 from lab.models.inventory import LotConsumption, LotDecision
+from lab.services.signatures import current_values
 from labels.record_data import EquipmentUsed, LotUsed
 from workflows.formatting import format_quantity, format_utc
 from workflows.model import ProcessDefinition
@@ -25,17 +26,14 @@ from workflows.model import ProcessDefinition
 def materials_used(batch: Batch, definition: ProcessDefinition) -> tuple[tuple[LotUsed, ...], tuple[EquipmentUsed, ...]]:
     """The lots and equipment named by ``batch``'s current values (a value corrected away names
     nothing the batch used), in the order first used."""
-    values = db.session.scalars(
-        select(StepValue).join(StepEntry, StepValue.entry_id == StepEntry.id)
-        .where(StepEntry.batch_id == batch.id, StepValue.lot_id.is_not(None) | StepValue.equipment_id.is_not(None))
-        .options(selectinload(StepValue.entry),
-                 selectinload(StepValue.lot).selectinload(MaterialLot.decisions).selectinload(LotDecision.decided_by),
-                 selectinload(StepValue.equipment).selectinload(Equipment.log))
-        .order_by(StepValue.recorded_at, StepValue.id)).all()
-    superseded = set(db.session.scalars(
-        select(StepValue.supersedes_id).join(StepEntry, StepValue.entry_id == StepEntry.id)
-        .where(StepEntry.batch_id == batch.id, StepValue.supersedes_id.is_not(None))))
-    current = [v for v in values if v.id not in superseded]
+    entries = db.session.scalars(
+        select(StepEntry).where(StepEntry.batch_id == batch.id)
+        .options(selectinload(StepEntry.values).selectinload(StepValue.lot).selectinload(MaterialLot.decisions)
+                 .selectinload(LotDecision.decided_by),
+                 selectinload(StepEntry.values).selectinload(StepValue.equipment).selectinload(Equipment.log))).all()
+    current = sorted((value for entry in entries for value in current_values(entry).values()
+                      if value.lot_id is not None or value.equipment_id is not None),
+                     key=lambda value: (value.recorded_at, value.id))
     taken: dict[int, list[LotConsumption]] = defaultdict(list)
     for use in db.session.scalars(select(LotConsumption).where(LotConsumption.batch_id == batch.id)
                                   .order_by(LotConsumption.id)):
