@@ -191,7 +191,7 @@ def test_a_failed_qualification_makes_a_step_refuse_the_instrument(app, make_bat
     before = snapshot(app, number)
     response = post_step(app, tech, number, "expansion", culture_day="7", incubator=code)
     assert response.status_code == 422
-    assert f"CO2 incubator #1 {code} is not qualified" in page_text(response)
+    assert f"CO2 incubator #1 {code} is NOT QUALIFIED" in page_text(response)
     assert snapshot(app, number) == before
 
 
@@ -248,7 +248,7 @@ def test_out_of_service_equipment_is_refused_at_a_step_with_the_reason(app, make
     before = snapshot(app, number)
     response = post_step(app, client, number, "expansion", culture_day="7", incubator=code)
     assert response.status_code == 422
-    assert f"CO2 incubator #1 {code} is out of service (Door seal torn): use another one." in page_text(response)
+    assert f"CO2 incubator #1 {code} is OUT OF SERVICE (Door seal torn): use another one." in page_text(response)
     assert snapshot(app, number) == before
     page = page_text(login("tech1").get(f"/equipment/{code}"))
     assert "OUT OF SERVICE" in page and "Taken out of service" in page

@@ -271,8 +271,8 @@ def test_expansion_is_repeatable_until_the_harvest(app, make_batch, tech):
 
 
 @pytest.mark.parametrize(("until", "field", "code", "message"), [
-    ("activation", "medium_lot", "TEX-2501", "Lot TEX-2501 expired on "),
-    ("transduction", "vector_lot", "LV-CD19-0043", "Lot LV-CD19-0043 is quarantined: it has not been released for use."),
+    ("activation", "medium_lot", "TEX-2501", "Lot TEX-2501 EXPIRED on "),
+    ("transduction", "vector_lot", "LV-CD19-0043", "Lot LV-CD19-0043 is QUARANTINED: it has not been released for use."),
     ("harvest", "incubator", OVERDUE_INCUBATOR, "CO2 incubator #2 {code} was due for calibration on "),
     ("activation", "medium_lot", "NOPE-0001", "No material lot 'NOPE-0001' is registered."),
     ("activation", "transact_lot", "TEX-2610",
@@ -308,7 +308,7 @@ def test_the_expiry_and_calibration_dates_are_named(app, make_batch, tech):
     expired = demo_lot(app, "TEX-2501")
     response = post_step(app, tech, number, "expansion", culture_day="7", feed_volume_ml="50", medium_lot=expired.lower())
     assert response.status_code == 422
-    assert f"Lot {expired} expired on {(today - timedelta(days=5)).isoformat()}." in page_text(response)
+    assert f"Lot {expired} EXPIRED on {(today - timedelta(days=5)).isoformat()}." in page_text(response)
     with app.app_context():
         overdue = equipment_code(OVERDUE_INCUBATOR)
     response = post_step(app, tech, number, "expansion", culture_day="7", incubator=overdue)

@@ -514,9 +514,9 @@ def test_boolean_and_choice_refusals():
 @pytest.mark.parametrize(
     ("code", "message"),
     [
-        ("VEC-Q", "Lot VEC-Q is quarantined: it has not been released for use."),
-        ("VEC-R", "Lot VEC-R is rejected: it must not be used."),
-        ("VEC-OLD", "Lot VEC-OLD expired on 2026-10-01."),
+        ("VEC-Q", "Lot VEC-Q is QUARANTINED: it has not been released for use."),
+        ("VEC-R", "Lot VEC-R is REJECTED: it must not be used."),
+        ("VEC-OLD", "Lot VEC-OLD EXPIRED on 2026-10-01."),
         ("VEC-999", "No material lot 'VEC-999' is registered."),
         ("TA-001", "Lot TA-001 is TransAct (a transact); Vector lot needs a lentiviral vector lot."),
         ("VEC\x007", "Vector lot: 'VEC\\x007' is not a code that can be registered."),
@@ -548,7 +548,8 @@ def test_wrong_microbeads_are_refused():
 @pytest.mark.parametrize(
     ("code", "message"),
     [
-        ("INC-02", "Incubator INC-02 was due for calibration on 2026-11-01: use a calibrated instrument."),
+        ("INC-02", ("Incubator INC-02 was due for calibration on 2026-11-01 (CALIBRATION OVERDUE): "
+                   "use a calibrated instrument.")),
         ("BSC-01", "Biosafety cabinet BSC-01 is a biosafety cabinet; Incubator needs an incubator."),
         ("INC-99", "No equipment 'INC-99' is registered."),
     ],
@@ -560,7 +561,7 @@ def test_equipment_refusals(code, message):
 def test_equipment_without_calibration_and_out_of_service():
     assert check("expansion", {"incubator": "inc-03"}, EXPANSION).values["incubator"].text == "INC-03"
     assert error("transduction", TRANSDUCTION, "biosafety_cabinet", "BSC-OFF") == (
-        "Biosafety cabinet BSC-OFF is out of service: use another one."
+        "Biosafety cabinet BSC-OFF is OUT OF SERVICE: use another one."
     )
 
 
@@ -569,7 +570,7 @@ def test_expiry_and_calibration_use_the_lab_date():
     lots = {"VEC-N": LotInfo("VEC-N", "lentiviral_vector", "CD19 CAR LV", date(2026, 11, 30), "released")}
     late = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)
     assert error("transduction", TRANSDUCTION, "vector_lot", "VEC-N", lots=lots, now=late) == (
-        "Lot VEC-N expired on 2026-11-30."
+        "Lot VEC-N EXPIRED on 2026-11-30."
     )
 
 

@@ -20,6 +20,7 @@ from workflows.codes import CheckCharacterError, CodeError, CodeKind, identify, 
 from workflows.engine_types import (
     EntryContext,
     EntryResult,
+    EquipmentInfo,
     FieldValue,
     LotInfo,
     StepProgress,
@@ -447,11 +448,11 @@ def _check_lot(spec: FieldSpec, code: str, ctx: EntryContext, today: date) -> No
         )
     reason = lot_unusable(lot, today)
     if reason == "quarantined":
-        raise _Refused(f"Lot {code} is quarantined: it has not been released for use.")
+        raise _Refused(f"Lot {code} is QUARANTINED: it has not been released for use.")
     if reason == "rejected":
-        raise _Refused(f"Lot {code} is rejected: it must not be used.")
+        raise _Refused(f"Lot {code} is REJECTED: it must not be used.")
     if reason == "expired":
-        raise _Refused(f"Lot {code} expired on {lot.expiry_date.isoformat()}.")
+        raise _Refused(f"Lot {code} EXPIRED on {lot.expiry_date.isoformat()}.")
     if reason == "used up":
         raise _Refused(f"Lot {code} is used up: none of it is left.")
     if reason:
@@ -492,16 +493,29 @@ def _check_equipment(spec: FieldSpec, code: str, ctx: EntryContext, today: date)
     if item.kind != spec.equipment:
         needed = _kind_words(spec.equipment)
         raise _Refused(f"{item.name} {code} is {_kind_words(item.kind)}; {spec.label} needs {needed}.")
-    if not item.is_active:
+    reason = equipment_unusable(item, today)
+    if reason == "out of service":
         why = f" ({item.out_of_service_reason})" if item.out_of_service_reason else ""
-        raise _Refused(f"{item.name} {code} is out of service{why}: use another one.")
-    if not item.qualified:
-        raise _Refused(f"{item.name} {code} is not qualified: it may not be used until its qualification passes.")
-    if item.calibration_due is not None and item.calibration_due < today:
+        raise _Refused(f"{item.name} {code} is OUT OF SERVICE{why}: use another one.")
+    if reason == "not qualified":
+        raise _Refused(f"{item.name} {code} is NOT QUALIFIED: it may not be used until its qualification passes.")
+    if reason == "calibration overdue":
         raise _Refused(
-            f"{item.name} {code} was due for calibration on {item.calibration_due.isoformat()}: "
-            "use a calibrated instrument."
+            f"{item.name} {code} was due for calibration on {item.calibration_due.isoformat()} "  # type: ignore[union-attr]
+            "(CALIBRATION OVERDUE): use a calibrated instrument."
         )
+
+
+def equipment_unusable(item: EquipmentInfo, today: date) -> str:
+    """Why a step refuses instrument ``item``: "out of service", "not qualified" or "calibration
+    overdue"; "" when usable. The one rule behind the step's refusal and the scan box's answer."""
+    if not item.is_active:
+        return "out of service"
+    if not item.qualified:
+        return "not qualified"
+    if item.calibration_due is not None and item.calibration_due < today:
+        return "calibration overdue"
+    return ""
 
 
 def _check_containers(spec: FieldSpec, codes: list[str], ctx: EntryContext) -> None:

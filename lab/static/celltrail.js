@@ -2,17 +2,89 @@
 (function () {
   "use strict";
 
-  // A keyboard-wedge scanner types the code and presses Enter: in a scan field, Enter moves
-  // to the next field instead of submitting a half-filled form.
+  // == focus and refusals ==
+  // Focus goes where the next keystroke belongs: gloved hands and a keyboard-wedge scanner
+  // (it types the code and presses Enter) cannot click into a field first.
+
+  // The fields a person fills in, in order: not hidden, disabled, read-only or marked
+  // data-focus-skip (an optional comment); a radio group counts once, by its first button.
+  function fillable(form) {
+    var seen = {};
+    return Array.prototype.filter.call(form.querySelectorAll("input, select, textarea"), function (el) {
+      if (el.disabled || el.readOnly || el.hasAttribute("data-focus-skip") || !el.getClientRects().length) return false;
+      if (/^(hidden|submit|button|reset|checkbox|file|image)$/.test(el.type)) return false;
+      if (el.type === "radio") {
+        if (seen[el.name]) return false;
+        seen[el.name] = true;
+      }
+      return true;
+    });
+  }
+  function isEmpty(el) {
+    if (el.type === "radio") {
+      return !Array.prototype.some.call(el.form.elements, function (r) { return r.name === el.name && r.checked; });
+    }
+    return !el.value.trim();
+  }
+  // The first empty field after ``from`` (or from the start), wrapping round to those before it.
+  function nextEmpty(form, from) {
+    var fields = fillable(form), start = from ? fields.indexOf(from) + 1 : 0;
+    var order = fields.slice(start).concat(fields.slice(0, start));
+    for (var i = 0; i < order.length; i++) { if (order[i] !== from && isEmpty(order[i])) return order[i]; }
+    return null;
+  }
+
+  // A page that comes back refused: the first field with an error has the focus (over the
+  // scan box's autofocus). A step form that opens: its first empty field.
+  function focusOnOpen() {
+    var refused = document.querySelector("main [aria-invalid=true], main .has-error input:not([type=hidden]), " +
+                                         "main .has-error select, main .has-error textarea");
+    if (refused) { refused.focus(); return; }
+    var form = document.querySelector("form[data-focus=first-empty]");
+    var first = form && nextEmpty(form, null);
+    if (first) first.focus();
+  }
+  focusOnOpen();
+
+  // Enter in a scan field (the wedge's Enter) moves to the next EMPTY field instead of sending a
+  // half-filled form; with none left, to the form's button.
   document.addEventListener("keydown", function (event) {
     var input = event.target;
     if (event.key !== "Enter" || !input.matches || !input.matches("input[data-scan]")) return;
     event.preventDefault();
-    var fields = Array.prototype.slice.call(input.form.querySelectorAll("input, select, textarea, button"))
-      .filter(function (el) { return el.type !== "hidden" && !el.disabled; });
-    var next = fields[fields.indexOf(input) + 1];
+    var next = nextEmpty(input.form, input) || input.form.querySelector("button[type=submit], button:not([type])");
     if (next) next.focus();
   });
+
+  // The scan box asks the server first (JSON): a code it opens is opened; a refusal is said
+  // under the box, whose text is selected so that the next scan replaces it. Without script,
+  // or when the answer is not the scan box's JSON (signed out...), the form is sent as it is.
+  var box = document.getElementById("scan-code"), said = document.getElementById("scan-refusal");
+  if (box && said && box.form && window.fetch) {
+    var scanForm = box.form, asking = false;
+    scanForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (asking) return;
+      asking = true;
+      said.textContent = "";
+      fetch(scanForm.action + "?code=" + encodeURIComponent(box.value), {
+        headers: {Accept: "application/json"}, credentials: "same-origin"
+      }).then(function (response) {
+        if ((response.headers.get("Content-Type") || "").indexOf("application/json") !== 0) throw new Error("not JSON");
+        return response.json();
+      }).then(function (answer) {
+        if (answer.location) { window.location.assign(answer.location); return; }
+        if (!answer.refusal) throw new Error("no answer");
+        asking = false;
+        said.textContent = answer.refusal;
+        box.focus();
+        box.select();
+      }).catch(function () { scanForm.submit(); });
+    });
+    box.addEventListener("input", function () { said.textContent = ""; });
+    window.addEventListener("pageshow", function () { asking = false; });  // back from the page it opened
+  }
+  // == end focus and refusals ==
 
   // Limits checked as they are typed: an out-of-limit value is said in words at once.
   function check(input) {
@@ -64,5 +136,21 @@
       delete form.dataset.sending;
       Array.prototype.forEach.call(form.querySelectorAll("[aria-busy]"), function (b) { b.removeAttribute("aria-busy"); });
     });
+  });
+
+  // The header's menus (details elements, so they work without script) close on a click
+  // elsewhere or on Escape, as menus do.
+  function closeMenus(except) {
+    Array.prototype.forEach.call(document.querySelectorAll(".topbar details[open]"), function (menu) {
+      if (!menu.contains(except)) menu.removeAttribute("open");
+    });
+  }
+  document.addEventListener("click", function (event) { closeMenus(event.target); });
+  document.addEventListener("keydown", function (event) {
+    if (event.key !== "Escape" || !document.querySelector(".topbar details[open]")) return;
+    var summary = event.target.closest && event.target.closest(".topbar details") ?
+      event.target.closest(".topbar details").querySelector("summary") : null;
+    closeMenus(null);
+    if (summary) summary.focus();
   });
 })();

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from io import BytesIO
 from typing import Any, TypeVar
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.wrappers import Response
@@ -17,8 +18,9 @@ from lab.forms import ContainerScanForm
 from lab.models import Container, CustodyEvent
 from lab.permissions import require_role
 from lab.services import containers as container_service
-from lab.services.labels import print_labels
+from lab.services.labels import MAX_REASON, print_labels
 from lab.services.progress import container_title, definition_for
+from lab.views.batches import detail as batch_page
 from lab.views.batches import get_batch_or_404
 from lab.views.common import apply_errors
 from labels.layout import LabelOverflow
@@ -30,6 +32,16 @@ from workflows.codes import CodeError, CodeKind, parse_code
 bp = Blueprint("containers", __name__)
 T = TypeVar("T")
 PAPERS = ("A4", "Letter")
+
+
+@dataclass(frozen=True)
+class ReasonRefused:
+    """A print refused for its reason (a reprint without one, one too long), shown next to the
+    reason field ``field`` (its id) of the batch page's container table or sheet form."""
+
+    field: str
+    message: str
+    typed: str
 
 
 def get_container_or_404(code: str) -> Container:
@@ -58,13 +70,30 @@ def _rendered(render: Callable[..., T], *args: Any) -> T:
         abort(422, f"This label cannot be printed: {error}")
 
 
+def _reason_refused(error: InvalidInput, batch_number: str, code: str | None) -> tuple[str, int]:
+    """A print refused for its reason (nothing recorded): the page that holds the form, the
+    refusal next to its reason field, and the 422. The batch page when the form was there
+    (``from=batch``) or printed the batch's sheet (``code`` None), else container ``code``'s page."""
+    db.session.rollback()
+    message = " ".join(filter(None, (str(error), error.errors.get("reason"))))
+    typed = request.args.get("reason", "")[:MAX_REASON]
+    if code is not None and request.args.get("from") != "batch":
+        container = get_container_or_404(code)
+        return _page(container, ContainerScanForm(), reason_error=message, reason=typed), error.status
+    field = "sheet-reason" if code is None else f"reprint-{code}"
+    # The batch page is the batches blueprint's view; the refusal it shows next to the field
+    # rides on ``g``, which its template batches/_containers.html reads.
+    g.label_refusal = ReasonRefused(field, message, typed)
+    return batch_page(batch_number), error.status
+
+
 @bp.route("/containers/<code>")
 def detail(code: str) -> str:
     container = get_container_or_404(code)
     return _page(container, ContainerScanForm())
 
 
-def _page(container: Container, form: ContainerScanForm) -> str:
+def _page(container: Container, form: ContainerScanForm, *, reason_error: str = "", reason: str = "") -> str:
     custody = db.session.scalars(
         select(CustodyEvent).where(CustodyEvent.container_id == container.id).order_by(CustodyEvent.id)
     ).all()
@@ -73,22 +102,28 @@ def _page(container: Container, form: ContainerScanForm) -> str:
     definition = definition_for(container.batch)
     return render_template("containers/detail.html", container=container, custody=custody, children=children,
                            title=container_title(container, definition), form=form,
-                           events=container_service.HANDOFF_EVENTS)
+                           events=container_service.HANDOFF_EVENTS, reason_error=reason_error, reason=reason)
 
 
 @bp.route("/containers/<code>/label.pdf")
-def label_pdf(code: str) -> Response:
+def label_pdf(code: str) -> Response | tuple[str, int]:
     container = get_container_or_404(code)
-    (label,) = print_labels([container], actor=current_user, output="pdf", reason=request.args.get("reason", ""))
+    try:
+        (label,) = print_labels([container], actor=current_user, output="pdf", reason=request.args.get("reason", ""))
+    except InvalidInput as error:
+        return _reason_refused(error, container.batch.batch_number, container.code)
     data = _rendered(render_label, label)
     db.session.commit()
     return _pdf(data, f"label-{container.code}.pdf")
 
 
 @bp.route("/containers/<code>/label.zpl")
-def label_zpl(code: str) -> Response:
+def label_zpl(code: str) -> Response | tuple[str, int]:
     container = get_container_or_404(code)
-    (label,) = print_labels([container], actor=current_user, output="zpl", reason=request.args.get("reason", ""))
+    try:
+        (label,) = print_labels([container], actor=current_user, output="zpl", reason=request.args.get("reason", ""))
+    except InvalidInput as error:
+        return _reason_refused(error, container.batch.batch_number, container.code)
     text = _rendered(render_zpl, label)
     db.session.commit()
     return send_file(BytesIO(text.encode("utf-8")), mimetype="application/vnd.zebra-zpl",
@@ -96,14 +131,18 @@ def label_zpl(code: str) -> Response:
 
 
 @bp.route("/batches/<batch_number>/labels.pdf")
-def batch_labels(batch_number: str) -> Response:
+def batch_labels(batch_number: str) -> Response | tuple[str, int]:
     batch = get_batch_or_404(batch_number)
     paper = request.args.get("paper", "A4")
     if paper not in PAPERS:
         abort(400, f"Paper must be one of {', '.join(PAPERS)}.")
     if not batch.containers:
         abort(404, f"Batch {batch.batch_number} has no containers yet: nothing to print.")
-    labels = print_labels(batch.containers, actor=current_user, output="sheet", reason=request.args.get("reason", ""))
+    try:
+        labels = print_labels(batch.containers, actor=current_user, output="sheet",
+                              reason=request.args.get("reason", ""))
+    except InvalidInput as error:
+        return _reason_refused(error, batch.batch_number, None)
     data = _rendered(lambda: render_label_sheet(labels, paper=paper))
     db.session.commit()
     return _pdf(data, f"labels-{batch.batch_number}.pdf")

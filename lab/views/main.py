@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import date
 from urllib.parse import unquote, urlencode, urlsplit
 
 from flask import (
     Blueprint,
     abort,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -16,6 +18,7 @@ from flask import (
 )
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from lab.extensions import db
@@ -24,11 +27,11 @@ from lab.models import Batch, Container, Equipment, MaterialLot, Patient, utcnow
 from lab.services.alerts import quality_alerts
 from lab.services.dashboard import dashboard as build_dashboard
 from lab.services.lab_alerts import lab_alerts
-from lab.services.progress import batch_progress, definition_for
+from lab.services.progress import batch_progress, definition_for, equipment_info, lab_timezone, lot_info
 from lab.services.sign_in import sign_in
 from labels.digest import DigestError, scanned_digest
 from workflows.codes import CodeError, CodeKind, identify
-from workflows.engine import can_start
+from workflows.engine import can_start, equipment_unusable, lot_unusable
 
 bp = Blueprint("main", __name__)
 
@@ -108,34 +111,83 @@ def _where_container_is_needed(container: Container) -> str:
     return url_for("containers.detail", code=container.code)
 
 
+def _lot_state(lot: MaterialLot, today: date) -> str:
+    """Why a step would refuse ``lot``, in the capitals the bench reads first ("" when usable)."""
+    reason = lot_unusable(lot_info(lot), today)
+    if reason == "expired":
+        return f"EXPIRED on {lot.expiry_date.isoformat()}"
+    if reason == "quarantined":
+        return "QUARANTINED, not released for use"
+    return reason.upper()
+
+
+def _equipment_state(item: Equipment, today: date) -> str:
+    """Why a step would refuse the instrument, in capitals ("" when usable)."""
+    reason = equipment_unusable(equipment_info(item), today)
+    if reason == "out of service" and item.out_of_service_reason:
+        return f"OUT OF SERVICE ({item.out_of_service_reason})"
+    if reason == "calibration overdue":
+        return f"CALIBRATION OVERDUE since {item.calibration_due.isoformat()}"  # type: ignore[union-attr]
+    return reason.upper()
+
+
 def _inventory_scanned(text: str) -> str | None:
     """A lot or equipment label scanned into the search box (the wrong place): say what it is
-    and where it belongs, instead of "not a CellTrail code"."""
+    and where it belongs, instead of "not a CellTrail code"; one a step would refuse is named
+    for why first (EXPIRED, QUARANTINED, OUT OF SERVICE...), so it is set aside, not carried to a step."""
     code = text.strip().upper()
+    today = utcnow().astimezone(lab_timezone()).date()
     lot = db.session.scalar(select(MaterialLot).where(MaterialLot.code == code))
     if lot is not None:
+        state = _lot_state(lot, today)
+        if state:
+            return f"{code} is a material lot ({lot.name}), {state}: do not use it."
         return (f"{code} is a material lot ({lot.name}, expires {lot.expiry_date.isoformat()}). Scan it into the "
                 "lot field of the step you are recording, not into the search box.")
     item = db.session.scalar(select(Equipment).where(Equipment.code == code))
     if item is not None:
+        state = _equipment_state(item, today)
+        if state:
+            return f"{code} is equipment ({item.name}), {state}: do not use it."
         return (f"{code} is equipment ({item.name}). Scan it into the equipment field of the step you are "
                 "recording, not into the search box.")
     return None
 
 
+def _wants_json() -> bool:
+    """The scan box's script asks for JSON, to answer a refusal under the box without leaving the page."""
+    return request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json"
+
+
 @bp.route("/scan")
-def scan() -> Response:
+def scan() -> tuple[Response, int]:
     """Open what a scanned or typed code names: a container (at the step that needs it), a
     batch, a patient's COI, or the verification of a printed batch record (its digest QR).
-    Accepts a bare code, a QR payload or a URL ending in a code."""
-    text = request.args.get("code", "")
+    Accepts a bare code, a QR payload or a URL ending in a code.
+
+    Asked for JSON (the scan box's script), answers ``{"location": url}`` for a code it opens and
+    ``{"refusal": text}`` with the refusal's 4xx; otherwise a redirect, or the refusal's page."""
+    try:
+        location = _scanned_location(request.args.get("code", ""))
+    except HTTPException as refusal:
+        if not _wants_json():
+            raise
+        answer, status = jsonify(refusal=refusal.description), refusal.code or 400
+    else:
+        answer, status = (jsonify(location=location), 200) if _wants_json() else (redirect(location), 302)
+    answer.vary.add("Accept")  # one address, two answers: a cache must keep them apart
+    return answer, status
+
+
+def _scanned_location(text: str) -> str:
+    """Where the scanned ``text`` leads; aborts with the reason when it leads nowhere."""
     if not text.strip():
         abort(400, "Scan or type a batch number or COI.")
     compact = text.strip().rstrip("/").rsplit("/", 1)[-1]  # a URL ending in a code
     try:
         digest = scanned_digest(text)  # the QR (or digest) of a printed batch record
         if digest is not None:
-            return redirect(url_for("records.verify", text=digest))
+            return url_for("records.verify", text=digest)
         parsed = identify(compact)
     except (CodeError, DigestError) as error:
         abort(400, _inventory_scanned(compact) or str(error))
@@ -144,7 +196,7 @@ def scan() -> Response:
         container = db.session.scalar(select(Container).where(Container.code == code))
         if container is None:
             abort(404, f"No container {code} is registered in this lab.")
-        return redirect(_where_container_is_needed(container))
+        return _where_container_is_needed(container)
     if kind is CodeKind.EQUIPMENT:  # an equipment label scanned into the search box
         said = _inventory_scanned(code)
         abort(400 if said else 404, said or f"No equipment {code} is registered in this lab.")
@@ -154,8 +206,8 @@ def scan() -> Response:
     if kind is CodeKind.BATCH:
         if db.session.scalar(select(Batch.id).where(Batch.batch_number == code)) is None:
             abort(404, f"No batch {code} is registered in this lab.")
-        return redirect(url_for("batches.detail", batch_number=code))
+        return url_for("batches.detail", batch_number=code)
     patient = db.session.scalar(select(Patient).where(Patient.coi == code))
     if patient is None:
         abort(404, f"No patient with COI {code} is registered in this lab.")
-    return redirect(url_for("patients.detail", patient_ref=patient.patient_ref))
+    return url_for("patients.detail", patient_ref=patient.patient_ref)
