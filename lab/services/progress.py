@@ -166,6 +166,17 @@ class EntryView:
     def corrected_by_ids(self) -> set[int]:
         return {v.current.recorded_by_id for v in self.values if v.current and v.current.is_correction}
 
+    @property
+    def verified_by(self) -> list[str]:
+        """Printed names of the verifications that still cover the entry's content."""
+        return [s.printed_name for s, valid in self.signatures if valid and s.meaning == "verified"]
+
+    @property
+    def flag_count(self) -> int:
+        """Recorded and computed values out of their limits."""
+        return (sum(1 for v in self.values if v.current is not None and v.current.out_of_limit)
+                + sum(1 for d in self.derived.values() if d.out_of_limit))
+
 
 @dataclass
 class StepView:
@@ -211,6 +222,18 @@ def batch_overview(batch: Batch) -> BatchOverview:
         .options(selectinload(CustodyEvent.container), selectinload(CustodyEvent.actor))
     ))
     return BatchOverview(batch, definition, steps, containers, custody)
+
+
+def current_step(steps: list[StepView]) -> StepView | None:
+    """The step the batch waits for: in process order, the first with an entry awaiting its
+    second-person verification, or that can be recorded now and is not yet done; None when
+    nothing can be recorded or verified (a batch in QC, released, ...)."""
+    for view in steps:
+        if any(e.awaiting_verification for e in view.entries):
+            return view
+        if view.blocked is None and view.state in (StepState.PENDING, StepState.IN_PROGRESS):
+            return view
+    return None
 
 
 def entry_view(batch: Batch, entry: StepEntry) -> EntryView:

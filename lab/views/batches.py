@@ -17,9 +17,10 @@ from lab.permissions import require_role
 from lab.services.batches import with_batch_dose
 from lab.services.containers import computed_creates, record_mismatches
 from lab.services.expansion import expansion_chart
-from lab.services.progress import batch_overview, batch_progress, definition_for, entry_view
+from lab.services.progress import batch_overview, batch_progress, current_step, definition_for, entry_view
 from lab.services.release_status import quality_record
 from lab.services.signatures import current_values
+from lab.services.step_context import step_context
 from lab.services.steps import EntryRefused, correct_value, record_step, self_verification, verify_entry
 from lab.services.timeline import batch_timeline
 from lab.views import signing
@@ -70,7 +71,8 @@ def detail(batch_number: str) -> str:
     overview, quality = batch_overview(batch), quality_record(batch)
     expansion = expansion_chart(batch, overview.definition)
     return render_template("batches/detail.html", overview=overview, quality=quality,
-                           timeline=batch_timeline(overview, quality), expansion=expansion,
+                           current=current_step(overview.steps), timeline=batch_timeline(overview, quality),
+                           expansion=expansion,
                            expansion_svg=Markup(expansion_svg(expansion)) if expansion else None)
 
 
@@ -89,7 +91,8 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
         if blocked:
             raise StepNotAllowed(blocked)
         return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw,
-                               errors={}, result=None, definition=definition)
+                               errors={}, result=None, definition=definition,
+                               step_info=step_context(batch, definition, step))
     errors: dict[str, str] = {}
     result: EntryResult | None = None
     status = 422
@@ -118,8 +121,9 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
         form.show_version(batch.version)
     if "comment" in errors:
         form.comment.errors = [errors.pop("comment")]
+    definition = definition_for(batch)
     return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw, errors=errors,
-                           result=result, definition=definition_for(batch)), status
+                           result=result, definition=definition, step_info=step_context(batch, definition, step)), status
 
 
 @bp.route("/<batch_number>/entries/<int:entry_id>/fields/<field_key>/correct", methods=["GET", "POST"])
@@ -179,7 +183,8 @@ def verify(batch_number: str, entry_id: int) -> str | Response | tuple[str, int]
             actor=current_user))
         if outcome.done:
             flash(f"{step.title} verified and signed by {current_user.full_name}.", "success")
-            return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"step-{step.key}"))
+            # to the entry itself: now verified, it is folded, and the browser opens it at its anchor
+            return redirect(url_for("batches.detail", batch_number=batch.batch_number, _anchor=f"entry-{entry.id}"))
         status = outcome.status
         batch = get_batch_or_404(batch_number)
         entry = get_entry_or_404(batch, entry_id)
