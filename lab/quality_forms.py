@@ -3,7 +3,7 @@ services check the rules (and say which field is at fault)."""
 
 from __future__ import annotations
 
-from wtforms import SelectField, StringField, TextAreaField
+from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
@@ -27,7 +27,7 @@ class ResultCorrectionForm(VersionedForm, SigningForm):
 class DecisionForm(VersionedForm, SigningForm):
     """A QA decision; its choices are the decisions open to the officer, set by the view."""
 
-    decision = SelectField("Decision", choices=[])
+    decision = RadioField("Decision", choices=[])
     reason = TextAreaField("Reason", [Length(max=LONG)])
     physician_name = StringField("Treating physician", [Length(max=128)])
     physician_request = TextAreaField("The physician's request", [Length(max=LONG)])

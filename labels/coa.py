@@ -90,7 +90,7 @@ def _bag_row(bag: CoaBag) -> list[Paragraph]:
     ]
 
 
-def _product(coa: CoaData) -> list[Flowable]:
+def product_section(coa: CoaData) -> list[Flowable]:
     flowables: list[Flowable] = [_text("Product", HEADING)]
     if not coa.bags:
         return [*flowables, _text("No product bag has been filled yet.", NOTICE)]
@@ -220,7 +220,7 @@ def _qc_review(coa: CoaData) -> list[Flowable]:
         "signature is kept: QA reviews the results with the batch record before the disposition decision.")]
 
 
-def _signature(signature: SignatureData | None) -> str:
+def signature_text(signature: SignatureData | None) -> str:
     if signature is None:
         return "Not signed."
     return f"Signed by {signature.printed_name}. Meaning: {signature.meaning}. Signed at {format_utc(signature.signed_at)}."
@@ -232,7 +232,7 @@ def _disposition(coa: CoaData) -> list[Flowable]:
         flowables.append(_text("Disposition: not yet decided. This batch has not been released.", NOTICE))
     else:
         flowables.append(_text(f"Disposition: {coa.disposition}", NOTICE))
-        flowables.append(_text(_signature(coa.disposition_signature)))
+        flowables.append(_text(signature_text(coa.disposition_signature)))
     if coa.exceptional_release_notes:
         flowables.append(_text("Exceptional release", HEADING))
         flowables.append(_text(coa.exceptional_release_notes))
@@ -245,7 +245,7 @@ def _story(coa: CoaData) -> list[Flowable]:
         _text("\n".join((coa.facility_name, *coa.facility_address)), SMALL),
         Spacer(0, 4 * MM),
         _identity(coa),
-        *_product(coa),
+        *product_section(coa),
         _text("Release test results", HEADING),
         *_results(coa),
         *_deviations(coa),

@@ -178,8 +178,9 @@ def test_before_formulation_the_dose_cannot_be_judged_and_says_why(app, make_bat
     number = make_batch(until="formulation")
     qc = login("qc1")
     page = words(qc.get(f"/batches/{number}/results"))
-    assert "Specification 80–120 % of the target dose (not recorded yet)" in page
-    assert "Computed from the batch record not yet: Formulation and fill not recorded" in page
+    assert ("Dose: CAR+ viable T cells CAR+ viable T cells filled (formulation) per kg body weight; or measured: viable "
+            "count × CD3+ × CAR+ 80–120 % of the target dose (not recorded yet) Final result needed before release "
+            "Computed from the batch record: not yet, Formulation and fill not recorded") in page
     before, results = snapshot(app, number), result_count(app)
     message = ("Dose: CAR+ viable T cells is judged against the target dose recorded at Formulation and fill, which "
                "is not recorded yet: record Formulation and fill first.")
@@ -199,8 +200,8 @@ def test_the_specification_follows_the_target_dose_typed_at_formulation(app, mak
     qc = login("qc1")
     spec = "1.60 × 10⁶–2.40 × 10⁶ cells/kg (80–120 % of the target dose 2.00 × 10⁶ cells/kg)"
     page = words(qc.get(f"/batches/{number}/results"))
-    assert f"Specification {spec}" in page
-    assert "Computed from the batch record 2.00 × 10⁶ cells/kg" in page
+    assert f"× CD3+ × CAR+ {spec} Final result needed before release" in page
+    assert "Computed from the batch record: 2.00 × 10⁶ cells/kg" in page
     assert f"Specification {spec}" in words(qc.get(f"/batches/{number}/results/dose"))
     with app.app_context():  # what the CoA and the batch record print
         batch = get_batch(number)
@@ -241,8 +242,8 @@ def test_qc_records_the_computed_dose_signed_as_any_result(app, make_batch, logi
         assert (signed.record_id, signed.meaning, signed.printed_name) == (result.id, "performed", "Quinn Analyst")
         assert get_batch(number).deviations == []
     page = words(qc.get(f"/batches/{number}/results"))
-    assert f"1.00 × 10⁶ cells/kg pass — Dose: CAR+ viable T cells: 1.00 × 10⁶ cells/kg meets the specification ({SPEC_1E6})." \
-        in page
+    assert f"Dose: CAR+ viable T cells: 1.00 × 10⁶ cells/kg meets the specification ({SPEC_1E6})." in page
+    assert "Computed from the batch record: 1.00 × 10⁶ cells/kg 1.00 × 10⁶ cells/kg pass" in page  # its row
     assert "✔ Quinn Analyst — performed" in page and "⚑" not in page
 
 
@@ -341,7 +342,7 @@ def test_a_measured_dose_in_specification_but_far_from_the_computed_one_opens_a_
         'patient.weight_kg"')
     number = batch_on(load_definition_text(source, "cd19_car_t_v99.toml"))
     qc = login("qc1")
-    assert "Computed from the batch record 9.00 × 10⁵ cells/kg" in words(qc.get(f"/batches/{number}/results"))
+    assert "Computed from the batch record: 9.00 × 10⁵ cells/kg" in words(qc.get(f"/batches/{number}/results"))
     assert post_result(app, qc, number, "dose", "1.15e6", comment="Flow count of the QC sample.").status_code == 302
     [result] = dose_results(app, number)
     assert (result.text, result.verdict) == ("1.15e6", PASS)
@@ -360,7 +361,7 @@ def test_a_version_1_batch_keeps_its_absolute_dose_specification(app, batch_on, 
     number = batch_on(V1)
     qc = login("qc1")
     page = words(qc.get(f"/batches/{number}/results"))
-    assert "Specification 8.00 × 10⁵–1.20 × 10⁶ cells/kg Before release" in page
+    assert "per kg body weight 8.00 × 10⁵–1.20 × 10⁶ cells/kg Final result needed before release" in page
     assert "Computed from the batch record" not in page
     assert "Record the computed result" not in words(qc.get(f"/batches/{number}/results/dose"))
     response = use_computed(app, qc, number)  # v1 computes no dose

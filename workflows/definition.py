@@ -54,6 +54,8 @@ CONDITIONS = ("first_step_recorded", "hold_requested", "all_steps_complete", "re
 # field or derived value may take them.
 RESERVED_STEP_KEYS = ("patient", "now")
 RESERVED_VALUE_KEYS = ("now", "recorded_at")
+#: A thawed CAR-T product is infused within hours (labels: 30 minutes to 3 hours); a day is a typo.
+MAX_THAW_TO_INFUSION_MINUTES = 24 * 60
 
 
 def _keys(required: str, optional: str = "") -> dict[str, bool]:
@@ -62,7 +64,8 @@ def _keys(required: str, optional: str = "") -> dict[str, bool]:
 
 
 _TOP_KEYS = _keys("key version title product initial_state recording_states states steps",
-                  "transitions container_kinds release release_tests decisions investigational dose")
+                  "transitions container_kinds release release_tests decisions investigational dose "
+                  "thaw_to_infusion_minutes")
 _TRANSITION_KEYS = _keys("event source target when", "title")
 _STEP_KEYS = _keys(
     "key title role verify fields",
@@ -336,6 +339,10 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
     _unique((d.key for d in decisions), "decision key", "decisions")
     dose = _dose(_get(data, "dose", dict, where)) if "dose" in data else None
     _check_batch_dose(steps, dose)
+    thaw_limit = _get(data, "thaw_to_infusion_minutes", int, where)
+    if thaw_limit is not None and not 1 <= thaw_limit <= MAX_THAW_TO_INFUSION_MINUTES:
+        raise _Invalid(f"{where}: thaw_to_infusion_minutes must be 1 to {MAX_THAW_TO_INFUSION_MINUTES} "
+                       f"(minutes from the start of thawing to the end of infusion), not {thaw_limit}")
     return ProcessDefinition(
         key=key,
         version=version,
@@ -355,6 +362,7 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
         release=release,
         investigational=_text(data, "investigational", where, ""),
         dose=dose,
+        thaw_to_infusion_minutes=thaw_limit,
     )
 
 

@@ -338,6 +338,9 @@ class ProcessDefinition:
     release: ReleaseRules | None = None  # set whenever there are release tests
     investigational: str = ""  # the investigational-use statement product labels print, when set
     dose: DoseRange | None = None  # the target doses a batch may be scheduled with, when the process sets one
+    #: The longest time from the start of thawing a bag to the end of its infusion, when the
+    #: process sets one (commercial CAR-T labels: 30 minutes to 3 hours); the RfIC prints it.
+    thaw_to_infusion_minutes: int | None = None
 
     def step(self, key: str) -> StepSpec:
         for spec in self.steps:

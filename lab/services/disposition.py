@@ -21,8 +21,9 @@ from lab.services.progress import definition_for
 from lab.services.release_status import batch_facts
 from lab.services.signatures import Credentials, batch_signatures, reauthenticate, record_sha256, sign
 from lab.services.steps import lock_batch
+from workflows.formatting import format_recorded
 from workflows.model import DecisionSpec, ProcessDefinition
-from workflows.release import blockers, decision_refusal
+from workflows.release import FAIL, blockers, decision_refusal, spec_text
 
 MAX_TEXT = 4000
 #: What an exceptional release records besides its reason (EU GMP for ATMPs §11.5).
@@ -49,6 +50,40 @@ class DecisionInput:
 def available_decisions(batch: Batch, definition: ProcessDefinition, actor: User) -> list[DecisionSpec]:
     """The decisions ``actor``'s role may take on ``batch`` in its current state."""
     return [d for d in definition.decisions if batch.state in d.source and actor.can_act_as(d.role)]
+
+
+@dataclass(frozen=True)
+class DecisionsNow:
+    """What the disposition page offers ``actor``: the decisions that may be taken now, the
+    others of their role and the batch's state with every reason each is refused now, and the
+    results out of specification (in words) that an exceptional release would release."""
+
+    offered: list[DecisionSpec]
+    refused: list[tuple[DecisionSpec, list[str]]]
+    out_of_spec: list[str]
+
+
+def decisions_now(batch: Batch, definition: ProcessDefinition, actor: User) -> DecisionsNow:
+    """Judge each decision open to ``actor``'s role in the batch's state as ``decide`` does
+    (what blocks it, segregation of duties). An exceptional release is not listed at all
+    while no result is out of specification: there is nothing it could release."""
+    facts = batch_facts(batch, definition)
+    out_of_spec = [f"{t.title} {format_recorded(c.text, t.kind, t.unit)} (specification {c.specification or spec_text(t)})"
+                   for t in definition.release_tests if (c := facts.results.get(t.key)) is not None and c.verdict == FAIL]
+    try:
+        _require_independence(batch, definition, actor)
+        dependent = None
+    except NotAllowed as error:
+        dependent = str(error)
+    offered: list[DecisionSpec] = []
+    refused: list[tuple[DecisionSpec, list[str]]] = []
+    for spec in available_decisions(batch, definition, actor):
+        reasons = blockers(definition, spec, facts) + ([dependent] if spec.independent and dependent else [])
+        if not reasons:
+            offered.append(spec)
+        elif spec.requires != "exceptional_release" or out_of_spec:
+            refused.append((spec, reasons))
+    return DecisionsNow(offered, refused, out_of_spec)
 
 
 def decide(batch: Batch, data: DecisionInput, *, expected_version: int | None, actor: User,

@@ -39,9 +39,11 @@ def snapshot(batch: Batch) -> Snapshot:
     return Snapshot(record, canonical, sha256_hex(canonical))
 
 
-def issue_record(batch: Batch, copy: Snapshot, *, actor: User | None, now: datetime, detail: str = "") -> Download:
+def issue_record(batch: Batch, copy: Snapshot, *, actor: User | None, now: datetime, detail: str = "",
+                 kind: str = "record") -> Download:
     """Store ``copy`` of ``batch``'s record if this version was never issued, and log its
-    download by ``actor`` (None: the command line). Flushes; the caller commits."""
+    download by ``actor`` (None: the command line) as a ``kind`` (``rfic``: a certificate that
+    carries this version's digest). Flushes; the caller commits."""
     # Two first downloads of one version queue on the batch row instead of colliding on the
     # digest. FOR NO KEY UPDATE: rows that merely reference the batch are not held up.
     db.session.execute(select(Batch.id).where(Batch.id == batch.id).with_for_update(key_share=True))
@@ -50,7 +52,7 @@ def issue_record(batch: Batch, copy: Snapshot, *, actor: User | None, now: datet
             db.session.add(IssuedRecord(digest=copy.digest, batch_id=batch.id,
                                         canonical_json=copy.canonical.decode("utf-8"), issued_at=now,
                                         issued_to_id=actor.id if actor else None))
-    return record_download(actor, "record", batch=batch, digest=copy.digest, detail=detail, now=now)
+    return record_download(actor, kind, batch=batch, digest=copy.digest, detail=detail, now=now)
 
 
 @dataclass(frozen=True)

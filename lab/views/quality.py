@@ -1,4 +1,5 @@
-"""Release testing, QA review by exception, disposition and the certificate of analysis."""
+"""Release testing, QA review by exception, disposition, the certificate of analysis and the release
+for infusion certificate."""
 
 from __future__ import annotations
 
@@ -13,29 +14,32 @@ from wtforms.fields.choices import SelectChoice
 from lab.exceptions import InvalidInput, StepNotAllowed
 from lab.extensions import db
 from lab.models import Batch, Deviation, QcResult, utcnow
-from lab.permissions import require, require_role
+from lab.permissions import ACTIONS, require, require_role
 from lab.quality_forms import DecisionForm, ResultCorrectionForm, ResultForm
-from lab.services.disposition import EXCEPTIONAL_FIELDS, DecisionInput, available_decisions, decide
+from lab.services.disposition import EXCEPTIONAL_FIELDS, DecisionInput, decide, decisions_now
 from lab.services.downloads import record_download
 from lab.services.progress import definition_for
+from lab.services.record_issue import snapshot
 from lab.services.records import coa_data
 from lab.services.release_status import (
     as_current,
-    batch_facts,
     current_results,
     quality_record,
     release_basis,
 )
 from lab.services.results import correct_result, record_computed_result, record_result
 from lab.services.review import review_batch
+from lab.services.rfic import rfic_data
 from lab.views import signing
 from lab.views.batches import get_batch_or_404
+from lab.views.records import issue_copy
 from labels.coa import render_coa
 from labels.digest import sha256_hex
+from labels.rfic import render_rfic
 from labels.text import UnprintableText
 from workflows.formatting import format_quantity
 from workflows.model import DecisionSpec, ProcessDefinition, ReleaseTestSpec
-from workflows.release import basis_refusal, blockers, result_refusal, spec_text
+from workflows.release import basis_refusal, result_refusal, spec_text
 
 bp = Blueprint("quality", __name__)
 
@@ -48,17 +52,42 @@ def _test_or_404(definition: ProcessDefinition, key: str) -> ReleaseTestSpec:
 
 
 @bp.route("/batches/<batch_number>/results")
-def results(batch_number: str) -> str:
-    batch = get_batch_or_404(batch_number)
+def results(batch_number: str) -> tuple[str, int]:
+    return _results_page(get_batch_or_404(batch_number))
+
+
+def _results_page(batch: Batch, posted: tuple[str, ResultForm] | None = None, status: int = 200) -> tuple[str, int]:
+    """The release panel, one row per test. For a QC analyst each test that takes a result now
+    carries its own form (its own one-time token): a value and the signature, or None where
+    the test needs the full form (a value computed from the batch record, to be checked);
+    ``waiting`` says why a test cannot be judged yet. ``posted`` is the row form just refused,
+    shown again with its errors; ``unplaced`` is that form when its row no longer takes a result."""
     definition = definition_for(batch)
-    return render_template("quality/results.html", batch=batch, definition=definition,
-                           record=quality_record(batch, definition))
+    record = quality_record(batch, definition)
+    forms: dict[str, ResultForm | None] = {}
+    waiting: dict[str, str] = {}
+    if current_user.can_act_as(*ACTIONS["record_result"]):
+        for row in record.panel:
+            key = row.test.key
+            if result_refusal(definition, row.test, batch.state, as_current(row.current) if row.current else None):
+                continue
+            if refusal := basis_refusal(row.test, row.basis):
+                waiting[key] = refusal
+            elif row.test.computed:
+                forms[key] = None
+            else:
+                forms[key] = posted[1] if posted and posted[0] == key else ResultForm(
+                    formdata=None, batch_version=batch.version)
+    unplaced = posted[1] if posted and forms.get(posted[0]) is not posted[1] else None
+    return render_template("quality/results.html", batch=batch, definition=definition, record=record,
+                           forms=forms, waiting=waiting, unplaced=unplaced), status
 
 
 @bp.route("/batches/<batch_number>/results/<test_key>", methods=["GET", "POST"])
 def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]:
     """Record a result as typed or, with the "use_computed" button, the value computed from
-    the batch record (the dose formulation filled), signed by the analyst who checked it."""
+    the batch record (the dose formulation filled), signed by the analyst who checked it.
+    A form sent from its row of the results page ("inline") is answered there when refused."""
     batch = get_batch_or_404(batch_number)
     definition = definition_for(batch)
     test = _test_or_404(definition, test_key)
@@ -83,6 +112,8 @@ def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]
                    or basis_refusal(test, release_basis(batch, test, definition)))
         if refusal:
             raise StepNotAllowed(refusal)
+    if request.form.get("inline"):  # sent from its row of the results page: answered there
+        return _results_page(batch, (test_key, form), status)
     basis = release_basis(batch, test, definition)
     return render_template("quality/record.html", batch=batch, test=test, form=form,
                            specification=spec_text(test, basis), basis=basis,
@@ -150,9 +181,9 @@ def disposition(batch_number: str) -> str | Response | tuple[str, int]:
         abort(404, f"Process {definition.key} v{definition.version} defines no QA decisions.")
     require_role(current_user, roles, "decide a batch's disposition")
     form = DecisionForm(batch_version=batch.version)
-    options = available_decisions(batch, definition, current_user)
+    now = decisions_now(batch, definition, current_user)
     # On submission every decision is a valid choice: the service says why one may not be taken now.
-    form.decision.choices = _choices(definition.decisions if form.is_submitted() else options)
+    form.decision.choices = _choices(definition.decisions if form.is_submitted() else now.offered)
     status = 200
     if form.validate_on_submit():
         data = DecisionInput(form.decision.data or "", form.reason.data or "",
@@ -167,14 +198,12 @@ def disposition(batch_number: str) -> str | Response | tuple[str, int]:
         status = outcome.status
         batch = get_batch_or_404(batch_number)
         form.show_version(batch.version)
-        options = available_decisions(batch, definition, current_user)
-        form.decision.choices = _choices(options)
+        now = decisions_now(batch, definition, current_user)
+        form.decision.choices = _choices(now.offered)
     elif form.is_submitted():
         status = 422
-    facts = batch_facts(batch, definition)
-    why_not = {d.key: blockers(definition, d, facts) for d in options}
     return render_template("quality/disposition.html", batch=batch, definition=definition, form=form,
-                           options=options, why_not=why_not), status
+                           now=now, exceptional_fields=EXCEPTIONAL_FIELDS), status
 
 
 def _choices(decisions: Iterable[DecisionSpec]) -> list[SelectChoice]:
@@ -193,3 +222,20 @@ def coa(batch_number: str) -> Response:
     db.session.commit()
     return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"CoA-{batch.batch_number}.pdf",
                      as_attachment=True)  # a document handed over: saved as a file, not only viewed
+
+
+@bp.route("/batches/<batch_number>/rfic.pdf")
+def rfic(batch_number: str) -> Response:
+    """The release for infusion certificate: whoever may download the certificate of analysis
+    may download it. It issues (stores and logs) the batch record version it carries the
+    digest of, so that scanning it verifies like the record; refused (409) unless released."""
+    batch = get_batch_or_404(batch_number)
+    now = utcnow()
+    copy = snapshot(batch)
+    try:
+        pdf = render_rfic(rfic_data(batch, record_digest=copy.digest, downloaded_by=current_user, now=now))
+    except UnprintableText as error:
+        abort(422, f"The release for infusion certificate cannot be printed: {error}")
+    issue_copy(batch, copy, now, kind="rfic")
+    return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"RfIC-{batch.batch_number}.pdf",
+                     max_age=0, as_attachment=True)

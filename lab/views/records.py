@@ -32,7 +32,7 @@ def record_pdf(batch_number: str) -> Response:
         pdf = render_record(copy.record, Issue(current_user.full_name, now))
     except UnprintableText as error:
         abort(422, f"The batch record cannot be printed: {error}")
-    _issue(batch, copy, now)
+    issue_copy(batch, copy, now)
     return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"record-{batch.batch_number}.pdf",
                      max_age=0, as_attachment=True)  # each copy is an issued, logged file
 
@@ -49,13 +49,14 @@ def verify(text: str) -> tuple[str, int]:
     return render_template("records/verify.html", verification=found), 200
 
 
-def _issue(batch: Batch, copy: Snapshot, now: datetime) -> None:
-    """Store and log the download, once more if another first download of the same version
-    was stored between our check and our insert (possible on SQLite, where the check takes
-    no lock): the second attempt finds that version and only logs the download."""
+def issue_copy(batch: Batch, copy: Snapshot, now: datetime, kind: str = "record") -> None:
+    """Store ``copy`` and log its download as a ``kind`` by the signed-in user; commits. Once
+    more if another first download of the same version was stored between our check and our
+    insert (possible on SQLite, where the check takes no lock): the second attempt finds that
+    version and only logs the download."""
     for attempt in (1, 2):
         try:
-            issue_record(batch, copy, actor=current_user, now=now)
+            issue_record(batch, copy, actor=current_user, now=now, kind=kind)
             db.session.commit()
             return
         except IntegrityError:
