@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask import Flask
+from markupsafe import Markup, escape
 
 from lab.models import QcResult, StepValue
 from lab.services.progress import lab_timezone
 from lab.views.signing import needs_username
+from workflows.codes import PRINTED_CODE
 from workflows.formatting import (
     Number,
     format_datetime,
@@ -53,6 +55,12 @@ def result_value(result: QcResult) -> str:
     return format_recorded(result.text, "number" if result.unit else "result", result.unit)
 
 
+def codes(text: str | None) -> Markup:
+    """``text`` escaped, each identity code in it marked as one (``<span class="code">``), so that a
+    code inside a sentence never breaks across lines at its hyphens."""
+    return Markup(PRINTED_CODE.sub(lambda found: f'<span class="code">{found[0]}</span>', str(escape(text or ""))))
+
+
 def register(app: Flask) -> None:
     app.add_template_filter(localtime)
     app.add_template_filter(number)
@@ -62,5 +70,6 @@ def register(app: Flask) -> None:
     app.add_template_filter(field_value)
     app.add_template_filter(result_value)
     app.add_template_filter(utc_text)
+    app.add_template_filter(codes)
     app.jinja_env.globals["StepState"] = StepState
     app.jinja_env.globals["signature_needs_username"] = needs_username

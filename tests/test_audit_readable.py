@@ -61,7 +61,7 @@ def test_a_download_names_who_downloaded_it_not_their_id(app: Flask, make_batch:
     assert "Audrey Auditor (auditor1)</span></dd>" in row
     assert f'<dt>Batch</dt><dd><span class="code" title="stored as {batch_id}">{number}</span></dd>' in row
     assert "<dt>Kind</dt><dd><span>record</span></dd>" in row
-    assert "Downloaded record" in row and "Audrey Auditor" in row and "auditor" in row
+    assert "Downloaded the executed batch record" in row and "Audrey Auditor" in row and "auditor" in row
     text = page_text(response)
     assert "downloaded_by_id" not in text and '"batch_id"' not in text and "{&#34;" not in text
     # the raw values stay in the export

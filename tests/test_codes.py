@@ -2,7 +2,9 @@
 
 import pytest
 
+from lab.templating import codes
 from workflows.codes import (
+    PRINTED_CODE,
     CheckCharacterError,
     Code,
     CodeError,
@@ -135,3 +137,18 @@ def test_batch_number_is_not_a_coi_and_vice_versa():
 def test_make_code_refuses_bad_input(fin, sequence, message):
     with pytest.raises(CodeError, match=message):
         make_code(CodeKind.COI, fin, 2026, sequence)
+
+
+def test_codes_printed_inside_a_sentence_are_found_and_nothing_else() -> None:
+    text = ("Moved E-A9999-26-00001-Y → E-A9999-26-00003-U: bag C-A9999-26-000010-G of CH-A9999-26-000001-*, "
+            "lot L-A9999-26-000001-7 for B-A9999-26-00006-W; not XE-A9999-26-00001-Y, E-A9999-26-00001-YZ, "
+            "B-A9999-26-0001-5 or E-A9999-26-00001-Y-2")
+    assert PRINTED_CODE.findall(text) == ["E-A9999-26-00001-Y", "E-A9999-26-00003-U", "C-A9999-26-000010-G",
+                                          "CH-A9999-26-000001-*", "L-A9999-26-000001-7", "B-A9999-26-00006-W"]
+
+
+def test_the_codes_filter_escapes_the_text_and_keeps_each_code_on_one_line() -> None:
+    marked = codes('<b>"E-A9999-26-00001-Y"</b> → E-A9999-26-00003-U')
+    assert str(marked) == ('&lt;b&gt;&#34;<span class="code">E-A9999-26-00001-Y</span>&#34;&lt;/b&gt; → '
+                           '<span class="code">E-A9999-26-00003-U</span>')
+    assert str(codes(None)) == ""

@@ -12,7 +12,7 @@ from flask.testing import FlaskClient
 
 from lab.demo import equipment_code
 from lab.extensions import db
-from tests.factories import demo_lot, signature
+from tests.factories import demo_lot, get_batch, signature
 from tests.readback import cells_text, text_of
 
 PRODIGY = "CliniMACS Prodigy #1"
@@ -32,6 +32,10 @@ def test_each_lot_with_its_release_and_quantity_and_each_instrument_with_its_cal
     vector, transact, tubing = (demo_lot(app, n) for n in ("LV-CD19-0042", "TRA-2610", "TS520-2609"))
     with app.app_context():
         prodigy = equipment_code(PRODIGY)
+        # The processor's days of use: enrichment's and activation's dates (UTC, the tests' lab time
+        # zone), one day or two depending on the hour the batch was started.
+        days = sorted({e.performed_at.date() for e in get_batch(number).entries if e.step_key in ("enrichment", "activation")})
+    used = days[0].isoformat() if len(days) == 1 else f"{days[0].isoformat()} to {days[-1].isoformat()} (2 days)"
     section, cells = _record_text(login("auditor1"), number)
     for code in (vector, transact, tubing):
         assert re.search(rf"{re.escape(code)} lot [^|]+ \| [^|]+ \| \d{{4}}-\d\d-\d\d \| released for use by Quentin Assurance at "
@@ -39,7 +43,7 @@ def test_each_lot_with_its_release_and_quantity_and_each_instrument_with_its_cal
     assert re.search(rf"{re.escape(vector)} lot LV-CD19-0042 \| CD19-CAR lentiviral vector \(Demo Vector Facility\) \| "
                      r"[^|]+ \| [^|]+ \| 7\.5 mL \| Lentiviral transduction \|", cells)
     assert re.search(rf"{re.escape(prodigy)} \| {re.escape(PRODIGY)} \| calibrated \d{{4}}-\d\d-\d\d, due "
-                     r"\d{4}-\d\d-\d\d; used \d{4}-\d\d-\d\d to \d{4}-\d\d-\d\d \(2 days\) \| T-cell enrichment, "
+                     rf"\d{{4}}-\d\d-\d\d; used {re.escape(used)} \| T-cell enrichment, "
                      r"Activation \(day 0\)", cells)
     assert "Material lots" in section and "Equipment" in section
     assert "OVERDUE" not in section and "RECALLED" not in section

@@ -93,6 +93,12 @@ FORMATS: dict[CodeKind, CodeFormat] = {
 }
 
 
+#: Any of the codes as printed, hyphens included: to find the codes inside a sentence.
+PRINTED_CODE = re.compile("(?<![A-Za-z0-9-])(?:" + "|".join(
+    rf"{f.prefix}-{FIN_PATTERN}-[0-9]{{2}}-{'[A-Z0-9]' if f.serial_alphanumeric else '[0-9]'}{{{f.serial_digits}}}-[0-9A-Z*]"
+    for f in FORMATS.values()) + ")(?!-?[A-Za-z0-9])")
+
+
 @dataclass(frozen=True)
 class Code:
     """A parsed code whose check character has been verified."""

@@ -450,12 +450,20 @@ def field_words(column: str, reference: bool = False) -> str:
     return words[:1].upper() + words[1:]
 
 
+#: What each kind of download (lab.services.downloads.KINDS) is, in words.
+DOWNLOAD_WORDS = {
+    "record": "the executed batch record", "coa": "the certificate of analysis",
+    "rfic": "the release-for-infusion certificate", "audit_export": "an audit-trail export",
+    "record_export": "a records export", "lot_label": "a lot label", "equipment_label": "an equipment label",
+}
+
+
 def action_words(action: str) -> str:
     """An action name in words: ``step.verify`` → "Verified a step"; an unlisted one spelled out."""
     if action in ACTION_WORDS:
         return ACTION_WORDS[action]
     subject, _, verb = action.partition(".")
     if subject == "download":
-        return f"Downloaded {verb.replace('_', ' ')}"
+        return f"Downloaded {DOWNLOAD_WORDS.get(verb, verb.replace('_', ' '))}"
     text = f"{subject.replace('_', ' ')}: {verb.replace('_', ' ')}" if verb else subject.replace("_", " ")
     return text[:1].upper() + text[1:]

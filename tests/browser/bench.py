@@ -207,8 +207,10 @@ class Bench:
     """The people of one test, each in a browser context of their own, and the screenshots of
     every page they see: ``<directory>/<nn>-<who>-<what>.png``."""
 
-    def __init__(self, browser: Browser, server: LiveServer, lab: Lab, directory: Path) -> None:
+    def __init__(self, browser: Browser, server: LiveServer, lab: Lab, directory: Path,
+                 viewport: tuple[int, int] = (1280, 800)) -> None:
         self.browser, self.server, self.lab, self.directory = browser, server, lab, directory
+        self.viewport = {"width": viewport[0], "height": viewport[1]}
         self.contexts: list[BrowserContext] = []
         self.pages: list[Page] = []
         self.problems: list[str] = []  # JavaScript errors and server errors any page met
@@ -217,7 +219,7 @@ class Bench:
     def person(self, username: str, *, javascript: bool = True, full_name: str | None = None) -> Person:
         """Someone in a browser context of their own: a demo user, or one named ``full_name``."""
         context = self.browser.new_context(base_url=self.server.url, accept_downloads=True, locale="en-GB",
-                                           timezone_id="UTC", viewport={"width": 1280, "height": 800},
+                                           timezone_id="UTC", viewport=self.viewport,
                                            java_script_enabled=javascript)
         context.set_default_timeout(10_000)
         self.contexts.append(context)
@@ -230,9 +232,13 @@ class Bench:
         return Person(username, full_name or FULL_NAMES[username], page, self)
 
     def shot(self, page: Page, what: str) -> Path:
+        """A screenshot of the whole page; a page wider than its window is noted as a problem."""
         self._count += 1
         path = self.directory / f"{self._count:02d}-{slug(what)}.png"
         page.screenshot(path=str(path), full_page=True)
+        wide = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        if wide[0] > wide[1]:
+            self.problems.append(f"{path.name}: {page.url} is {wide[0]} px wide in a {wide[1]} px window")
         return path
 
     def keep(self, name: str, data: bytes) -> Path:
@@ -287,9 +293,19 @@ class Person:
         page.get_by_label("Username").fill(self.username)
         page.get_by_label("Password").fill(PASSWORD)
         self.submit("Sign in")
-        expect(page.get_by_role("button", name="Sign out")).to_be_visible()
-        expect(page.get_by_text(self.full_name).first).to_be_visible()
+        # The account menu (closed) holds the name and "Sign out" at every width.
+        expect(page.locator(".topbar form.sign-out button")).to_have_text("Sign out")
+        expect(page.locator(".topbar .account .user")).to_have_text(self.full_name)
         self.shot("signed-in")
+
+    def menu(self, name: str) -> None:
+        """Open the page ``name`` from the main menu: a link in the header's row on a wide screen,
+        behind the header's "Menu" button on a narrow one."""
+        link = self.page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True)
+        if not link.is_visible():
+            self.page.locator(".topbar .menu > summary").click()
+        with self.page.expect_event("load"):
+            link.click()
 
     def submit(self, button: str) -> None:
         """Click the button named ``button`` and wait for the page it brings."""

@@ -51,6 +51,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     return report
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "viewport(width, height): the browser window of a test's people (1280 × 800)")
+
+
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
     if not CHROMIUM.exists():
@@ -124,7 +128,8 @@ def bench(browser: Browser, server: LiveServer, lab: Lab, request: pytest.Fixtur
     directory = ARTIFACTS / "screenshots" / slug(request.node.name)
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    people = Bench(browser, server, lab, directory)
+    marker = request.node.get_closest_marker("viewport")  # @pytest.mark.viewport(width, height): the window people use
+    people = Bench(browser, server, lab, directory, viewport=marker.args if marker else (1280, 800))
     yield people
     report = getattr(request.node, "report_call", None)
     people.close(failed=report is None or report.failed)

@@ -28,7 +28,7 @@ def test_the_batch_list_fits_the_window_and_finds_a_batch(bench: Bench, width: i
     page = qa.page
     page.set_viewport_size({"width": width, "height": height})
     qa.sign_in()
-    page.get_by_role("navigation", name="Main").get_by_role("link", name="Batches").click()
+    qa.menu("Batches")
     rows = page.locator("table.batch-list tbody tr")
     expect(rows.first).to_be_visible()
     assert rows.count() == len(bench.lab.batches)

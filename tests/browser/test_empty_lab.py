@@ -2,7 +2,8 @@
 when"): after ``init-db`` and ``create-user`` (an administrator with a temporary password), the
 administrator adds the lab's people; QA approves the process; a technician receives a lot, QC
 checks it and QA releases it; an instrument is registered and calibrated; then a batch is
-scheduled and recorded with that lot and that instrument. Nothing comes from the demo."""
+scheduled and recorded with that lot and that instrument. Nothing comes from the demo. All of it
+at a tablet's width (1024 × 768), where no page may be wider than the window."""
 
 from __future__ import annotations
 
@@ -54,7 +55,7 @@ def bench(browser: Browser, empty_lab: LiveServer, app: Flask, request: pytest.F
     directory = ARTIFACTS / "screenshots" / slug(request.node.name)
     shutil.rmtree(directory, ignore_errors=True)
     directory.mkdir(parents=True)
-    people = Bench(browser, empty_lab, Lab(app, {}), directory)
+    people = Bench(browser, empty_lab, Lab(app, {}), directory, viewport=(1024, 768))
     yield people
     report = getattr(request.node, "report_call", None)
     people.close(failed=report is None or report.failed)
