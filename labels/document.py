@@ -26,6 +26,20 @@ RIGHT = A4[0] - PAGE_MARGIN - FRAME_PADDING
 Footer = Callable[[Canvas, int, int], None]
 
 
+def digest_footer(digest_line: str, issued: str, *, font: str, size: float) -> Footer:
+    """The footer of a verifiable document: ``digest_line`` (the digest it can be checked by) and
+    "Page X of Y" on the first line, ``issued`` (what it is, who downloaded it when) below."""
+
+    def draw(canvas: Canvas, page: int, total: int) -> None:
+        canvas.setFont(font, size)
+        y = PAGE_MARGIN / 2 + size * 1.4
+        canvas.drawString(LEFT, y, digest_line)
+        canvas.drawRightString(RIGHT, y, f"Page {page} of {total}")
+        canvas.drawString(LEFT, y - size * 1.4, issued)
+
+    return draw
+
+
 class QrFlowable(Flowable):
     """A vector QR of ``payload``, ``size`` points square with its quiet zone."""
 

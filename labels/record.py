@@ -18,12 +18,19 @@ from datetime import datetime
 
 from reportlab.lib import colors
 from reportlab.lib.styles import ParagraphStyle
-from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable, KeepTogether, PageBreak, Paragraph, Spacer, Table, TableStyle
 
 from labels.chart import ExpansionChart, expansion_drawing, expansion_summary
 from labels.digest import qr_payload, record_digest
-from labels.document import LEFT, PAGE_MARGIN, RIGHT, TEXT_WIDTH, Footer, QrFlowable, paragraph, render_counted
+from labels.document import (
+    PAGE_MARGIN,
+    TEXT_WIDTH,
+    Footer,
+    QrFlowable,
+    digest_footer,
+    paragraph,
+    render_counted,
+)
 from labels.layout import MM
 from labels.record_data import (
     AuditRecord,
@@ -457,15 +464,7 @@ def _story(record: BatchRecordData, digest: str) -> list[Flowable]:
 def _footer(record: BatchRecordData, digest: str, issue: Issue) -> Footer:
     issued = f"Executed batch record {record.batch_number}. {issue.verb} by {clean(issue.issued_to)} at " \
              f"{format_utc(issue.issued_at)}"
-
-    def draw(canvas: Canvas, page: int, total: int) -> None:
-        canvas.setFont(SANS, FOOTER_SIZE)
-        y = PAGE_MARGIN / 2 + FOOTER_SIZE * 1.4
-        canvas.drawString(LEFT, y, f"Record digest SHA-256 {digest}")
-        canvas.drawRightString(RIGHT, y, f"Page {page} of {total}")
-        canvas.drawString(LEFT, y - FOOTER_SIZE * 1.4, issued)
-
-    return draw
+    return digest_footer(f"Record digest SHA-256 {digest}", issued, font=SANS, size=FOOTER_SIZE)
 
 
 def render_record(record: BatchRecordData, issue: Issue) -> bytes:

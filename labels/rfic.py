@@ -18,13 +18,20 @@ from dataclasses import dataclass
 from datetime import date
 
 from reportlab.lib.styles import ParagraphStyle
-from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable, Spacer, Table, TableStyle
 
 from labels.coa import BODY, HEADING, LABEL, NOTICE, SMALL, TITLE, interim_statement, product_section, signature_text
 from labels.data import CoaData
 from labels.digest import parse_digest, qr_payload
-from labels.document import LEFT, PAGE_MARGIN, RIGHT, TEXT_WIDTH, Footer, QrFlowable, paragraph, render_counted
+from labels.document import (
+    PAGE_MARGIN,
+    TEXT_WIDTH,
+    Footer,
+    QrFlowable,
+    digest_footer,
+    paragraph,
+    render_counted,
+)
 from labels.layout import MM
 from labels.text import MONO_BOLD, SANS, clean
 from workflows.formatting import format_date, format_utc
@@ -149,15 +156,7 @@ def _footer(data: RficData) -> Footer:
     issued = f"Release for infusion certificate {coa.batch_number}. " + (
         f"Downloaded by {clean(coa.downloaded_by)} at {format_utc(coa.generated_at)}" if coa.downloaded_by
         else f"Generated {format_utc(coa.generated_at)}")
-
-    def draw(canvas: Canvas, page: int, total: int) -> None:
-        canvas.setFont(SANS, FOOTER_SIZE)
-        y = PAGE_MARGIN / 2 + FOOTER_SIZE * 1.4
-        canvas.drawString(LEFT, y, f"Batch record digest SHA-256 {data.record_digest}")
-        canvas.drawRightString(RIGHT, y, f"Page {page} of {total}")
-        canvas.drawString(LEFT, y - FOOTER_SIZE * 1.4, issued)
-
-    return draw
+    return digest_footer(f"Batch record digest SHA-256 {data.record_digest}", issued, font=SANS, size=FOOTER_SIZE)
 
 
 def render_rfic(data: RficData) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pdfplumber
 import pypdf
@@ -61,3 +62,10 @@ def cells_text(pdf: bytes) -> str:
                   for page in document.pages]
     return " | ".join(" ".join(cell.split()) for page in tables for table in page for row in table
                       for cell in row if cell)
+
+
+def qr_digest(pdf: bytes) -> str:
+    """The record digest in the verification QR of ``pdf``'s first page (``V-`` and 64 hex)."""
+    [payload] = [barcode.text for barcode in decode(pages(pdf, 150)[0])]
+    assert re.fullmatch(r"V-[0-9A-F]{64}", payload), payload
+    return payload[2:].lower()

@@ -32,7 +32,7 @@ from lab.services.deviations import report_deviation
 from lab.services.progress import definition_for, lab_timezone
 from tests.factories import get_batch
 from tests.quality import record_results, words
-from tests.readback import cells_text, decode, page_texts, pages, text_of
+from tests.readback import cells_text, page_texts, qr_digest, text_of
 from workflows.formatting import format_datetime, format_number, format_utc
 
 DEMO_PASSWORD = "demo-password-42"
@@ -76,11 +76,6 @@ def download(client: FlaskClient, number: str) -> bytes:
     assert response.headers["Content-Disposition"] == f"attachment; filename=record-{number}.pdf"
     return response.data
 
-
-def digest_of(pdf: bytes) -> str:
-    [payload] = [barcode.text for barcode in decode(pages(pdf, 150)[0])]
-    assert re.fullmatch(r"V-[0-9A-F]{64}", payload), payload
-    return payload[2:].lower()
 
 
 def expected_lines(app: Flask, number: str) -> tuple[list[str], list[str]]:
@@ -142,7 +137,7 @@ def test_the_record_prints_every_value_correction_signature_and_deviation(app, d
     assert counts and " × 10" in body
     assert not [count for count in counts if count in body]  # "1.8e9 cells" reads "1.8 × 10⁹ cells"
     assert re.search(r"\d{2}:\d{2}:\d{2}", body) is None  # every time to the minute
-    digest = digest_of(pdf)
+    digest = qr_digest(pdf)
     with app.app_context():
         downloaded_at = db.session.scalars(select(Download.downloaded_at).order_by(Download.id.desc())).first()
     assert downloaded_at is not None
@@ -155,7 +150,7 @@ def test_the_record_prints_every_value_correction_signature_and_deviation(app, d
 def test_the_scanned_qr_opens_its_verification_as_current(app, demo, auditor):
     number = demo["DLBCL-09"]
     assert f'href="/batches/{number}/record.pdf"' in auditor.get(f"/batches/{number}").get_data(as_text=True)
-    first = digest_of(download(auditor, number))
+    first = qr_digest(download(auditor, number))
     scan = auditor.get("/scan", query_string={"code": "V-" + first.upper()})
     assert scan.status_code == 302
     assert scan.headers["Location"] == f"/verify/{first}"
@@ -164,7 +159,7 @@ def test_the_scanned_qr_opens_its_verification_as_current(app, demo, auditor):
     assert f"This is the current executed batch record of batch {number}" in page
     assert "First issued" in page and "to Olu Adeyemi" in page
     again = download(auditor, number)  # an unchanged record: the same digest, stored once, downloaded twice
-    assert digest_of(again) == first
+    assert qr_digest(again) == first
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(IssuedRecord)) == 1
         assert db.session.scalar(select(func.count()).select_from(Download).where(Download.digest == first)) == 2
@@ -173,7 +168,7 @@ def test_the_scanned_qr_opens_its_verification_as_current(app, demo, auditor):
 
 def test_after_a_correction_the_printed_copy_verifies_as_superseded_with_the_change(app, demo, login):
     number = demo["SLE-02"]
-    old = digest_of(download(login("auditor1", DEMO_PASSWORD), number))
+    old = qr_digest(download(login("auditor1", DEMO_PASSWORD), number))
     with app.app_context():
         batch = get_batch(number)
         entry = next(e for e in batch.entries if e.step_key == "expansion" and e.occurrence == 1)
@@ -192,7 +187,7 @@ def test_after_a_correction_the_printed_copy_verifies_as_superseded_with_the_cha
     assert "Reason: Re-read of the counter print-out." in page
     assert "/ signature of Alex Rivera (performed," in page and "Valid: yes → no" in page
     assert "Audit trail " in page and "step.correct" in page
-    new = digest_of(download(auditor, number))
+    new = qr_digest(download(auditor, number))
     assert new != old and f"sha256 {new}" in page  # the current digest is shown
     assert "Executed batch record: current" in words(auditor.get(f"/verify/{new}"))
 
@@ -216,7 +211,7 @@ def test_a_first_download_that_loses_the_race_to_store_its_version_still_succeed
         pdf = download(auditor, number)
     finally:
         event.remove(Session, "before_flush", other_download_stores_it_first)
-    assert raced == [digest_of(pdf)]
+    assert raced == [qr_digest(pdf)]
     with app.app_context():
         [issued] = db.session.scalars(select(IssuedRecord)).all()
         assert (issued.digest, issued.issued_to.username) == (raced[0], "auditor1")
@@ -263,7 +258,7 @@ def test_downloads_are_logged_and_audited_and_are_all_the_auditor_writes(app, de
         rows = db.session.scalars(select(Download).order_by(Download.id)).all()
         assert [(d.kind, d.batch_id, d.downloaded_by.username) for d in rows] == [
             ("record", batch_id, "auditor1"), ("coa", batch_id, "auditor1")]
-        assert rows[0].digest == digest_of(record)
+        assert rows[0].digest == qr_digest(record)
         assert rows[1].digest == hashlib.sha256(coa.data).hexdigest()
         trail = db.session.scalars(select(AuditEvent).where(AuditEvent.id > since)).all()
         assert {(e.actor_username, e.action, e.table_name) for e in trail} == {

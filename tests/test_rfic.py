@@ -4,7 +4,6 @@ the definition's optional thaw-to-infusion limit."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 from datetime import UTC, datetime
 
@@ -20,7 +19,7 @@ from labels.coa import dose_text
 from labels.rfic import RficData, render_rfic
 from tests.factories import get_batch, page_text
 from tests.quality import EXCEPTIONAL, post_result, record_results, release, words
-from tests.readback import cells_text, decode, pages, text_of
+from tests.readback import cells_text, qr_digest, text_of
 from workflows.definition import DEFINITIONS_DIR, DefinitionError, load_definition, load_definition_text
 from workflows.diff import describe_changes
 from workflows.formatting import format_datetime, format_number, format_quantity, format_utc
@@ -33,11 +32,6 @@ def rfic(client: FlaskClient, number: str) -> bytes:
     assert response.headers["Content-Disposition"] == f"attachment; filename=RfIC-{number}.pdf"
     return response.data
 
-
-def qr_digest(pdf: bytes) -> str:
-    [payload] = [barcode.text for barcode in decode(pages(pdf, 150)[0])]
-    assert re.fullmatch(r"V-[0-9A-F]{64}", payload), payload
-    return payload[2:].lower()
 
 
 def _writes(app: Flask) -> dict[str, int]:
