@@ -91,6 +91,12 @@ def test_the_menu_is_a_list_behind_a_button_on_a_phone_and_a_row_on_a_laptop(ben
     expect(page.locator(".topbar .menu > summary")).to_be_focused()
     tech.menu("Materials")
     expect(page.get_by_role("heading", name="Materials", level=1)).to_be_visible()
+    # The lots are blocks of labelled lines on a phone: a lot's status is in view, not off to the right.
+    status = page.locator('#lots + .table-scroll td[data-label="Status"]').first
+    expect(status).to_be_visible()
+    box = status.bounding_box()
+    assert box is not None and box["x"] + box["width"] <= 390, box
+    tech.shot("materials-390")
 
     page.set_viewport_size({"width": 1280, "height": 800})
     expect(materials).to_be_visible()  # in the header's row
