@@ -33,6 +33,7 @@ from lab.services.processes import approve_shipped
 from lab.services.progress import definition_for
 from lab.services.signatures import Credentials
 from tests.factories import PASSWORD, PASSWORD_HASH, add_inventory, form_data, get_batch, page_text, step_values, user
+from tests.quality import record_results, state
 from tests.routes import every_kind_of_record
 
 ON_POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
@@ -227,6 +228,15 @@ def make_batch(app: Flask, users: dict[str, int], inventory: None) -> Callable[.
             db.session.commit()
             return batch.batch_number
     return _make_batch
+
+
+@pytest.fixture
+def in_review(app: Flask, make_batch: Callable[..., str]) -> str:
+    """A batch with every release result recorded, waiting for QA's review."""
+    number = make_batch()
+    record_results(app, number)
+    assert state(app, number) == "qa_review"
+    return number
 
 
 @pytest.fixture

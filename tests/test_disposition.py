@@ -17,14 +17,6 @@ from tests.factories import PASSWORD, entries, get_batch, page_text, signature, 
 from tests.quality import EXCEPTIONAL, close_all_deviations, post_decision, record_results, release, state, words
 
 
-@pytest.fixture
-def in_review(app, make_batch) -> str:
-    number = make_batch()
-    record_results(app, number)
-    assert state(app, number) == "qa_review"
-    return number
-
-
 def decisions(app) -> int:
     with app.app_context():
         return db.session.scalar(select(func.count()).select_from(Disposition))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
 from sqlalchemy import func, select
 
 from lab.demo import RELEASE_RESULTS
@@ -35,13 +34,6 @@ def counts(app) -> dict[str, int]:
         return {model.__name__: db.session.scalar(select(func.count()).select_from(model))
                 for model in (QcResult, Signature, Disposition)}
 
-
-@pytest.fixture
-def in_review(app, make_batch) -> str:
-    number = make_batch()
-    record_results(app, number)
-    assert state(app, number) == "qa_review"
-    return number
 
 
 def test_a_conforming_batch_is_offered_release_and_reject_but_no_exceptional_release(app, in_review, login):
