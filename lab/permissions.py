@@ -34,6 +34,20 @@ ACTIONS: dict[str, tuple[str, ...]] = {
     "receive_lot": ("technician", "supervisor"),
     "check_lot": ("qc_analyst",),
     "decide_lot": ("qa_officer",),
+    # After release (DOMAIN §5): administrators keep the register of treatment sites; the lab packs
+    # and a second person of the lab verifies; the site's clinicians receive, check at the bedside,
+    # infuse and acknowledge notices; QA decides on a product quarantined at a site.
+    "manage_sites": ("admin",),
+    "pack_shipment": ("technician", "supervisor"),
+    "verify_packing": ("technician", "supervisor"),
+    "receive_shipment": ("clinician",),
+    "decide_site_quarantine": ("qa_officer",),
+    "check_at_bedside": ("clinician",),
+    "administer": ("clinician",),
+    "dispose_bag": ("clinician", "technician", "supervisor"),
+    "acknowledge_notice": ("clinician",),
+    "read_coi_report": ("supervisor", "qa_officer", "auditor", "clinician"),
+    "read_patient_positions": ("supervisor", "qa_officer", "auditor"),
 }
 
 

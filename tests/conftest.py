@@ -25,7 +25,7 @@ from lab import audit, create_app
 from lab.backup import scratch_database
 from lab.demo import Recorder
 from lab.extensions import db
-from lab.models import User
+from lab.models import Site, User
 from lab.sent_forms import TOKEN_FIELD, new_token
 from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
@@ -33,7 +33,7 @@ from lab.services.processes import approve_shipped
 from lab.services.progress import definition_for
 from lab.services.signatures import Credentials
 from tests.factories import PASSWORD, PASSWORD_HASH, add_inventory, form_data, get_batch, page_text, step_values, user
-from tests.quality import record_results, state
+from tests.quality import record_results, release, state
 from tests.routes import every_kind_of_record
 
 ON_POSTGRES = bool(os.environ.get("TEST_DATABASE_URL"))
@@ -237,6 +237,44 @@ def in_review(app: Flask, make_batch: Callable[..., str]) -> str:
     record_results(app, number)
     assert state(app, number) == "qa_review"
     return number
+
+
+@pytest.fixture
+def released(app: Flask, make_batch: Callable[..., str]) -> str:
+    """A batch released on the demo's results: sterility "no growth to date" (interim)."""
+    number = make_batch()
+    record_results(app, number)
+    release(app, number)
+    return number
+
+
+#: The treatment sites of ``sites``, and their clinicians (password PASSWORD): code -> (name, clinicians).
+SITES = {
+    "NUH-HEM": ("Northern University Hospital, Haematology", {"nurse1": "Nora Nurse", "doc1": "Dana Doctor"}),
+    "SGH-ONC": ("St George's Hospital, Oncology", {"nurse3": "Olga Other"}),
+}
+
+
+@pytest.fixture
+def sites(app: Flask, users: dict[str, int]) -> dict[str, int]:
+    """Two treatment sites, two clinicians at NUH-HEM (nurse1, doc1) and one at SGH-ONC (nurse3);
+    adds the clinicians to ``users`` and returns site code -> id."""
+    with app.app_context():
+        with audit.action("test.setup", actor=None):
+            made = {}
+            for code, (name, clinicians) in SITES.items():
+                site = Site(code=code, name=name, address=f"{name}\n1 Hospital Road", contact="Ward desk +44 20 0000 0000")
+                db.session.add(site)
+                db.session.flush()
+                made[code] = site.id
+                for username, full_name in clinicians.items():
+                    clinician = User(username=username, full_name=full_name, role="clinician",
+                                     password_hash=PASSWORD_HASH, site_id=site.id)
+                    db.session.add(clinician)
+                    db.session.flush()
+                    users[username] = clinician.id
+        db.session.commit()
+    return made
 
 
 @pytest.fixture

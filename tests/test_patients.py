@@ -16,7 +16,7 @@ from tests.factories import get_batch, patient
 from workflows.codes import CodeKind, make_code, parse_code
 from workflows.definition import DEFINITIONS_DIR
 
-DEFINITION_FILE = DEFINITIONS_DIR / "cd19_car_t_v3.toml"  # new batches start on the latest version
+DEFINITION_FILE = DEFINITIONS_DIR / "cd19_car_t_v4.toml"  # new batches start on the latest version
 YY = f"{datetime.now(UTC).year % 100:02d}"
 
 
@@ -163,7 +163,7 @@ def test_starting_a_batch_numbers_it_and_pins_the_definition(app, tech):
         assert batch.state == "scheduled"
         record = batch.definition
         data = DEFINITION_FILE.read_bytes()
-        assert (record.key, record.version) == ("cd19-car-t", 3)
+        assert (record.key, record.version) == ("cd19-car-t", 4)
         assert record.sha256 == hashlib.sha256(data).hexdigest()
         assert record.source_text == data.decode("utf-8")
         assert record.source_name == DEFINITION_FILE.name

@@ -40,15 +40,6 @@ def _writes(app: Flask) -> dict[str, int]:
                 for model in (Download, IssuedRecord, AuditEvent)}
 
 
-@pytest.fixture
-def released(app: Flask, make_batch) -> str:
-    """A batch released on the demo's results: sterility "no growth to date" (interim)."""
-    number = make_batch()
-    record_results(app, number)
-    release(app, number)
-    return number
-
-
 def test_the_certificate_names_the_patient_the_bags_the_dose_and_the_signed_release(app, released, login):
     pdf = rfic(login("auditor1"), released)
     text = text_of(pdf)
@@ -73,10 +64,10 @@ def test_the_certificate_names_the_patient_the_bags_the_dose_and_the_signed_rele
     for bag in bags:  # each bag's row: its code, volume and CAR+ viable T cells
         assert bag in cells, bag
     assert "58 kg" in dose_text(coa)
-    # The interim sterility result is a condition of the release; the process sets no thaw limit.
+    # The interim sterility result is a condition of the release; version 4 of the process limits the thaw.
     conditions = text.split("Conditions of release", 1)[1]
     assert "This batch was released on an interim result (Sterility: no growth to date (interim))" in conditions
-    assert "Thaw to end of infusion Not specified in process cd19-car-t v3" in text
+    assert "Complete the infusion within 30 minutes of the start of thawing (process cd19-car-t v4)." in text
 
 
 def test_its_qr_and_footer_carry_the_batch_record_digest_which_verifies_as_current(app, released, login):
@@ -197,6 +188,8 @@ def test_a_process_limit_is_printed(app, released):
         data = RficData(coa_data(batch, downloaded_by=user, now=datetime.now(UTC)), "AB",
                         batch.patient.date_of_birth, "a" * 64)
     text = text_of(render_rfic(replace(data, thaw_to_infusion_minutes=180)))
-    assert "Complete the infusion within 180 minutes of the start of thawing (process cd19-car-t v3)." in text
+    assert "Complete the infusion within 180 minutes of the start of thawing (process cd19-car-t v4)." in text
+    unlimited = text_of(render_rfic(replace(data, thaw_to_infusion_minutes=None)))
+    assert "Thaw to end of infusion Not specified in process cd19-car-t v4" in unlimited
     with pytest.raises(ValueError):
         replace(data, record_digest="not-a-digest")

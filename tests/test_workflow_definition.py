@@ -215,7 +215,7 @@ def test_material_and_equipment_kinds(shipped):
 def test_load_directory_and_latest(shipped):
     definitions = load_directory()
     assert definitions[("cd19-car-t", 1)].sha256 == shipped.sha256
-    assert latest(definitions, "cd19-car-t").version == 3
+    assert latest(definitions, "cd19-car-t").version == 4
     with pytest.raises(KeyError):
         latest(definitions, "no-such-process")
 

@@ -56,6 +56,8 @@ RESERVED_STEP_KEYS = ("patient", "now")
 RESERVED_VALUE_KEYS = ("now", "recorded_at")
 #: A thawed CAR-T product is infused within hours (labels: 30 minutes to 3 hours); a day is a typo.
 MAX_THAW_TO_INFUSION_MINUTES = 24 * 60
+#: A shipping range in °C is between liquid nitrogen and a warm day; anything else is a typo.
+SHIPPING_TEMP_BOUNDS = (-200.0, 40.0)
 
 
 def _keys(required: str, optional: str = "") -> dict[str, bool]:
@@ -65,7 +67,7 @@ def _keys(required: str, optional: str = "") -> dict[str, bool]:
 
 _TOP_KEYS = _keys("key version title product initial_state recording_states states steps",
                   "transitions container_kinds release release_tests decisions investigational dose "
-                  "thaw_to_infusion_minutes")
+                  "thaw_to_infusion_minutes shipping_temp_min_c shipping_temp_max_c")
 _TRANSITION_KEYS = _keys("event source target when", "title")
 _STEP_KEYS = _keys(
     "key title role verify fields",
@@ -343,6 +345,7 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
     if thaw_limit is not None and not 1 <= thaw_limit <= MAX_THAW_TO_INFUSION_MINUTES:
         raise _Invalid(f"{where}: thaw_to_infusion_minutes must be 1 to {MAX_THAW_TO_INFUSION_MINUTES} "
                        f"(minutes from the start of thawing to the end of infusion), not {thaw_limit}")
+    shipping = _shipping_range(data, where)
     return ProcessDefinition(
         key=key,
         version=version,
@@ -363,7 +366,22 @@ def _definition(data: dict[str, Any], text: str, source_name: str, sha256: str) 
         investigational=_text(data, "investigational", where, ""),
         dose=dose,
         thaw_to_infusion_minutes=thaw_limit,
+        shipping_temperature=shipping,
     )
+
+
+def _shipping_range(data: Mapping[str, Any], where: str) -> Limits | None:
+    """The logger range a shipment of the product must stay within (both ends, or neither)."""
+    if "shipping_temp_min_c" not in data and "shipping_temp_max_c" not in data:
+        return None
+    if "shipping_temp_min_c" not in data or "shipping_temp_max_c" not in data:
+        raise _Invalid(f"{where}: give both shipping_temp_min_c and shipping_temp_max_c, or neither")
+    limits = _limits(data, "shipping_temp_min_c", "shipping_temp_max_c", where)
+    low, high = SHIPPING_TEMP_BOUNDS
+    for value in (limits.min, limits.max):
+        if value is None or not low <= value <= high:
+            raise _Invalid(f"{where}: a shipping temperature must be {_num(low)} to {_num(high)} °C, not {value}")
+    return limits
 
 
 def _dose(table: dict[str, Any]) -> DoseRange:

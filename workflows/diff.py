@@ -233,6 +233,7 @@ def describe_changes(old: ProcessDefinition, new: ProcessDefinition) -> list[Cha
     _compare("Definition", "process", old, new, (("key", "key"), ("title", "title"), ("product", "product"),
                                                  ("investigational", "investigational-use statement"),
                                                  ("thaw_to_infusion_minutes", "thaw-to-infusion limit (minutes)"),
+                                                 ("shipping_temperature", "shipping temperature range"),
                                                  ("initial_state", "initial state"),
                                                  ("recording_states", "states in which steps are recorded")),
              None, out)

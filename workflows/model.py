@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-ROLES = ("technician", "supervisor", "qc_analyst", "qa_officer", "auditor", "admin")
+ROLES = ("technician", "supervisor", "qc_analyst", "qa_officer", "auditor", "admin", "clinician")
 
 # Field types an entry form can carry.
 #   number    a real number in ``unit`` (e-notation allowed: 1.2e9)
@@ -26,9 +26,11 @@ ROLES = ("technician", "supervisor", "qc_analyst", "qa_officer", "auditor", "adm
 #   containers the codes of several such containers, one per line (``all_of_kind``: every one)
 FIELD_TYPES = ("number", "integer", "text", "choice", "boolean", "datetime", "lot", "equipment", "coi",
                "container", "containers")
-#: What a container can be; the last three end its use at steps.
-CONTAINER_STATUSES = ("in use", "stored", "consumed", "shipped", "discarded")
-FINISHED_CONTAINER_STATUSES = ("consumed", "shipped", "discarded")
+#: What a container can be; all but the first two end its use at steps. After shipping a bag is
+#: "at site" once received, then "infused", "returned", "destroyed" or "unused" (its trail ends).
+CONTAINER_STATUSES = ("in use", "stored", "consumed", "shipped", "discarded", "at site", "infused", "returned",
+                      "destroyed", "unused")
+FINISHED_CONTAINER_STATUSES = CONTAINER_STATUSES[2:]
 
 
 @dataclass(frozen=True)
@@ -195,7 +197,8 @@ class StepSpec:
 
 #: The meanings a signature can carry (21 CFR 11.50(a)(3)).
 SIGNATURE_MEANINGS = ("performed", "verified", "corrected", "reviewed", "approved for release", "rejected",
-                      "returned to service", "released for use", "recalled", "approved for use")
+                      "returned to service", "released for use", "recalled", "approved for use", "received",
+                      "administered", "witnessed", "acknowledged")
 
 # Kinds of release test.
 #   number  a measured value in ``unit``, judged against a specification interval
@@ -341,6 +344,9 @@ class ProcessDefinition:
     #: The longest time from the start of thawing a bag to the end of its infusion, when the
     #: process sets one (commercial CAR-T labels: 30 minutes to 3 hours); the RfIC prints it.
     thaw_to_infusion_minutes: int | None = None
+    #: The range (°C) a shipper's temperature logger must stay within from packing to receipt,
+    #: when the process sets one; a reading outside quarantines the product at the site.
+    shipping_temperature: Limits | None = None
 
     def step(self, key: str) -> StepSpec:
         for spec in self.steps:

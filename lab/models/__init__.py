@@ -5,6 +5,17 @@ from lab.models.audit import AuditChainHead, AuditEvent
 from lab.models.audit_reviews import AuditReview
 from lab.models.base import AppendOnly, Audited, utcnow
 from lab.models.batches import Batch, ProcessDefinitionRecord, StepEntry, StepValue
+from lab.models.clinic import (
+    Administration,
+    BagDisposal,
+    BedsideCheck,
+    Shipment,
+    ShipmentBag,
+    ShipmentDecision,
+    ShipmentReceipt,
+    Site,
+    SiteNotice,
+)
 from lab.models.containers import Container, CustodyEvent, LabelPrint
 from lab.models.equipment import Equipment, EquipmentLogEntry
 from lab.models.forms import SentForm
@@ -18,13 +29,16 @@ from lab.models.sequences import CodeSequence
 from lab.models.users import User
 
 __all__ = [
+    "Administration",
     "AppendOnly",
     "Attachment",
     "AuditChainHead",
     "AuditEvent",
     "AuditReview",
     "Audited",
+    "BagDisposal",
     "Batch",
+    "BedsideCheck",
     "CodeSequence",
     "Container",
     "CustodyEvent",
@@ -45,8 +59,14 @@ __all__ = [
     "ProcessVersion",
     "QcResult",
     "SentForm",
+    "Shipment",
+    "ShipmentBag",
+    "ShipmentDecision",
+    "ShipmentReceipt",
     "Signature",
     "SigningFailure",
+    "Site",
+    "SiteNotice",
     "StepEntry",
     "StepValue",
     "User",

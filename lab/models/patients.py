@@ -13,6 +13,7 @@ from lab.models.base import AppendOnly, Audited, utcnow
 
 if TYPE_CHECKING:
     from lab.models.batches import Batch
+    from lab.models.clinic import Site
     from lab.models.users import User
 
 
@@ -31,8 +32,12 @@ class Patient(Audited, Model):
     coi: Mapped[str] = mapped_column(String(32), unique=True)
     registered_at: Mapped[datetime] = mapped_column(default=utcnow)
     registered_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    #: The site that treats the patient: its clinicians see the patient, their products go there.
+    #: Chosen at registration, or by the first shipment when none was.
+    treating_site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
 
     registered_by: Mapped[User] = relationship()
+    treating_site: Mapped[Site | None] = relationship()
     batches: Mapped[list[Batch]] = relationship(back_populates="patient", order_by="Batch.id")
     weight_corrections: Mapped[list[WeightCorrection]] = relationship(
         back_populates="patient", order_by="WeightCorrection.id")

@@ -20,6 +20,7 @@ ROLE_TITLES = {
     "qa_officer": "QA officer",
     "auditor": "Auditor",
     "admin": "Administrator",
+    "clinician": "Clinician",
 }
 #: Roles a user may act in besides their own: a supervisor can do a technician's work.
 ACTS_AS = {"supervisor": frozenset({"technician"})}
@@ -58,6 +59,8 @@ class User(UserMixin, Audited, Model):
     session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
     #: When an administrator last ended this user's sessions (kept in the audit trail).
     sessions_ended_at: Mapped[datetime | None]
+    #: The treatment site a clinician belongs to (and sees alone); None for the lab's own staff.
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"), index=True)
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses to log in inactive users
