@@ -70,6 +70,8 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     from lab.views import admin, audit, batches, containers, deviations, inventory, main, patients, quality, records
 
     auth.init_app(app)
+    from lab import clinic_access
+    clinic_access.init_app(app)  # after the session checks, before a form's token is claimed
     sent_forms.init_app(app)
     for module in (main, patients, batches, containers, admin, inventory, quality, deviations, records, audit):
         app.register_blueprint(module.bp)
@@ -78,6 +80,14 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
         app.register_blueprint(module.bp)
     from lab.views import batch_list
     app.register_blueprint(batch_list.bp)
+    from lab.views import shipments
+    app.register_blueprint(shipments.bp)
+    from lab.views import bedside
+    app.register_blueprint(bedside.bp)
+    from lab.views import sites
+    app.register_blueprint(sites.bp)
+    from lab.views import notices
+    app.register_blueprint(notices.bp)
     errors.register_error_handlers(app)
     templating.register(app)
     cli.register_commands(app)

@@ -49,13 +49,19 @@ def init_db() -> None:
 @click.option("--username", prompt=True)
 @click.option("--full-name", prompt="Full name (printed with signatures)")
 @click.option("--role", type=click.Choice(list(ROLE_TITLES)), prompt=True)
+@click.option("--site", "site_code", default=None, help="A clinician's treatment site, by its code.")
 @click.password_option("--password", help="Prompted for (twice) when not given.")
-def create_user_command(username: str, full_name: str, role: str, password: str) -> None:
+def create_user_command(username: str, full_name: str, role: str, site_code: str | None, password: str) -> None:
     """Add a user account. Its password is temporary: the owner replaces it at the first sign-in."""
+    from lab.services.sites import find
     from lab.services.users import create_user
 
+    site = find(site_code) if site_code else None
+    if site_code and site is None:
+        click.echo(f"site: no treatment site has the code {site_code!r}.", err=True)
+        raise click.exceptions.Exit(1)
     try:
-        user = create_user(username, full_name, role, password, actor=None)
+        user = create_user(username, full_name, role, password, actor=None, site_id=site.id if site else None)
     except InvalidInput as error:
         db.session.rollback()
         for field, message in error.errors.items():

@@ -47,12 +47,15 @@ class CreateUserForm(OnceForm):
     username = StringField("Username", [DataRequired(), Length(max=64)])
     full_name = StringField("Full name (printed with signatures)", [DataRequired(), Length(max=128)])
     role = SelectField("Role", choices=ROLE_CHOICES)
+    #: Choices are the active sites, set by the view (lab.views.sites.site_choices).
+    site = SelectField("Treatment site (clinicians only)", choices=[], validate_choice=False)
     password = PasswordField("Temporary password (its owner replaces it at the first sign-in)",
                              [DataRequired(), Length(max=256)])
 
 
 class UpdateUserForm(OnceForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
+    site = SelectField("Treatment site (clinicians only)", choices=[], validate_choice=False)
     status = SelectField("Status", choices=[SelectChoice("active", "Active"), SelectChoice("inactive", "Deactivated")])
     reason = StringField("Reason for the change", [DataRequired(), Length(max=500)])
 
@@ -67,6 +70,7 @@ class RegisterPatientForm(OnceForm):
     date_of_birth = DateField("Date of birth", [InputRequired(message="Enter the date of birth.")])
     weight_kg = FiniteFloatField("Weight (kg)", [InputRequired(message="Enter the weight in kg.")])
     indication = StringField("Indication", [DataRequired(), Length(max=128)])
+    treating_site = SelectField("Treating site (optional)", choices=[], validate_choice=False)
 
 
 class VersionedForm(OnceForm):

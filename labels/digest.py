@@ -30,6 +30,9 @@ FORMAT = "celltrail/batch-record/1"
 PAYLOAD_PREFIX = "V-"
 #: ``dataclasses.field(metadata=NOT_CANONICAL)``: a field the canonical form (so the digest) leaves out.
 NOT_CANONICAL = {"canonical": False}
+#: ``dataclasses.field(metadata=ABSENT_WHEN_NONE)``: a field added to a record after copies were issued,
+#: left out of the canonical form while it is None, so that those copies keep verifying as current.
+ABSENT_WHEN_NONE = {"absent_when_none": True}
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -40,7 +43,8 @@ class DigestError(ValueError):
 def plain(value: Any) -> Any:
     """``value`` as JSON-ready values in the canonical form (see the module docstring)."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: plain(getattr(value, f.name)) for f in fields(value) if f.metadata.get("canonical", True)}
+        return {f.name: plain(getattr(value, f.name)) for f in fields(value) if f.metadata.get("canonical", True)
+                and not (f.metadata.get("absent_when_none") and getattr(value, f.name) is None)}
     if isinstance(value, (tuple, list)):
         return [plain(item) for item in value]
     if isinstance(value, datetime):

@@ -457,8 +457,10 @@ def _appendix(record: BatchRecordData) -> list[Flowable]:
 
 
 def _story(record: BatchRecordData, digest: str) -> list[Flowable]:
+    from labels.record_distribution import distribution_section  # here: it draws with this module's helpers
+
     return [*_header(record, digest), *_steps(record), *_materials(record), *_containers(record), *_deviations(record),
-            *_release(record), *_decisions(record), *_appendix(record)]
+            *_release(record), *_decisions(record), *distribution_section(record.distribution), *_appendix(record)]
 
 
 def _footer(record: BatchRecordData, digest: str, issue: Issue) -> Footer:

@@ -14,11 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
 from labels.chart import ExpansionChart
 from labels.data import check_aware, check_code
-from labels.digest import NOT_CANONICAL
+from labels.digest import ABSENT_WHEN_NONE, NOT_CANONICAL
 from workflows.codes import CodeKind
+
+if TYPE_CHECKING:
+    from labels.distribution_data import DistributionRecord
 
 #: A censored result ("< 0.5", below the method's limit of quantitation): the sign, the number.
 
@@ -330,6 +334,9 @@ class BatchRecordData:
     #: When the trail was last reviewed (None: not yet). Outside the digest: a review of the
     #: trail is not a change to the batch's record.
     trail_review: TrailReview | None = field(default=None, metadata=NOT_CANONICAL)
+    #: After release: shipments, receipts, bedside checks, infusions, disposals, the vein-to-vein
+    #: time and the notices of late results (None: nothing shipped yet).
+    distribution: DistributionRecord | None = field(default=None, metadata=ABSENT_WHEN_NONE)
 
     def __post_init__(self) -> None:
         check_code(self.batch_number, CodeKind.BATCH)

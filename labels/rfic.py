@@ -23,6 +23,7 @@ from reportlab.platypus import Flowable, Spacer, Table, TableStyle
 from labels.coa import BODY, HEADING, LABEL, NOTICE, SMALL, TITLE, interim_statement, product_section, signature_text
 from labels.data import CoaData
 from labels.digest import parse_digest, qr_payload
+from labels.distribution_data import NoticeRecord
 from labels.document import (
     PAGE_MARGIN,
     TEXT_WIDTH,
@@ -33,6 +34,7 @@ from labels.document import (
     render_counted,
 )
 from labels.layout import MM
+from labels.record_distribution import notice_status
 from labels.text import MONO_BOLD, SANS, clean
 from workflows.formatting import format_date, format_utc
 
@@ -62,6 +64,8 @@ class RficData:
     record_digest: str
     release_reason: str | None = None
     thaw_to_infusion_minutes: int | None = None
+    #: Release results that failed after the product was shipped, as sent to the sites (issue 15).
+    notices: tuple[NoticeRecord, ...] = ()
 
     def __post_init__(self) -> None:
         if parse_digest(self.record_digest) != self.record_digest:
@@ -137,6 +141,17 @@ def _release(data: RficData) -> list[Flowable]:
     return flowables
 
 
+def _notices(data: RficData) -> list[Flowable]:
+    """The late failing results sent to the sites since the release, with their acknowledgement."""
+    if not data.notices:
+        return []
+    flowables: list[Flowable] = [_text("Notices of late results (failed after shipment)", HEADING)]
+    for notice in data.notices:
+        flowables += [_text(f"Notice {notice.id} to {notice.site}, {format_utc(notice.created_at)}", CONDITION),
+                      _text(notice.what, NOTICE), _text(notice_status(notice))]
+    return flowables
+
+
 def _story(data: RficData) -> list[Flowable]:
     coa = data.coa
     return [
@@ -148,6 +163,7 @@ def _story(data: RficData) -> list[Flowable]:
         _text("Thaw to end of infusion", HEADING),
         _text(thaw_limit_text(data)),
         *_release(data),
+        *_notices(data),
     ]
 
 

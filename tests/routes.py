@@ -10,9 +10,10 @@ from typing import Any
 from flask import Flask
 from sqlalchemy import select
 
+from lab import audit
 from lab.demo import INCUBATOR, equipment_code, lot_code
 from lab.extensions import db
-from lab.models import Container, MaterialLot, QcResult
+from lab.models import Container, MaterialLot, QcResult, Site
 from lab.services.deviations import report_deviation
 from tests.factories import PASSWORD, entries, get_batch, step_values, user
 from tests.quality import record_results
@@ -27,6 +28,10 @@ def every_kind_of_record(app: Flask, make_batch: Callable[..., str]) -> dict[str
     with app.app_context():
         batch = get_batch(number)
         deviation = report_deviation(batch, title="Label smudged", description="Relabelled.", actor=user("tech1"))
+        with audit.action("test.setup", actor=None):
+            site = Site(code="NUH-HEM", name="Northern University Hospital", address="1 Hospital Road",
+                        contact="Ward desk")
+            db.session.add(site)
         db.session.commit()
         result = db.session.scalars(select(QcResult).where(QcResult.batch_id == batch.id)).first()
         container = db.session.scalars(select(Container).where(Container.batch_id == batch.id)).first()
@@ -35,6 +40,8 @@ def every_kind_of_record(app: Flask, make_batch: Callable[..., str]) -> dict[str
             "batch_number": awaiting, "entry_id": entries(awaiting, "receipt")[0].id, "field_key": "volume_ml",
             "step_key": "enrichment", "result_id": result.id, "test_key": result.test_key, "code": container.code,
             "number": deviation.number, "patient_ref": "SLE-02", "user_id": user("tech1").id,
+            "coi": get_batch(awaiting).patient.coi, "site_id": site.id,
+            "notice_id": 1,  # none exists: its pages answer 404
             "filename": "celltrail.css", "text": number,
             "key": batch.definition.key, "version": batch.definition.version,  # a process version's page
             # the batch's own records: its results are in the released batch, its open entries in the other

@@ -62,6 +62,22 @@ def test_create_user_with_options(app: Flask, runner: FlaskCliRunner, login: Cal
     assert client.get("/").headers["Location"] == "/account/password"  # temporary: the owner chooses their own
 
 
+def test_create_user_puts_a_clinician_at_a_site_named_by_its_code(app: Flask, runner: FlaskCliRunner,
+                                                                  sites: dict[str, int]) -> None:
+    result = runner.invoke(args=create_user_args(username="nurse9", role="clinician", site="nuh-hem"))
+    assert result.exit_code == 0, result.output
+    assert "Created nurse9 (Clinician)." in result.output
+    with app.app_context():
+        assert user("nurse9").site_id == sites["NUH-HEM"]
+    unknown = runner.invoke(args=create_user_args(username="nurse8", role="clinician", site="NOPE"))
+    assert unknown.exit_code == 1 and "no treatment site has the code 'NOPE'" in unknown.output
+    siteless = runner.invoke(args=create_user_args(username="nurse7", role="clinician"))
+    assert siteless.exit_code == 1
+    assert "site: A clinician belongs to one treatment site" in siteless.output
+    with app.app_context():
+        assert db.session.scalar(select(User).where(User.username.in_(["nurse8", "nurse7"]))) is None
+
+
 def test_create_user_prompts_for_what_is_missing(app: Flask, runner: FlaskCliRunner) -> None:
     result = runner.invoke(args=["create-user"],
                            input="prompted\nPat Prompted\nsupervisor\nanswered-pass-1\nanswered-pass-1\n")

@@ -27,7 +27,7 @@ def test_the_certificate_lists_each_test_result_analyst_and_the_signed_release(a
     today = datetime.now(UTC).strftime("%Y-%m-%d")
     with app.app_context():
         coi = get_batch(number).patient.coi
-    for expected in (number, coi, "Autologous anti-CD19 CAR T cells, cryopreserved", "cd19-car-t, version 3",
+    for expected in (number, coi, "Autologous anti-CD19 CAR T cells, cryopreserved", "cd19-car-t, version 4",
                      "Viability", "≥ 80 %", "91.2 %", "PASS", "Quinn Analyst", today,
                      "LAL", "< 0.5 EU/mL",
                      "no growth to", "date (interim)", "PENDING", "Vector copy",

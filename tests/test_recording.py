@@ -71,7 +71,7 @@ def test_the_batch_page_lists_steps_in_order_with_their_states(app, make_batch, 
         coi, sha = batch.patient.coi, batch.definition.sha256
     text = html.unescape(page)
     assert coi in text
-    assert "cd19-car-t</span> version 3" in text
+    assert "cd19-car-t</span> version 4" in text
     assert f"sha256 {sha}" in text
     titles = re.findall(r"<h3>([^<]+?) <span", text)
     assert titles[:3] == ["Apheresis receipt", "T-cell enrichment", "Activation (day 0)"]

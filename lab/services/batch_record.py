@@ -17,6 +17,7 @@ from lab.services.deviations import SOURCES
 from lab.services.expansion import expansion_chart
 from lab.services.labels import bag_dose, label_dates
 from lab.services.progress import ContainerView, EntryView, StepView, ValueView, batch_overview
+from lab.services.record_distribution import distribution_record
 from lab.services.record_materials import materials_used
 from lab.services.release_status import QualityRecord, TestRow, quality_record
 from labels.record_data import (
@@ -81,6 +82,7 @@ def batch_record(batch: Batch) -> BatchRecordData:
         equipment=equipment,
         expansion=expansion_chart(batch, definition),
         trail_review=_trail_review(batch),
+        distribution=distribution_record(batch),
     )
 
 

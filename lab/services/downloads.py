@@ -15,8 +15,9 @@ from lab.models import Batch, Download, User, utcnow
 #: What can be downloaded: an executed batch record (PDF), a certificate of analysis (PDF), a
 #: release for infusion certificate (PDF; its digest is that of the batch record it was issued
 #: on), an audit trail export (CSV), a bulk export of batch records (ZIP), the label of a
-#: material lot or of an instrument (PDF; ``detail`` is its code).
-KINDS = ("record", "coa", "rfic", "audit_export", "record_export", "lot_label", "equipment_label")
+#: material lot or of an instrument (PDF; ``detail`` is its code), a patient's chain-of-identity report
+#: (PDF; its own digest, ``detail`` the COI, filed under the patient's newest batch).
+KINDS = ("record", "coa", "rfic", "audit_export", "record_export", "lot_label", "equipment_label", "coi-report")
 
 
 def record_download(actor: User | None, kind: str, *, batch: Batch | None = None, digest: str | None = None,

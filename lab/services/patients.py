@@ -22,6 +22,7 @@ from lab.services.containers import batch_figures
 from lab.services.progress import definition_for
 from lab.services.sequences import next_code
 from lab.services.signatures import Credentials, reauthenticate, sign
+from lab.services.sites import active_site
 from lab.services.steps import MAX_COMMENT, lock_batch, recompute
 from workflows.codes import CodeKind
 from workflows.formatting import format_weight
@@ -47,6 +48,8 @@ class PatientInput:
     date_of_birth: date
     weight_kg: float
     indication: str
+    #: The site that will treat the patient (an active one), if known at registration.
+    treating_site_id: int | None = None
 
 
 def register_patient(data: PatientInput, *, actor: User, now: datetime | None = None) -> Patient:
@@ -70,6 +73,8 @@ def register_patient(data: PatientInput, *, actor: User, now: datetime | None = 
         errors["weight_kg"] = weight_error
     if not 2 <= len(indication) <= 128:
         errors["indication"] = "Enter the indication (2 to 128 characters), e.g. systemic lupus erythematosus."
+    if data.treating_site_id is not None and active_site(data.treating_site_id) is None:
+        errors["treating_site"] = "Choose an active treatment site, or leave it empty."
     if errors:
         raise InvalidInput("The patient was not registered.", errors)
     with audit.action("patient.register", actor=actor):
@@ -82,6 +87,7 @@ def register_patient(data: PatientInput, *, actor: User, now: datetime | None = 
             coi=next_code(CodeKind.COI, now),
             registered_at=now,
             registered_by_id=actor.id,
+            treating_site_id=data.treating_site_id,
         )
         db.session.add(patient)
     return patient

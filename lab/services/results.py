@@ -27,6 +27,7 @@ from lab.services.deviations import open_deviation
 from lab.services.progress import definition_for
 from lab.services.release_status import as_current, current_results, release_basis, was_released
 from lab.services.signatures import Credentials, reauthenticate, sign
+from lab.services.site_notices import notify_late_failure
 from lab.services.steps import MAX_COMMENT, lock_batch
 from workflows.model import ProcessDefinition, ReleaseTestSpec
 from workflows.release import (
@@ -173,6 +174,8 @@ def _follow_up(batch: Batch, definition: ProcessDefinition, test: ReleaseTestSpe
     elif check.discrepancy and check.verdict != FAIL and not _open_deviation(batch, test.key, "limit"):
         open_deviation(batch, source="limit", title=check.discrepancy, description=why, result=result, actor=actor,
                        now=now)
+    if check.verdict == FAIL:  # after shipment, every site the product went to is told (issue 15)
+        notify_late_failure(result, now=now)
     state = state_after_result(definition, batch.state, check) or automatic_state(batch, definition)
     if move(batch, definition, state):
         touch(batch, actor, now)

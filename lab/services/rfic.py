@@ -15,7 +15,9 @@ from datetime import datetime
 from lab.exceptions import StepNotAllowed
 from lab.models import Batch, User
 from lab.services.progress import definition_for
+from lab.services.record_distribution import notice_record
 from lab.services.records import coa_data
+from lab.services.site_notices import notices_of_batch
 from labels.rfic import RficData
 
 
@@ -47,4 +49,5 @@ def rfic_data(batch: Batch, *, record_digest: str, downloaded_by: User, now: dat
         record_digest=record_digest,
         release_reason=batch.dispositions[-1].reason or None if batch.dispositions else None,
         thaw_to_infusion_minutes=definition.thaw_to_infusion_minutes,
+        notices=tuple(notice_record(n) for n in notices_of_batch(batch)),
     )

@@ -9,12 +9,33 @@ from sqlalchemy import func, select
 from lab import audit
 from lab.exceptions import InvalidInput, NotAllowed, SignatureError, SigningAttempt
 from lab.extensions import db
-from lab.models import User, utcnow
+from lab.models import Site, User, utcnow
 from lab.models.users import ROLE_TITLES
 from lab.passwords import expired, history_length, malformed, policy_error
 from lab.permissions import require
 
 USERNAME_RE = re.compile(r"[a-z][a-z0-9._-]{1,63}")
+#: ``update_user``'s site when the caller leaves it as it is.
+KEEP_SITE = object()
+
+
+def _site_error(role: str, site_id: int | None, *, kept: bool = False) -> str:
+    """Why ``site_id`` cannot be the site of a user with ``role`` ("" when it can): a clinician
+    belongs to one active site (``kept``: their current one, which may since be deactivated);
+    the lab's own staff belong to none."""
+    if role != "clinician":
+        if site_id is None:
+            return ""
+        return (f"Only a clinician belongs to a treatment site: leave the site empty for "
+                f"{ROLE_TITLES.get(role, role).lower()}s.")
+    if site_id is None:
+        return "A clinician belongs to one treatment site and sees only its patients: choose the site."
+    site = db.session.get(Site, site_id)
+    if site is None:
+        return "Choose one of the registered treatment sites."
+    if not site.active and not kept:
+        return f"Site {site.code} is deactivated: choose an active site."
+    return ""
 
 
 def _check_password(password: str, username: str, *, field: str = "password",
@@ -42,7 +63,7 @@ def _bump_generation(user: User) -> None:
 
 
 def create_user(username: str, full_name: str, role: str, password: str, *, actor: User | None,
-                temporary: bool = True) -> User:
+                temporary: bool = True, site_id: int | None = None) -> User:
     """Add an account (``actor`` None: the command line). Raises InvalidInput naming the field.
 
     The password is ``temporary`` (its owner must replace it at the first sign-in): whoever
@@ -61,21 +82,31 @@ def create_user(username: str, full_name: str, role: str, password: str, *, acto
         errors["full_name"] = "Enter the full name printed with this person's signatures (2 to 128 characters)."
     if role not in ROLE_TITLES:
         errors["role"] = f"Choose one of: {', '.join(ROLE_TITLES)}."
+    elif site_error := _site_error(role, site_id):
+        errors["site"] = site_error
     if errors:
         raise InvalidInput("The account was not created.", errors)
     _check_password(password, username)
-    user = User(username=username, full_name=full_name, role=role, password_hash="", previous_password_hashes=[])
+    user = User(username=username, full_name=full_name, role=role, password_hash="", previous_password_hashes=[],
+                site_id=site_id)
     _set_password(user, password, temporary=temporary)
     with audit.action("user.create", actor=actor):
         db.session.add(user)
     return user
 
 
-def update_user(user: User, *, role: str, active: bool, actor: User, reason: str) -> None:
-    """Change a user's role or active flag. Admins cannot lock themselves out."""
+def update_user(user: User, *, role: str, active: bool, actor: User, reason: str,
+                site_id: int | None | object = KEEP_SITE) -> None:
+    """Change a user's role, treatment site or active flag. Admins cannot lock themselves out.
+    A clinician keeps one site (an active one when it changes); other roles have none."""
     require(actor, "manage_users", "manage user accounts")
     if role not in ROLE_TITLES:
         raise InvalidInput("Unknown role.", {"role": f"Choose one of: {', '.join(ROLE_TITLES)}."})
+    new_site = user.site_id if site_id is KEEP_SITE else site_id
+    assert new_site is None or isinstance(new_site, int)
+    site_error = _site_error(role, new_site, kept=new_site == user.site_id and role == user.role)
+    if site_error:
+        raise InvalidInput("The account was not changed.", {"site": site_error})
     if user.id == actor.id and (role != user.role or not active):
         raise NotAllowed("You cannot change your own role or deactivate yourself; ask another administrator.")
     reason = reason.strip()
@@ -83,10 +114,12 @@ def update_user(user: User, *, role: str, active: bool, actor: User, reason: str
         raise InvalidInput("Give a reason.", {"reason": "Say why the account changes (kept in the audit trail)."})
     if len(reason) > 500:
         raise InvalidInput("Reason too long.", {"reason": "Use at most 500 characters."})
-    if role == user.role and active == user.active:
+    if role == user.role and active == user.active and new_site == user.site_id:
         raise InvalidInput("Nothing to change.", {"role": "The role and status are already as given."})
     with audit.action("user.update", actor=actor, reason=reason):
         user.role = role
+        if new_site != user.site_id:  # read on every request: the next page shows the new site's patients only
+            user.site_id = new_site
         if not active:  # a later reactivation must not revive the sessions of before
             _bump_generation(user)
         user.active = active

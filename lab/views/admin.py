@@ -12,11 +12,13 @@ from wtforms.validators import DataRequired, InputRequired, Length
 from lab.exceptions import InvalidInput, NotAllowed
 from lab.extensions import db
 from lab.forms import CreateUserForm, UnlockUserForm, UpdateUserForm
-from lab.models import AuditEvent, User
+from lab.models import AuditEvent, Site, User
 from lab.permissions import require
 from lab.sent_forms import OnceForm
+from lab.services.sites import site_id_from
 from lab.services.users import create_user, end_sessions, reset_password, unlock_user, update_user
 from lab.views.common import apply_errors
+from lab.views.sites import site_choices
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -43,11 +45,13 @@ def _admins_only() -> None:
 @bp.route("/users", methods=["GET", "POST"])
 def users() -> str | Response | tuple[str, int]:
     form = CreateUserForm()
+    form.site.choices = site_choices("None (the lab's own staff)")
     status = 200
     if form.validate_on_submit():
         try:
             user = create_user(form.username.data or "", form.full_name.data or "", form.role.data or "",
-                               form.password.data or "", actor=current_user)
+                               form.password.data or "", actor=current_user,
+                               site_id=site_id_from(form.site.data, field="site", what="The account was not created."))
         except InvalidInput as error:
             db.session.rollback()
             apply_errors(form, error)
@@ -60,7 +64,8 @@ def users() -> str | Response | tuple[str, int]:
     elif form.is_submitted():
         status = 422
     accounts = db.session.scalars(select(User).order_by(User.active.desc(), User.username)).all()
-    return render_template("admin/users.html", form=form, users=accounts), status
+    sites = {site.id: site for site in db.session.scalars(select(Site))}
+    return render_template("admin/users.html", form=form, users=accounts, sites=sites), status
 
 
 @bp.route("/users/<int:user_id>", methods=["GET", "POST"])
@@ -71,7 +76,8 @@ def user(user_id: int) -> str | Response | tuple[str, int]:
     if form.validate_on_submit():
         try:
             update_user(account, role=form.role.data or "", active=form.status.data == "active",
-                        actor=current_user, reason=form.reason.data or "")
+                        actor=current_user, reason=form.reason.data or "",
+                        site_id=site_id_from(form.site.data, field="site", what="The account was not changed."))
         except (InvalidInput, NotAllowed) as error:
             db.session.rollback()
             if isinstance(error, InvalidInput):
@@ -146,7 +152,11 @@ def end(user_id: int) -> Response | tuple[str, int]:
 
 
 def _update_form(account: User) -> UpdateUserForm:
-    return UpdateUserForm(role=account.role, status="active" if account.active else "inactive")
+    form = UpdateUserForm(role=account.role, status="active" if account.active else "inactive",
+                          site="" if account.site_id is None else str(account.site_id))
+    current = db.session.get(Site, account.site_id) if account.site_id is not None else None
+    form.site.choices = site_choices("None (the lab's own staff)", keep=current)
+    return form
 
 
 def _user_page(account: User, form: UpdateUserForm, unlock: UnlockUserForm, status: int, *,

@@ -23,8 +23,9 @@ from werkzeug.wrappers import Response
 
 from lab.extensions import db
 from lab.forms import LoginForm
-from lab.models import Batch, Container, Equipment, MaterialLot, Patient, utcnow
+from lab.models import Batch, Container, Equipment, MaterialLot, Patient, Shipment, utcnow
 from lab.services.alerts import quality_alerts
+from lab.services.clinic_dashboard import clinic_dashboard
 from lab.services.dashboard import dashboard as build_dashboard
 from lab.services.lab_alerts import lab_alerts
 from lab.services.progress import batch_progress, definition_for, equipment_info, lab_timezone, lot_info
@@ -93,6 +94,8 @@ def logout() -> Response:
 
 @bp.route("/")
 def dashboard() -> str:
+    if current_user.role == "clinician":  # the clinic's own dashboard: their site's shipments, products, notices
+        return render_template("clinic/dashboard.html", clinic=clinic_dashboard(current_user))
     return render_template("main/dashboard.html", board=build_dashboard(current_user), alerts=quality_alerts(),
                            lab=lab_alerts(current_user, utcnow()))
 
@@ -184,6 +187,10 @@ def _scanned_location(text: str) -> str:
     if not text.strip():
         abort(400, "Scan or type a batch number or COI.")
     compact = text.strip().rstrip("/").rsplit("/", 1)[-1]  # a URL ending in a code
+    if compact.upper().startswith("SHP-"):  # a shipper label's QR: its shipment (issue 15)
+        if db.session.scalar(select(Shipment.id).where(Shipment.number == compact.upper())) is None:
+            abort(404, f"No shipment {compact.upper()[:40]} is registered in this lab.")
+        return url_for("shipments.detail", number=compact.upper())
     try:
         digest = scanned_digest(text)  # the QR (or digest) of a printed batch record
         if digest is not None:

@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import math
+from io import BytesIO
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, send_file, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 from werkzeug.wrappers import Response
 from wtforms.fields.choices import SelectChoice
 
 from lab.exceptions import InvalidInput
 from lab.extensions import db
 from lab.forms import RegisterPatientForm, StartBatchForm, WeightCorrectionForm
-from lab.models import Patient
+from lab.models import Patient, utcnow
 from lab.permissions import require, require_role
 from lab.services.batches import start_batch
+from lab.services.coi_report import coi_snapshot, issue_coi_report, patient_by_coi, require_reader
 from lab.services.patients import WEIGHT_CORRECTORS, PatientInput, correct_weight, register_patient
 from lab.services.processes import definition_of, effective_versions
+from lab.services.site_scope import require_patient
+from lab.services.sites import site_id_from
 from lab.views import signing
 from lab.views.common import apply_errors
+from lab.views.sites import site_choices
+from labels.coi_report import render_coi_report
+from labels.record_data import Issue
+from labels.text import UnprintableText
 from workflows.formatting import format_weight
 
 bp = Blueprint("patients", __name__, url_prefix="/patients")
@@ -49,7 +59,10 @@ def get_patient_or_404(patient_ref: str) -> Patient:
 
 @bp.route("/")
 def index() -> str:
-    patients = db.session.scalars(select(Patient).order_by(Patient.registered_at.desc())).all()
+    query = select(Patient).options(joinedload(Patient.treating_site)).order_by(Patient.registered_at.desc())
+    if current_user.role == "clinician":  # a clinician sees their own site's patients only
+        query = query.where(Patient.treating_site_id == current_user.site_id)
+    patients = db.session.scalars(query).all()
     return render_template("patients/index.html", patients=patients)
 
 
@@ -57,11 +70,14 @@ def index() -> str:
 def new() -> str | Response | tuple[str, int]:
     require(current_user, "register_patient", "register a patient")
     form = RegisterPatientForm()
+    form.treating_site.choices = site_choices("Not known yet")
     if form.validate_on_submit():
         assert form.date_of_birth.data is not None and form.weight_kg.data is not None  # InputRequired
-        data = PatientInput(form.patient_ref.data or "", form.initials.data or "", form.date_of_birth.data,
-                            form.weight_kg.data, form.indication.data or "")
         try:
+            data = PatientInput(form.patient_ref.data or "", form.initials.data or "", form.date_of_birth.data,
+                                form.weight_kg.data, form.indication.data or "",
+                                site_id_from(form.treating_site.data, field="treating_site",
+                                             what="The patient was not registered."))
             patient = register_patient(data, actor=current_user)
         except InvalidInput as error:
             db.session.rollback()
@@ -84,6 +100,7 @@ def _schedule_page(patient: Patient, form: StartBatchForm) -> str:
 @bp.route("/<patient_ref>")
 def detail(patient_ref: str) -> str:
     patient = get_patient_or_404(patient_ref)
+    require_patient(current_user, patient)  # a clinician: their own site's patients only
     return _schedule_page(patient, StartBatchForm())
 
 
@@ -129,3 +146,31 @@ def start(patient_ref: str) -> Response | tuple[str, int]:
     db.session.commit()
     flash(f"Batch {batch.batch_number} scheduled for {patient.patient_ref}.", "success")
     return redirect(url_for("batches.detail", batch_number=batch.batch_number))
+
+
+@bp.route("/<coi>/coi-report.pdf")
+def coi_report(coi: str) -> Response:
+    """The patient's chain-of-identity report: a supervisor, QA officer or auditor, or a
+    clinician of the patient's treating site (403 otherwise). It issues (stores and logs) the
+    report, and the batch record versions it names, so that scanning it verifies like the record."""
+    patient = patient_by_coi(coi)
+    if patient is None:
+        abort(404, f"No patient with COI {coi!r} is registered in this lab.")
+    require_reader(current_user, patient)
+    now = utcnow()
+    copy = coi_snapshot(patient)
+    try:
+        pdf = render_coi_report(copy.report, Issue(current_user.full_name, now))
+    except UnprintableText as error:
+        abort(422, f"The chain-of-identity report cannot be printed: {error}")
+    for attempt in (1, 2):  # once more if another first download of this version was stored meanwhile
+        try:
+            issue_coi_report(patient, copy, actor=current_user, now=now)
+            db.session.commit()
+            break
+        except IntegrityError:
+            db.session.rollback()
+            if attempt == 2:
+                raise
+    return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"COI-report-{patient.coi}.pdf",
+                     max_age=0, as_attachment=True)

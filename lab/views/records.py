@@ -46,6 +46,8 @@ def verify(text: str) -> tuple[str, int]:
     found = verify_digest(digest)
     if found is None:
         return render_template("records/unknown.html", digest=digest), 404
+    if found.kind == "coi-report":  # a patient's chain-of-identity report
+        return render_template("records/verify_coi.html", verification=found), 200
     return render_template("records/verify.html", verification=found), 200
 
 
