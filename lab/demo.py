@@ -15,18 +15,22 @@ from sqlalchemy import func, inspect, select
 
 from lab import audit
 from lab.extensions import db
-from lab.models import Batch, Equipment, MaterialLot, ProcessVersion, StepEntry, User, utcnow
+from lab.models import Batch, Equipment, MaterialLot, ProcessVersion, Shipment, StepEntry, User, utcnow
 from lab.models.base import SimulatedClock, simulated_clock
 from lab.services.batches import start_batch
+from lab.services.bedside import AdministrationInput, BedsideInput, check_at_bedside, record_administration
 from lab.services.containers import confirm_scan
 from lab.services.deviations import Investigation, close_deviation, record_investigation
 from lab.services.disposition import DecisionInput, decide
 from lab.services.labels import print_labels
 from lab.services.patients import PatientInput, register_patient
 from lab.services.processes import approve_shipped, effective_version, import_definition
-from lab.services.progress import definition_for
+from lab.services.progress import definition_for, lab_timezone
 from lab.services.results import record_result
+from lab.services.shipments import PackInput, pack_shipment, product_bags, verify_packing
 from lab.services.signatures import Credentials
+from lab.services.site_receipt import ReceiptInput, receive_shipment, store_logger_file
+from lab.services.sites import SiteInput, register_site
 from lab.services.steps import correct_value, record_step, verify_entry
 from lab.services.users import create_user
 from workflows.definition import load_definition_text
@@ -42,6 +46,11 @@ USERS = [  # username, role, printed name
     ("auditor1", "auditor", "Olu Adeyemi"),
     ("admin", "admin", "Lab Administrator"),
 ]
+#: The treatment site the demo's products go to, and its clinicians (username, printed name).
+SITE = SiteInput("NUH-HEM", "Northern University Hospital, Haematology and Cell Therapy Unit",
+                 "Level 4, 1 Infirmary Road, Newcastle upon Tyne NE1 4LP, United Kingdom",
+                 "Cell therapy coordinator, +44 191 000 0400, celltherapy@nuh.example")
+CLINICIANS = [("nurse1", "Grace Okafor"), ("doctor1", "Daniel Lee")]
 # Lots are received through lab.services.materials, which gives each lot a code with a check
 # character (L-...): look a demo lot's code up by its supplier lot number (lot_code).
 ITEMS = [  # name, material kind, supplier, catalogue number, storage, unit, QC needed
@@ -400,16 +409,23 @@ def seed(password: str) -> str:
     """
     _refuse_unless_empty()
     now = utcnow()
-    patients = [(PatientInput(ref, initials, born, weight, indication), now - timedelta(days=days_ago, hours=3))
-                for ref, initials, born, weight, indication, days_ago, _ in PATIENTS + RELEASE_PATIENTS]
-    opened = min(start for _, start in patients) - timedelta(days=1)
+    rows = PATIENTS + RELEASE_PATIENTS + CLINIC_PATIENTS
+    starts = {ref: now - timedelta(days=days_ago, hours=3) for ref, *_, days_ago, _ in rows}
+    opened = min(starts.values()) - timedelta(days=1)
     with simulated_clock(opened) as clock:
         for username, role, full_name in USERS:
             # The one exception to temporary passwords: the README's demo sign-in must work as printed.
             create_user(username, full_name, role, password, actor=None, temporary=False)
+        site = register_site(SITE, actor=db.session.scalars(select(User).where(User.username == "admin")).one())
+        for username, full_name in CLINICIANS:
+            create_user(username, full_name, "clinician", password, actor=None, temporary=False, site_id=site.id)
         with audit.action("demo.inventory", actor=None):
             add_inventory(now.date(), password)
         people = {u.username: u for u in db.session.scalars(select(User))}
+        treated = {p[0] for p in CLINIC_PATIENTS}
+        patients = [(PatientInput(ref, initials, born, weight, indication,
+                                  treating_site_id=site.id if ref in treated else None), starts[ref])
+                    for ref, initials, born, weight, indication, _, _ in rows]
         # Installation: QA approves the shipped process versions once (approve-shipped-processes).
         approve_shipped(actor=people["qa1"], credentials=Credentials(password, "qa1"), now=clock.now)
         cast = Cast(Recorder(people["tech1"], people["tech2"], password, now), people)
@@ -418,10 +434,11 @@ def seed(password: str) -> str:
         draft = demo_draft(people["admin"], now=ended)
     batches = {b.patient.patient_ref: b for b in db.session.scalars(select(Batch))}
     lines = [f"Demo lab ready. Sign in with password {password!r} as one of: "
-             + ", ".join(f"{u} ({r})" for u, r, _ in USERS) + ".",
+             + ", ".join(f"{u} ({r})" for u, r, _ in USERS) + "; at the treatment site " + SITE.code + ": "
+             + ", ".join(f"{u} (clinician)" for u, _ in CLINICIANS) + ".",
              (f"Its history, {format_datetime(opened)} to {format_datetime(ended)}, was recorded on a simulated "
               "clock: every audit entry's reason says it is demo data."), "Batches:"]
-    for ref, *_, shows in PATIENTS + RELEASE_PATIENTS:
+    for ref, *_, shows in rows:
         batch = batches[ref]
         lines.append(f"  {batch.batch_number}  {ref:<9} {batch.state:<11} {shows}")
     lines.append(f"Process {draft.key} version {draft.version} waits for QA's approval: "
@@ -568,7 +585,70 @@ def _released(cast: Cast, batch: Batch, start: datetime) -> Story:
            credentials=cast.credentials(), now=decided)
 
 
-#: What happens to each demo patient's batch (PATIENTS and RELEASE_PATIENTS say what it shows).
-STAGES: dict[str, Stage] = {"SLE-01": _complete, "SLE-02": _deviating, "SLE-03": _expanding,
+#: Batches that leave the lab for the treatment site, as PATIENTS lists them.
+CLINIC_PATIENTS = [
+    ("SLE-12", "TK", date(1984, 8, 19), 66.0, "Systemic lupus erythematosus, refractory", 27,
+     "shipped to NUH-HEM, received, checked at the bedside and infused: its chain is closed"),
+    ("SLE-11", "CD", date(1979, 12, 5), 59.5, "Systemic lupus erythematosus, refractory", 19,
+     "shipped to NUH-HEM, in transit"),
+]
+#: The dry shipper and its temperature logger, by patient.
+SHIPPERS = {"SLE-12": ("DS-NUH-03", "TL-5521"), "SLE-11": ("DS-NUH-04", "TL-5530")}
+
+
+def _shipped(cast: Cast, batch: Batch, start: datetime) -> Story:
+    """Released on day 16; tech1 packs its bags into a dry shipper for the patient's site on day 17
+    and tech2 verifies the packing: the batch is shipped, the shipment in transit."""
+    yield from _released(cast, batch, start)
+    packed = start + timedelta(days=17)
+    yield packed
+    shipper, logger = SHIPPERS[batch.patient.patient_ref]
+    assert batch.patient.treating_site_id is not None
+    shipment = pack_shipment(batch, PackInput([c.code for c in product_bags(batch)], shipper, logger,
+                                              batch.patient.treating_site_id, packed + timedelta(minutes=45),
+                                              "Cryoport courier, waybill 7731"),
+                             actor=cast.people["tech1"], now=packed)
+    verified = packed + timedelta(minutes=20)
+    yield verified
+    verify_packing(shipment, actor=cast.people["tech2"], credentials=cast.credentials(), now=verified)
+
+
+def _infused(cast: Cast, batch: Batch, start: datetime) -> Story:
+    """Shipped on day 17, received at the site on day 18 (logger -182.4 to -171.0 °C, its printout
+    filed), checked at the bedside by two clinicians and infused on day 19 within the limit."""
+    yield from _shipped(cast, batch, start)
+    nurse, password = cast.people["nurse1"], cast.recorder.password
+    [shipment] = [s for s in db.session.scalars(select(Shipment).where(Shipment.batch_id == batch.id))]
+    arrived = start + timedelta(days=18)
+    yield arrived + timedelta(minutes=15)
+    printout = store_logger_file(BytesIO(_certificate(f"Temperature logger {shipment.logger_code}",
+                                                      "Minimum -182.4 °C", "Maximum -171.0 °C",
+                                                      "No alarm during transit")),
+                                 f"{shipment.logger_code}.pdf", actor=nurse, now=arrived)
+    codes = [c.code for c in product_bags(batch)]
+    receive_shipment(shipment, ReceiptInput(shipment.shipper_code, codes, "-182.4", "-171.0", True, arrived,
+                                            "Haematology LN2 dewar 2, rack B"),
+                     logger_file=printout, actor=nurse, credentials=Credentials(password, "nurse1"),
+                     now=arrived + timedelta(minutes=15))
+    infusion_day = start + timedelta(days=19)
+    for code in codes:
+        checked = infusion_day
+        yield checked
+        check = check_at_bedside(BedsideInput(code, "wristband", wristband=batch.patient.coi, second_username="doctor1",
+                                      second_password=password),
+                                 actor=nurse, credentials=Credentials(password), now=checked)
+        thaw = checked + timedelta(minutes=2)
+        times = [thaw, thaw + timedelta(minutes=3), thaw + timedelta(minutes=8), thaw + timedelta(minutes=16)]
+        recorded = times[-1] + timedelta(minutes=5)
+        yield recorded
+        record_administration(
+            check, AdministrationInput(*(f"{t.astimezone(lab_timezone()):%Y-%m-%d %H:%M}" for t in times),
+                                                    reactions="None during the infusion; vital signs stable."),
+            actor=nurse, credentials=Credentials(password), now=recorded)
+        infusion_day = recorded + timedelta(minutes=10)
+
+
+#: What happens to each demo patient's batch (PATIENTS, RELEASE_PATIENTS and CLINIC_PATIENTS say what it shows).
+STAGES: dict[str, Stage] = {"SLE-12": _infused, "SLE-11": _shipped, "SLE-01": _complete, "SLE-02": _deviating, "SLE-03": _expanding,
                             "DLBCL-04": _harvest_unverified, "SLE-05": _received, "SLE-07": _scheduled,
                             "SLE-08": _in_review, "DLBCL-09": _released}

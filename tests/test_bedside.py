@@ -344,3 +344,14 @@ def test_clinicians_pages_are_labelled(app: Flask, at_site: str, login: Callable
         "refused administration": 422, "infused bag": 200}
     assert {name: problems(r.get_data(as_text=True)) for name, r in pages.items()
             if problems(r.get_data(as_text=True))} == {}
+
+
+def test_a_clinician_scanning_a_bag_opens_its_page_and_a_batch_code_is_refused(app, at_site, released, login):
+    nurse = login("nurse1")
+    scanned = nurse.get("/scan", query_string={"code": at_site})
+    assert scanned.status_code == 302 and scanned.headers["Location"] == f"/bedside/bags/{at_site}"
+    refused = nurse.get("/scan", query_string={"code": released}, headers={"Accept": "application/json"})
+    assert refused.status_code == 403
+    assert "scan the bag's label, the shipper's label or the patient's wristband" in refused.get_json()["refusal"]
+    other = login("nurse3").get(f"/bedside/bags/{at_site}")
+    assert other.status_code == 403

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+from sqlalchemy import select
 
+from lab.extensions import db
+from lab.models import Download
 from labels.shipper_label import AUTOLOGOUS, ShipperLabel, render_shipper_label
 from labels.text import UnprintableText
 from tests.factories import get_batch, page_text
@@ -67,6 +71,9 @@ def test_the_label_through_http_reads_back(app, released, sites, login):
                          "Ship at -196 to -150 °C", *bags):
             assert expected in text, expected
     assert qr_texts(pdf, 300) == [number]
+    with app.app_context():  # each print is logged, with the PDF's SHA-256
+        logged = db.session.scalars(select(Download).where(Download.kind == "shipper_label")).one()
+        assert (logged.detail, logged.batch_id, logged.digest) == (number, batch.id, hashlib.sha256(pdf).hexdigest())
     # The QR scanned into the header's scan box opens the shipment.
     scanned = login("nurse1").get("/scan", query_string={"code": number})
     assert scanned.status_code == 302 and scanned.headers["Location"].endswith(f"/shipments/{number}")

@@ -84,6 +84,7 @@ def test_the_site_receives_and_the_bags_are_usable(app, released, sites, login):
     assert bag_usable(app, number) is None
     page = page_text(client.get(f"/shipments/{number}"))
     assert "Receipt at the site" in page and "logger-7781.pdf" in page and "received" in page
+    assert "lowest -178 °C, highest -161.5 °C" in page  # every digit read off the logger
 
 
 def test_an_excursion_quarantines_until_qa_releases(app, released, sites, login):
@@ -98,6 +99,9 @@ def test_an_excursion_quarantines_until_qa_releases(app, released, sites, login)
         assert receipt.deviation is not None and receipt.deviation.batch.batch_number == released
         assert receipt.deviation.source == "limit"
     assert "QUARANTINED AT THE SITE" in page_text(login("nurse1").get(f"/shipments/{number}"))
+
+    dashboard = page_text(login("qa1").get("/"))
+    assert "Products quarantined at a treatment site: QA decision needed" in dashboard and number in dashboard
 
     # Only QA decides, with a reason and a signature.
     assert login("tech1").post(f"/shipments/{number}/decision",
@@ -114,6 +118,7 @@ def test_an_excursion_quarantines_until_qa_releases(app, released, sites, login)
     assert response.status_code == 302, page_text(response)[:2000]
     assert status(app, number) == "received"
     assert bag_usable(app, number) is None
+    assert "QA decision needed" not in page_text(client.get("/"))
     with app.app_context():
         signed = db.session.scalars(select(Signature).where(Signature.record_type == "shipment_decision")).all()
         assert [(s.meaning, s.signer.username) for s in signed] == [("released for use", "qa1")]

@@ -1,5 +1,6 @@
 """What the dashboard must shout about on the release side: released batches put on hold by a
-late failing result, batches waiting for QA, and released batches with results still to come."""
+late failing result, batches waiting for QA, released batches with results still to come, and
+products quarantined at a treatment site waiting for QA's decision."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
-from lab.models import Batch, Deviation, Patient, QcResult
+from lab.models import Batch, Deviation, Patient, QcResult, Shipment
 from lab.services.progress import definition_for
 from lab.services.release_status import as_current, current_results
 from workflows.release import pending
@@ -23,6 +24,8 @@ class QualityAlerts:
     awaiting_review: list[Batch] = field(default_factory=list)
     #: Released batches and the titles of the results still to come (sterility at day 14).
     results_to_come: list[tuple[Batch, list[str]]] = field(default_factory=list)
+    #: Shipments received with an excursion, a missing bag or a damaged shipper: QA decides.
+    quarantined_shipments: list[Shipment] = field(default_factory=list)
 
 
 def quality_alerts() -> QualityAlerts:
@@ -48,4 +51,9 @@ def quality_alerts() -> QualityAlerts:
             to_come = [t.title for t in pending(definition, results)]
             if to_come:
                 alerts.results_to_come.append((batch, to_come))
+    alerts.quarantined_shipments = list(db.session.scalars(
+        select(Shipment).where(Shipment.status == "quarantined")
+        .options(selectinload(Shipment.site), selectinload(Shipment.receipt),
+                 selectinload(Shipment.batch).selectinload(Batch.patient))
+        .order_by(Shipment.id).limit(50)))
     return alerts

@@ -455,7 +455,7 @@ DOWNLOAD_WORDS = {
     "record": "the executed batch record", "coa": "the certificate of analysis",
     "rfic": "the release-for-infusion certificate", "audit_export": "an audit-trail export",
     "record_export": "a records export", "lot_label": "a lot label", "equipment_label": "an equipment label",
-    "coi-report": "a chain-of-identity report",
+    "coi-report": "a chain-of-identity report", "shipper_label": "a shipper label",
 }
 
 

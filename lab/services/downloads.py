@@ -17,7 +17,8 @@ from lab.models import Batch, Download, User, utcnow
 #: on), an audit trail export (CSV), a bulk export of batch records (ZIP), the label of a
 #: material lot or of an instrument (PDF; ``detail`` is its code), a patient's chain-of-identity report
 #: (PDF; its own digest, ``detail`` the COI, filed under the patient's newest batch).
-KINDS = ("record", "coa", "rfic", "audit_export", "record_export", "lot_label", "equipment_label", "coi-report")
+KINDS = ("record", "coa", "rfic", "audit_export", "record_export", "lot_label", "equipment_label", "coi-report",
+         "shipper_label")
 
 
 def record_download(actor: User | None, kind: str, *, batch: Batch | None = None, digest: str | None = None,

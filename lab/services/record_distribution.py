@@ -52,19 +52,14 @@ def _signed(record: object) -> tuple[Signed, ...]:
     return tuple(Signed(s.printed_name, s.meaning, s.signed_at, valid) for s, valid in pairs)
 
 
-def _number(value: float | None) -> str:
-    """A stored temperature with every digit typed (``-180``, ``-165.5``)."""
-    return recorded_number(value)
-
-
 def shipping_range(shipment: Shipment) -> str:
     low, high = shipment.temp_min_c, shipment.temp_max_c
     if low is not None and high is not None:
-        return f"{_number(low)} to {_number(high)} °C"
+        return f"{recorded_number(low)} to {recorded_number(high)} °C"
     if low is not None:
-        return f"at least {_number(low)} °C"
+        return f"at least {recorded_number(low)} °C"
     if high is not None:
-        return f"at most {_number(high)} °C"
+        return f"at most {recorded_number(high)} °C"
     return ""
 
 
@@ -171,7 +166,7 @@ def _receipt(receipt: ShipmentReceipt) -> ReceiptRecord:
             f"logger within {within}" if within else "", "shipper intact", "every bag received")))
     return ReceiptRecord(
         arrived_at=receipt.arrived_at, received_by=receipt.received_by.full_name, received_at=receipt.received_at,
-        logger_min_c=_number(receipt.logger_min_c), logger_max_c=_number(receipt.logger_max_c),
+        logger_min_c=recorded_number(receipt.logger_min_c), logger_max_c=recorded_number(receipt.logger_max_c),
         shipper_intact=receipt.shipper_intact, storage=receipt.storage, scanned=tuple(receipt.scanned_codes or ()),
         missing=tuple(receipt.missing_codes or ()), verdict=verdict,
         deviation=receipt.deviation.number if receipt.deviation else None, comment=receipt.comment or "",

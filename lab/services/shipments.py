@@ -26,6 +26,7 @@ from lab.services.containers import CustodyMismatch, Scan
 from lab.services.progress import definition_for
 from lab.services.sequences import next_value
 from lab.services.signatures import Credentials, reauthenticate, register_signed, sign
+from lab.services.sites import active_sites
 from lab.services.steps import lock_batch
 from workflows.codes import CodeError, CodeKind, parse_code
 
@@ -119,10 +120,6 @@ def packed_in(container: Container) -> Shipment | None:
 
 def product_bags(batch: Batch) -> list[Container]:
     return [c for c in batch.containers if c.kind == PRODUCT_KIND]
-
-
-def active_sites() -> list[Site]:
-    return list(db.session.scalars(select(Site).where(Site.active.is_(True)).order_by(Site.name)))
 
 
 def consignee_choices(batch: Batch) -> list[Site]:

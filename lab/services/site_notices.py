@@ -92,12 +92,9 @@ def failure_text(result: QcResult) -> str:
     test = definition_for(result.batch).release_test(result.test_key)
     shown = format_recorded(result.text, test.kind, result.unit)
     kind = "Corrected result" if result.is_correction else "Result"
-    text = (f"{test.title}: {kind} {shown} FAILS its specification ({result.spec_text}). "
+    return (f"{test.title}: {kind} {shown} FAILS its specification ({result.spec_text}). "
             f"Recorded {format_utc(result.recorded_at)} by {result.recorded_by.full_name}, after batch "
             f"{result.batch.batch_number} was shipped.")
-    if result.message and result.message not in text:
-        text += f" {result.message}"
-    return text
 
 
 # --- reading ----------------------------------------------------------------------------------

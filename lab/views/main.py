@@ -30,6 +30,7 @@ from lab.services.dashboard import dashboard as build_dashboard
 from lab.services.lab_alerts import lab_alerts
 from lab.services.progress import batch_progress, definition_for, equipment_info, lab_timezone, lot_info
 from lab.services.sign_in import sign_in
+from lab.services.site_scope import is_clinician
 from labels.digest import DigestError, scanned_digest
 from workflows.codes import CodeError, CodeKind, identify
 from workflows.engine import can_start, equipment_unusable, lot_unusable
@@ -94,7 +95,7 @@ def logout() -> Response:
 
 @bp.route("/")
 def dashboard() -> str:
-    if current_user.role == "clinician":  # the clinic's own dashboard: their site's shipments, products, notices
+    if is_clinician(current_user):  # the clinic's own dashboard: their site's shipments, products, notices
         return render_template("clinic/dashboard.html", clinic=clinic_dashboard(current_user))
     return render_template("main/dashboard.html", board=build_dashboard(current_user), alerts=quality_alerts(),
                            lab=lab_alerts(current_user, utcnow()))
@@ -203,6 +204,8 @@ def _scanned_location(text: str) -> str:
         container = db.session.scalar(select(Container).where(Container.code == code))
         if container is None:
             abort(404, f"No container {code} is registered in this lab.")
+        if is_clinician(current_user):  # at the site: the bag's own page (its check, infusion, disposal)
+            return url_for("bedside.bag", code=code)
         return _where_container_is_needed(container)
     if kind is CodeKind.EQUIPMENT:  # an equipment label scanned into the search box
         said = _inventory_scanned(code)
@@ -211,6 +214,9 @@ def _scanned_location(text: str) -> str:
         said = _inventory_scanned(code)
         abort(400 if said else 404, said or f"No material lot {code} is registered in this lab.")
     if kind is CodeKind.BATCH:
+        if is_clinician(current_user):
+            abort(403, "A batch's manufacturing record is the lab's: scan the bag's label, the shipper's label or "
+                       "the patient's wristband.")
         if db.session.scalar(select(Batch.id).where(Batch.batch_number == code)) is None:
             abort(404, f"No batch {code} is registered in this lab.")
         return url_for("batches.detail", batch_number=code)

@@ -4,6 +4,7 @@ on a product quarantined there (DOMAIN §5, JOURNEYS 6)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from io import BytesIO
@@ -26,6 +27,7 @@ from lab.sent_forms import OnceForm
 from lab.services import shipments as service
 from lab.services import site_receipt as receipts
 from lab.services.containers import CustodyMismatch, record_mismatches
+from lab.services.downloads import record_download
 from lab.services.progress import definition_for, lab_timezone
 from lab.services.signatures import record_signatures
 from lab.services.site_scope import is_clinician, require_shipment
@@ -248,6 +250,9 @@ def label(number: str) -> Response:
         pdf = render_shipper_label(label_data(shipment))
     except (UnprintableText, ValueError) as error:
         abort(422, f"The shipper label of {shipment.number} cannot be printed: {error}")
+    record_download(current_user, "shipper_label", batch=shipment.batch, digest=hashlib.sha256(pdf).hexdigest(),
+                    detail=shipment.number)
+    db.session.commit()
     return send_file(BytesIO(pdf), mimetype="application/pdf", download_name=f"shipper-{shipment.number}.pdf",
                      max_age=0)
 

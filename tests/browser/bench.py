@@ -24,7 +24,7 @@ from playwright.sync_api import Browser, BrowserContext, Download, Locator, Page
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from lab.demo import USERS, equipment_code, lot_code
+from lab.demo import CLINICIANS, USERS, equipment_code, lot_code
 from lab.extensions import db
 from lab.models import Batch, Container, CustodyEvent, Deviation, QcResult, Signature, StepEntry
 from tests.factories import PASSWORD
@@ -32,7 +32,7 @@ from tests.factories import PASSWORD
 SCAN_BOX = "Scan or type a batch number or COI"
 #: The password of a signing form, "Password (electronic signature)" (the sign-in form's is "Password").
 SIGNING_PASSWORD = re.compile(r"^Password\b")
-FULL_NAMES = {username: full_name for username, _role, full_name in USERS}
+FULL_NAMES = {username: full_name for username, _role, full_name in USERS} | dict(CLINICIANS)
 #: How a signature line shows its time: UTC, to the second.
 SIGNED_AT = "%Y-%m-%d %H:%M UTC"  # as workflows.formatting writes a date-time
 
