@@ -637,9 +637,10 @@ def _infused(cast: Cast, batch: Batch, start: datetime) -> Story:
         check = check_at_bedside(BedsideInput(code, "wristband", wristband=batch.patient.coi, second_username="doctor1",
                                       second_password=password),
                                  actor=nurse, credentials=Credentials(password), now=checked)
-        thaw = checked + timedelta(minutes=2)
-        times = [thaw, thaw + timedelta(minutes=3), thaw + timedelta(minutes=8), thaw + timedelta(minutes=16)]
-        recorded = times[-1] + timedelta(minutes=5)
+        # Thaw, infusion start and end as typed (whole minutes); recorded as the infusion ends.
+        minute = checked.replace(second=0, microsecond=0)
+        times = [minute + timedelta(minutes=m) for m in (2, 5, 10, 18)]
+        recorded = times[-1]
         yield recorded
         record_administration(
             check, AdministrationInput(*(f"{t.astimezone(lab_timezone()):%Y-%m-%d %H:%M}" for t in times),

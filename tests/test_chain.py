@@ -21,8 +21,10 @@ from lab.services.shipments import PackInput, pack_shipment, product_bags, verif
 from lab.services.signatures import Credentials
 from lab.services.site_receipt import ReceiptInput, receive_shipment
 from tests.factories import PASSWORD, get_batch, user
+from tests.quality import words
 from tests.queries import statements
 from tests.test_bedside import check_in_past, infusion_form
+from workflows.timing import duration_words
 
 pytestmark = pytest.mark.usefixtures("never_500")
 
@@ -69,6 +71,9 @@ def test_stages_to_a_closed_chain(app: Flask, released: str, sites: dict[str, in
         assert where.closed and where.stage == "closed"
         assert where.infused_at == infused
         assert where.vein_to_vein == infused - collection_end > timedelta(days=1)
+    # The lab's dashboard stops the batch's vein-to-vein clock at the infusion, not at QA's decision.
+    closed = words(login("qa1").get("/")).split("Recently closed", 1)[1]
+    assert f"{released} " in closed and f"{duration_words(where.vein_to_vein)} to infusion" in closed
 
 
 def test_quarantined_at_site(app: Flask, released: str, sites: dict[str, int]) -> None:

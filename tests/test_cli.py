@@ -24,7 +24,8 @@ from workflows.definition import DEFINITIONS_DIR
 DEFINITION_FILE = DEFINITIONS_DIR / "cd19_car_t_v1.toml"
 DEMO_PASSWORD = "demo-lab-pass-2026"
 DEMO_USERS = {"tech1": "technician", "tech2": "technician", "supervisor1": "supervisor", "qc1": "qc_analyst",
-              "qa1": "qa_officer", "auditor1": "auditor", "admin": "admin"}
+              "qa1": "qa_officer", "auditor1": "auditor", "admin": "admin", "nurse1": "clinician",
+              "doctor1": "clinician"}
 
 
 def row_counts(app: Flask) -> dict[str, int]:
@@ -257,7 +258,7 @@ def test_seed_demo_pages_open(app: Flask, seeded: str, login: Callable[..., Flas
 
 def test_seed_demo_twice_adds_nothing(app: Flask, runner: FlaskCliRunner, seeded: str) -> None:
     before = row_counts(app)
-    assert before["users"] == 7
+    assert before["users"] == len(DEMO_USERS)
     again = runner.invoke(args=["seed-demo", "--password", DEMO_PASSWORD])
     assert again.exit_code == 0, again.output
     assert "already here" in again.output

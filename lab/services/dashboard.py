@@ -14,6 +14,7 @@ from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
 from lab.models import Batch, Disposition, Patient, QcResult, Signature, StepEntry, User, utcnow
+from lab.services.chain import positions
 from lab.services.progress import batch_progress, definition_for, entry_signatures, is_verified
 from lab.services.release_status import as_current, current_results
 from lab.services.signatures import current_values
@@ -91,6 +92,8 @@ class MyWork:
 class Dashboard:
     rows: list[BatchRow]  # open batches, by state then longest vein-to-vein first
     closed: list[BatchRow]
+    #: batch id -> its vein-to-vein time, for closed batches whose patient's chain closed at infusion
+    infused: dict[int, str]
     by_state: list[tuple[str, str, int]]  # (state, title, number of open batches)
     work: MyWork
     now: datetime
@@ -132,7 +135,11 @@ def dashboard(user: User, *, now: datetime | None = None) -> Dashboard:
         (d for row in closed for d in row.batch.dispositions
          if row.definition.release and d.state_after in row.definition.release.released_states),
         key=lambda d: d.decided_at, reverse=True)[:10]
-    return Dashboard(rows, closed[:20], by_state, work, now)
+    closed = closed[:20]
+    chains = positions([row.batch.patient for row in closed])
+    infused = {chain.batch.id: duration_words(chain.vein_to_vein) for chain in chains
+               if chain.batch is not None and chain.vein_to_vein is not None}
+    return Dashboard(rows, closed, infused, by_state, work, now)
 
 
 def _position(order: list[str], state: str) -> int:
