@@ -28,10 +28,11 @@ from lab.services.chain import position
 from lab.services.record_distribution import duration_text
 from lab.services.signatures import Credentials
 from lab.services.site_receipt import ReceiptInput, decide_quarantine, receive_shipment
+from tests.clinic import find_shipment, ship
 from tests.factories import PASSWORD, get_batch, page_text, user
 from tests.quality import close_all_deviations, post_decision, state
 from tests.readback import cells_text, qr_digest, text_of
-from tests.test_site_notices import acknowledge, fail_late, find_shipment, ship
+from tests.test_site_notices import acknowledge, fail_late
 
 pytestmark = pytest.mark.usefixtures("never_500")
 

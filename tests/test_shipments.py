@@ -13,9 +13,8 @@ from sqlalchemy import func, select
 from lab import audit
 from lab.extensions import db
 from lab.models import AuditEvent, CustodyEvent, Deviation, Shipment, ShipmentBag, Signature
-from lab.services.shipments import PackInput, pack_shipment, verify_packing
-from lab.services.signatures import Credentials
-from tests.factories import PASSWORD, get_batch, page_text, signature, user
+from tests.clinic import pack
+from tests.factories import get_batch, page_text, signature
 from tests.quality import release, state
 
 pytestmark = pytest.mark.usefixtures("never_500")
@@ -38,25 +37,8 @@ def pack_form(bags: list[str], site_id: int, **overrides: str) -> dict[str, Any]
     return data
 
 
-def pack(app: Flask, number: str, site_id: int, *, packer: str = "tech1") -> str:
-    """Pack every product bag of ``number`` through the service (the state other tests start from)."""
-    with app.app_context():
-        batch = get_batch(number)
-        bags = [c.code for c in batch.containers if c.kind == "product_bag"]
-        shipment = pack_shipment(batch, PackInput(bags, "DS-0042", "LOG-7781", site_id, datetime.now(UTC) - timedelta(hours=2),
-                                                  "World Courier"), actor=user(packer))
-        db.session.commit()
-        return shipment.number
 
 
-def ship(app: Flask, number: str, site_id: int) -> str:
-    """Pack (tech1) and verify (tech2): the shipment is in transit."""
-    shipment_number = pack(app, number, site_id)
-    with app.app_context():
-        shipment = db.session.scalar(select(Shipment).where(Shipment.number == shipment_number))
-        verify_packing(shipment, actor=user("tech2"), credentials=Credentials(PASSWORD, "tech2"))
-        db.session.commit()
-    return shipment_number
 
 
 def counts(app: Flask) -> dict[str, int]:

@@ -13,9 +13,9 @@ from lab.extensions import db
 from lab.models import Download
 from labels.shipper_label import AUTOLOGOUS, ShipperLabel, render_shipper_label
 from labels.text import UnprintableText
+from tests.clinic import pack, ship
 from tests.factories import get_batch, page_text
 from tests.readback import page_texts, qr_texts, text_of
-from tests.test_shipments import pack, ship
 
 MOMENT = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
 LABEL = ShipperLabel(

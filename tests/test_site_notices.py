@@ -5,7 +5,7 @@ once, signing "acknowledged"; every refusal writes nothing."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,10 +15,9 @@ from sqlalchemy import func, select
 from lab import audit
 from lab.extensions import db
 from lab.models import AuditEvent, QcResult, Shipment, Signature, SigningFailure, SiteNotice
-from lab.services.shipments import PackInput, pack_shipment, verify_packing
-from lab.services.signatures import Credentials
 from lab.services.site_notices import notify_late_failure, open_notices
-from tests.factories import PASSWORD, get_batch, page_text, signature, user
+from tests.clinic import find_shipment, pack, ship
+from tests.factories import PASSWORD, get_batch, page_text, signature
 from tests.htmlcheck import problems
 from tests.quality import post_result, state, version, words
 
@@ -31,31 +30,10 @@ ONLY_CLINICIANS = "Only a clinician may acknowledge a notice of a late result fo
 # --- helpers (also used by tests/test_record_distribution.py) ----------------------------------------
 
 
-def pack(app: Flask, number: str, site_id: int) -> str:
-    """tech1 packs every product bag of ``number`` for ``site_id``; returns the shipment number."""
-    with app.app_context():
-        batch = get_batch(number)
-        bags = [c.code for c in batch.containers if c.kind == "product_bag"]
-        shipment = pack_shipment(batch, PackInput(bags, "DS-0042", "LOG-7781", site_id,
-                                                  datetime.now(UTC) - timedelta(hours=5), "World Courier"),
-                                 actor=user("tech1"))
-        db.session.commit()
-        return shipment.number
 
 
-def ship(app: Flask, number: str, site_id: int) -> str:
-    """Packed by tech1, verified by tech2: in transit to ``site_id``."""
-    shipment_number = pack(app, number, site_id)
-    with app.app_context():
-        verify_packing(find_shipment(shipment_number), actor=user("tech2"), credentials=Credentials(PASSWORD, "tech2"))
-        db.session.commit()
-    return shipment_number
 
 
-def find_shipment(number: str) -> Shipment:
-    shipment = db.session.scalar(select(Shipment).where(Shipment.number == number))
-    assert shipment is not None
-    return shipment
 
 
 def notices(app: Flask) -> list[dict[str, Any]]:

@@ -15,8 +15,9 @@ from lab.extensions import db
 from lab.models import Attachment, AuditEvent, Container, CustodyEvent, Deviation, Shipment, ShipmentReceipt, Signature
 from lab.services.signatures import Credentials
 from lab.services.site_receipt import ReceiptInput, receive_shipment, usable_at_site
+from tests.clinic import pack, ship
 from tests.factories import PASSWORD, get_batch, page_text, user
-from tests.test_shipments import local, pack, product_bags, ship
+from tests.test_shipments import local, product_bags
 
 pytestmark = pytest.mark.usefixtures("never_500")
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
@@ -218,7 +219,7 @@ def test_another_patients_bag_at_receipt_is_a_mismatch(app, released, make_batch
     ({"logger_file": (BytesIO(b"<html>"), "log.html")}, "not a PDF, PNG or JPEG"),
     ({"logger_file": (BytesIO(b""), "")}, "Attach the logger's print-out"),
     ({"shipper_intact": ""}, "arrived intact"),
-    ({"bag_codes": "not-a-code"}, "not a bag's code"),
+    ({"bag_codes": "not-a-code"}, "is not a container code: scan the bag's label again"),
     ({"password": "wrong"}, "password is wrong"),
 ])
 def test_bad_receipts_are_refused_and_write_nothing(app, released, sites, login, change, field_message):

@@ -208,7 +208,7 @@ def confirm_scan(container: Container, scanned: str, *, event: str, to_location:
         raise InvalidInput(f"{container.code} is {container.status}: it can no longer be handed over.")
     if event == "released for shipping" and container.batch.state != "released":
         raise InvalidInput(f"Batch {container.batch.batch_number} is not released: nothing of it may be shipped.")
-    code = _canonical(scanned)
+    code = canonical_container(scanned)
     if code != container.code:
         other = db.session.scalar(select(Container).where(Container.code == code)) if code else None
         named = f"{code} ({other.batch.batch_number}, patient {other.batch.patient.coi})" if other else repr(scanned)
@@ -227,7 +227,7 @@ def confirm_scan(container: Container, scanned: str, *, event: str, to_location:
     return custody
 
 
-def _canonical(text: str) -> str:
+def canonical_container(text: str) -> str:
     """The container code in ``text`` (a payload, a bare code or a URL ending in one), or ''."""
     tail = text.strip().rstrip("/").rsplit("/", 1)[-1]
     try:

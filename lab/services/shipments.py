@@ -22,13 +22,12 @@ from lab.extensions import db
 from lab.models import Batch, Container, CustodyEvent, Shipment, ShipmentBag, Site, User, utcnow
 from lab.permissions import require
 from lab.services.batch_state import move, touch
-from lab.services.containers import CustodyMismatch, Scan
+from lab.services.containers import CustodyMismatch, Scan, canonical_container
 from lab.services.progress import definition_for
 from lab.services.sequences import next_value
 from lab.services.signatures import Credentials, reauthenticate, register_signed, sign
 from lab.services.sites import active_sites
 from lab.services.steps import lock_batch
-from workflows.codes import CodeError, CodeKind, parse_code
 
 register_signed(Shipment)
 
@@ -87,13 +86,20 @@ def split_codes(text: str) -> list[str]:
     return [line.strip() for line in re.split(r"[\r\n]+", text or "") if line.strip()]
 
 
-def canonical_container(text: str) -> str:
-    """The container code in ``text`` (a bare code, a label payload or a URL ending in one), or ''."""
-    tail = text.strip().rstrip("/").rsplit("/", 1)[-1]
-    try:
-        return str(parse_code(tail, CodeKind.CONTAINER))
-    except CodeError:
-        return ""
+def distinct_codes(codes: list[str]) -> tuple[list[str], list[str]]:
+    """The container codes scanned (payloads, bare codes or URLs ending in one), each once in the
+    order scanned; and, in words, the scans that are not container codes or repeat one."""
+    found: list[str] = []
+    problems: list[str] = []
+    for raw in codes:
+        code = canonical_container(raw)
+        if not code:
+            problems.append(f"{raw[:40]!r} is not a container code: scan the bag's label again.")
+        elif code in found:
+            problems.append(f"{code} was scanned twice.")
+        else:
+            found.append(code)
+    return found, problems
 
 
 def clean_line(text: str, field: str, label: str, errors: dict[str, str], *, limit: int) -> str:
@@ -224,17 +230,8 @@ def _scanned_bags(batch: Batch, codes: list[str]) -> tuple[list[tuple[Container,
     not this batch's (mismatches), and what else is wrong with the scans, in words."""
     found: list[tuple[Container, str]] = []
     scans: list[Scan] = []
-    problems: list[str] = []
-    seen: set[str] = set()
-    for raw in codes:
-        code = canonical_container(raw)
-        if not code:
-            problems.append(f"{raw[:40]!r} is not a container code: scan the bag's label again.")
-            continue
-        if code in seen:
-            problems.append(f"{code} was scanned twice.")
-            continue
-        seen.add(code)
+    distinct, problems = distinct_codes(codes)
+    for code in distinct:
         container = _container(code)
         if container is None or container.batch_id != batch.id:
             if container is None:
@@ -262,7 +259,7 @@ def _scanned_bags(batch: Batch, codes: list[str]) -> tuple[list[tuple[Container,
     scanned = {c.id for c, _ in found}
     packed = set(db.session.scalars(select(ShipmentBag.container_id).where(ShipmentBag.batch_id == batch.id)))
     missing = [c.code for c in product_bags(batch)
-               if c.id not in scanned and c.id not in packed and c.status in ("in use", "stored") and c.code not in seen]
+               if c.id not in scanned and c.id not in packed and c.status in ("in use", "stored") and c.code not in distinct]
     if missing:
         problems.append(f"Every product bag of the batch travels together: scan {', '.join(missing)} too.")
     if not codes:

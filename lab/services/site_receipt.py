@@ -38,7 +38,7 @@ from lab.permissions import require
 from lab.services import attachments
 from lab.services.containers import CustodyMismatch, Scan
 from lab.services.deviations import open_deviation
-from lab.services.shipments import canonical_container, clean_line, packed_in
+from lab.services.shipments import clean_line, distinct_codes, packed_in
 from lab.services.signatures import Credentials, reauthenticate, register_signed, sign
 from lab.services.site_scope import require_shipment
 from workflows.formatting import format_datetime, format_number
@@ -217,17 +217,8 @@ def _scanned(shipment: Shipment, packed: dict[str, Container],
              codes: list[str]) -> tuple[list[tuple[Container, str]], list[Scan], list[str]]:
     received: list[tuple[Container, str]] = []
     scans: list[Scan] = []
-    problems: list[str] = []
-    seen: set[str] = set()
-    for raw in codes:
-        code = canonical_container(raw)
-        if not code:
-            problems.append(f"{raw[:40]!r} is not a bag's code: scan its label again.")
-            continue
-        if code in seen:
-            problems.append(f"{code} was scanned twice.")
-            continue
-        seen.add(code)
+    distinct, problems = distinct_codes(codes)
+    for code in distinct:
         if code in packed:
             received.append((packed[code], code))
             continue

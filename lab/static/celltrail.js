@@ -116,7 +116,8 @@
   // back button shows the page from the cache: let it be sent again then.
   document.addEventListener("submit", function (event) {
     var form = event.target;
-    if (form.method.toLowerCase() !== "post") return;
+    // The attribute, not form.method: a field named "method" would hide the property.
+    if ((form.getAttribute("method") || "get").toLowerCase() !== "post") return;
     if (form.dataset.sending) { event.preventDefault(); return; }
     form.dataset.sending = "1";
     Array.prototype.forEach.call(form.querySelectorAll("button[type=submit], button:not([type])"), function (b) {

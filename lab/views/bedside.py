@@ -30,13 +30,15 @@ from lab.views.containers import get_container_or_404
 bp = Blueprint("bedside", __name__)
 T = TypeVar("T")
 _MOMENT = {"type": "datetime-local", "step": "60"}
+#: A scanner's Enter moves on to the next field instead of sending the form (celltrail.js).
+_SCAN = {"data-scan": True, "class": "code", "autocomplete": "off"}
 
 
 class BedsideForm(SigningForm):
-    bag_scanned = StringField("Scan the bag", [Length(max=200)])
+    bag_scanned = StringField("Scan the bag", [Length(max=200)], render_kw=_SCAN)
     method = SelectField("How the patient is identified",
                          choices=[SelectChoice(k, v) for k, v in service.METHODS.items()])
-    wristband = StringField("Scan the patient's wristband (COI)", [Optional(), Length(max=200)])
+    wristband = StringField("Scan the patient's wristband (COI)", [Optional(), Length(max=200)], render_kw=_SCAN)
     patient_ref = StringField("Patient ID (as on the wristband)", [Optional(), Length(max=64)])
     date_of_birth = StringField("Date of birth (YYYY-MM-DD)", [Optional(), Length(max=32)], render_kw={"type": "date"})
     second_username = StringField("Second clinician: username", [Optional(), Length(max=64)])
