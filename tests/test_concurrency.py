@@ -9,22 +9,27 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from flask import Flask
 from sqlalchemy import func, select
 
 from lab import audit
-from lab.demo import add_inventory
+from lab.demo import Recorder, add_inventory
 from lab.exceptions import ConcurrentChangeError, SignatureError
 from lab.extensions import db
-from lab.models import AuditEvent, Patient, SigningFailure, StepEntry, User
+from lab.models import Administration, AuditEvent, Container, Patient, SigningFailure, Site, StepEntry, User
 from lab.services.batches import start_batch
+from lab.services.bedside import AdministrationInput, AlreadyDone, BedsideInput, administer_bag, check_at_bedside
 from lab.services.patients import PatientInput, register_patient
 from lab.services.signatures import LOCKOUT_AFTER, Credentials, reauthenticate, record_failed_attempt
+from lab.services.site_receipt import ReceiptInput, receive_shipment
 from lab.services.steps import record_step
+from tests.clinic import find_shipment, ship
 from tests.conftest import ROLES, approve_processes
 from tests.factories import PASSWORD, PASSWORD_HASH, form_data, get_batch, step_values, user
+from tests.quality import record_results, release
 
 
 def _setup_lab(app: Flask) -> None:
@@ -162,3 +167,59 @@ def test_simultaneous_wrong_signing_passwords_all_count_and_lock_once(shared_app
             str(n) for n in range(1, counted + 1)]
         locking = [index for index, (field, _) in enumerate(changes) if field == "locked_at"]
         assert len(locking) == 1 and changes[locking[0] - 1] == ("failed_signatures", str(LOCKOUT_AFTER))
+
+
+def test_two_infusions_of_one_bag_at_once_record_one(shared_app: Flask) -> None:
+    """Two clinicians recording the same bag's infusion at the same moment: one infusion is kept,
+    the other is refused as already done (the batch row is locked), never a second row or a 500."""
+    _setup_lab(shared_app)
+    now = datetime.now(UTC)
+    start = now - timedelta(days=14)
+    with shared_app.app_context():
+        with audit.action("test.setup", actor=None):
+            site = Site(code="NUH-HEM", name="Northern University Hospital", address="1 Hospital Road", contact="Ward")
+            db.session.add(site)
+            db.session.flush()
+            db.session.add_all(User(username=name, full_name=name, role="clinician", password_hash=PASSWORD_HASH,
+                                    site_id=site.id) for name in ("nurse1", "doc1"))
+        patient = register_patient(PatientInput("SLE-01", "AB", date(1980, 5, 1), 58.0, "SLE"),
+                                   actor=user("super1"), now=start)
+        batch = start_batch(patient, actor=user("super1"), now=start)
+        Recorder(user("tech1"), user("tech2"), PASSWORD, now).run(
+            batch, start, expansion=({"culture_day": "6", "viable_cells": "1.5e9", "viability_pct": "92"},))
+        db.session.commit()
+        number, site_id = batch.batch_number, site.id
+    record_results(shared_app, number)
+    release(shared_app, number)
+    shipment_number = ship(shared_app, number, site_id)
+    with shared_app.app_context():
+        shipment = find_shipment(shipment_number)
+        [code] = [bag.container.code for bag in shipment.bags]
+        receive_shipment(shipment, ReceiptInput("DS-0042", [code], "-180", "-170", True, now - timedelta(hours=3),
+                                                "LN2 dewar 2"), logger_file=None, actor=user("nurse1"),
+                         credentials=Credentials(PASSWORD, "nurse1"), now=now - timedelta(hours=3))
+        check_at_bedside(BedsideInput(code, "wristband", wristband=patient_coi(number), second_username="doc1",
+                                      second_password=PASSWORD),
+                         actor=user("nurse1"), credentials=Credentials(PASSWORD, "nurse1"), now=now - timedelta(hours=1))
+        db.session.commit()
+    zone = ZoneInfo(shared_app.config["TIMEZONE"])
+    typed = [(now - timedelta(minutes=m)).astimezone(zone).strftime("%Y-%m-%dT%H:%M") for m in (50, 45, 40, 30)]
+
+    def infuse(name: str, barrier: threading.Barrier) -> object:
+        bag = db.session.scalar(select(Container).where(Container.code == code))
+        barrier.wait()
+        return administer_bag(bag, AdministrationInput(*typed, reactions="None observed."), actor=user(name), credentials=Credentials(PASSWORD))
+
+    outcomes = _race(shared_app, infuse, ("nurse1", "doc1"))
+    # PostgreSQL: the second waits for the batch's row lock, then finds the bag infused; SQLite: its
+    # write loses the race for the batch's version. Either way it is refused, and says why.
+    won = [o for o in outcomes.values() if isinstance(o, Administration)]
+    lost = [o for o in outcomes.values() if isinstance(o, (AlreadyDone, ConcurrentChangeError))]
+    assert (len(won), len(lost)) == (1, 1), outcomes
+    with shared_app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Administration)) == 1
+        assert db.session.scalar(select(Container.status).where(Container.code == code)) == "infused"
+
+
+def patient_coi(number: str) -> str:
+    return get_batch(number).patient.coi

@@ -3,8 +3,15 @@ remember where the batch was held from so that lifting the hold returns it there
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.exc import StaleDataError
+
+from lab.exceptions import ConcurrentChangeError
+from lab.extensions import db
 from lab.models import Batch, User
 from lab.services.progress import batch_progress
 from lab.services.release_status import as_current, current_results
@@ -38,3 +45,17 @@ def touch(batch: Batch, actor: User, now: datetime) -> None:
     """Mark the batch changed by ``actor`` (this bumps its version: open forms must reload)."""
     batch.updated_at = now
     batch.updated_by_id = actor.id
+
+
+@contextmanager
+def one_writer(batch_id: int) -> Iterator[None]:
+    """Around a write that changes a batch: losing a race for its row (its version changed, or a
+    unique row was written by someone else first; SQLite has no row lock to wait on) rolls back
+    and raises ConcurrentChangeError naming who changed the batch, never a server error."""
+    try:
+        yield
+    except (StaleDataError, IntegrityError):
+        db.session.rollback()
+        batch = db.session.get(Batch, batch_id)
+        assert batch is not None
+        raise ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at, batch.updated_by_id) from None

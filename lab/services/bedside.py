@@ -29,7 +29,7 @@ from lab.models.clinic import (
     ShipmentBag,
 )
 from lab.permissions import require
-from lab.services.batch_state import touch
+from lab.services.batch_state import one_writer, touch
 from lab.services.containers import CustodyMismatch, Scan
 from lab.services.deviations import open_deviation
 from lab.services.progress import definition_for, lab_timezone
@@ -372,7 +372,7 @@ def record_administration(check: BedsideCheck, data: AdministrationInput, *, act
     limit = definition_for(batch).thaw_to_infusion_minutes
     taken = infusion_end - thaw_start
     exceeded = limit is not None and taken > timedelta(minutes=limit)
-    with audit.action("bedside.administer", actor=actor):
+    with one_writer(batch.id), audit.action("bedside.administer", actor=actor):
         administration = Administration(container=container, batch_id=batch.id, patient=patient, bedside_check=check,
                                         thaw_start=thaw_start, thaw_end=thaw_end, infusion_start=infusion_start,
                                         infusion_end=infusion_end, limit_minutes=limit, limit_exceeded=exceeded,
@@ -479,7 +479,7 @@ def dispose_bag(container: Container, data: DisposalInput, *, actor: User, crede
     reauthenticate(actor, credentials, meaning="performed", subject=subject, batch_id=None)
     reauthenticate(witness, Credentials(data.witness_password, data.witness_username), meaning="witnessed",
                    subject=subject, batch_id=None)
-    with audit.action("bedside.dispose", actor=actor, reason=reason):
+    with one_writer(batch.id), audit.action("bedside.dispose", actor=actor, reason=reason):
         disposal = BagDisposal(container=container, batch_id=batch.id, outcome=outcome, reason=reason,
                                happened_at=happened, recorded_at=now, recorded_by_id=actor.id, witness_id=witness.id)
         db.session.add(disposal)

@@ -21,7 +21,7 @@ from lab.exceptions import InvalidInput, NotAllowed
 from lab.extensions import db
 from lab.models import Batch, Container, CustodyEvent, Shipment, ShipmentBag, Site, User, utcnow
 from lab.permissions import require
-from lab.services.batch_state import move, touch
+from lab.services.batch_state import move, one_writer, touch
 from lab.services.containers import CustodyMismatch, Scan, canonical_container
 from lab.services.progress import definition_for
 from lab.services.sequences import next_value
@@ -139,7 +139,9 @@ def _next_number(now: datetime) -> str:
     return f"SHP-{now.year}-{next_value(f'SHP-{now.year % 100:02d}'):04d}"
 
 
-def _lock(shipment: Shipment) -> None:
+def lock_shipment(shipment: Shipment) -> None:
+    """Hold the shipment's row until the transaction ends (and read it afresh): two people acting
+    on one shipment at once go one after the other, and the second sees what the first did."""
     db.session.execute(select(Shipment).where(Shipment.id == shipment.id).with_for_update()
                        .execution_options(populate_existing=True))
 
@@ -204,7 +206,7 @@ def pack_shipment(batch: Batch, data: PackInput, *, actor: User, now: datetime |
 
     number = _next_number(now)
     to_location = f"Dry shipper {shipper} ({number})"[:255]
-    with audit.action("shipment.pack", actor=actor):
+    with one_writer(batch.id), audit.action("shipment.pack", actor=actor):
         shipment = Shipment(number=number, batch=batch, site=site, status="packed", shipper_code=shipper,
                             logger_code=logger, courier=courier, departed_at=departed, packed_at=now,
                             packed_by_id=actor.id)
@@ -276,7 +278,7 @@ def verify_packing(shipment: Shipment, *, actor: User, credentials: Credentials,
     require(actor, "verify_packing", "verify the packing of a shipment")
     now = now or utcnow()
     lock_batch(shipment.batch, None)
-    _lock(shipment)
+    lock_shipment(shipment)
     if shipment.status != "packed":
         raise InvalidInput(f"Shipment {shipment.number} is {shipment.status.replace('_', ' ')}: its packing "
                            "was already verified.")
@@ -287,7 +289,7 @@ def verify_packing(shipment: Shipment, *, actor: User, credentials: Credentials,
         raise InvalidInput(release_problem(batch) or f"Batch {batch.batch_number} is not released.")
     reauthenticate(actor, credentials, meaning="verified", subject=f"packing of shipment {shipment.number}",
                    batch_id=batch.id)
-    with audit.action("shipment.verify", actor=actor):
+    with one_writer(batch.id), audit.action("shipment.verify", actor=actor):
         shipment.status = "in_transit"
         shipment.verified_at = now
         shipment.verified_by_id = actor.id

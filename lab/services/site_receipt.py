@@ -38,7 +38,7 @@ from lab.permissions import require
 from lab.services import attachments
 from lab.services.containers import CustodyMismatch, Scan
 from lab.services.deviations import open_deviation
-from lab.services.shipments import clean_line, distinct_codes, packed_in
+from lab.services.shipments import clean_line, distinct_codes, lock_shipment, packed_in
 from lab.services.signatures import Credentials, reauthenticate, register_signed, sign
 from lab.services.site_scope import require_shipment
 from workflows.formatting import format_datetime, format_number
@@ -94,11 +94,6 @@ def _temperature(text: str, field: str, label: str, errors: dict[str, str]) -> f
     return value
 
 
-def _lock(shipment: Shipment) -> None:
-    db.session.execute(select(Shipment).where(Shipment.id == shipment.id).with_for_update()
-                       .execution_options(populate_existing=True))
-
-
 def receive_shipment(shipment: Shipment, data: ReceiptInput, *, logger_file: Attachment | None, actor: User,
                      credentials: Credentials, now: datetime | None = None) -> ShipmentReceipt:
     """A clinician of the consignee site receives ``shipment`` (in transit), signing "received".
@@ -109,7 +104,7 @@ def receive_shipment(shipment: Shipment, data: ReceiptInput, *, logger_file: Att
     require(actor, "receive_shipment", "receive a shipment")
     require_shipment(actor, shipment)
     now = now or utcnow()
-    _lock(shipment)
+    lock_shipment(shipment)
     if shipment.status == "packed":
         raise InvalidInput(f"Shipment {shipment.number} has not been verified yet: it cannot have left the lab. "
                            "Call the lab before you use anything in this shipper.")
@@ -244,7 +239,7 @@ def decide_quarantine(shipment: Shipment, *, decision: str, reason: str, actor: 
     now = now or utcnow()
     if decision not in DECISIONS:
         raise InvalidInput("Unknown decision.", {"decision": "Choose release for use or reject."})
-    _lock(shipment)
+    lock_shipment(shipment)
     if shipment.status != "quarantined":
         raise InvalidInput(f"Shipment {shipment.number} is not quarantined "
                            f"({shipment.status.replace('_', ' ')}): there is nothing to decide.",

@@ -24,6 +24,7 @@ from tests.browser.bench import Bench, Lab, LiveServer, Person, message, slug
 from tests.browser.conftest import ARTIFACTS
 from tests.factories import PASSWORD
 from tests.readback import qr_texts, text_of
+from workflows.definition import latest, load_directory
 
 #: The lab's people: username -> (role as the form offers it, printed name).
 STAFF = {
@@ -34,7 +35,8 @@ STAFF = {
     "r.iyer": ("Supervisor", "Ravi Iyer"),
 }
 TEMPORARY = "first-day-temporary-7"
-PROCESS, PROCESS_VERSION, PROCESS_TITLE = "cd19-car-t", 3, "Autologous CD19 CAR-T"
+PROCESS, PROCESS_TITLE = "cd19-car-t", "Autologous CD19 CAR-T"
+PROCESS_VERSION = latest(load_directory(), PROCESS).version  # the newest shipped version
 #: A supplier's certificate as a scanner makes it: a PDF (CellTrail checks the first bytes).
 CERTIFICATE = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
