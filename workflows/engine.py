@@ -388,27 +388,32 @@ def _parse_text(spec: FieldSpec, text: str) -> tuple[str, Value]:
     return value, value
 
 
-def _parse_datetime(spec: FieldSpec, text: str, tz: tzinfo) -> tuple[str, Value]:
+def parse_datetime(text: str, tz: tzinfo) -> datetime:
+    """A date and time as typed (``2026-11-25 08:30``, a datetime-local value, optionally with
+    seconds and an offset or ``Z``), in ``tz`` unless it carries its own offset; as UTC.
+    Raises ValueError for anything else."""
     match = _DATETIME.fullmatch(text)
-    refusal = _Refused(f"{spec.label}: enter a date and time such as 2026-11-25 08:30, not {_echo(text)}.")
     if match is None:
-        raise refusal
+        raise ValueError(f"not a date and time: {text!r}")
     year, month, day, hour, minute, second, offset = match.groups()
+    zone = tz
+    if offset is not None and offset.upper() == "Z":
+        zone = UTC
+    elif offset is not None:
+        digits = offset[1:].replace(":", "")
+        delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        zone = timezone(-delta if offset[0] == "-" else delta)
+    local = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=zone)
+    return local.astimezone(UTC)
+
+
+def _parse_datetime(spec: FieldSpec, text: str, tz: tzinfo) -> tuple[str, Value]:
     try:
-        zone = tz
-        if offset is not None and offset.upper() == "Z":
-            zone = UTC
-        elif offset is not None:
-            digits = offset[1:].replace(":", "")
-            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-            zone = timezone(-delta if offset[0] == "-" else delta)
-        local = datetime(
-            int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=zone
-        )
+        value = parse_datetime(text, tz)
     except ValueError:
-        raise refusal from None
-    value = local.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ" if second is not None else "%Y-%m-%dT%H:%MZ"), value
+        raise _Refused(f"{spec.label}: enter a date and time such as 2026-11-25 08:30, not {_echo(text)}.") from None
+    with_seconds = _DATETIME.fullmatch(text).group(6) is not None  # type: ignore[union-attr]
+    return value.strftime("%Y-%m-%dT%H:%M:%SZ" if with_seconds else "%Y-%m-%dT%H:%MZ"), value
 
 
 def _check_in_context(spec: FieldSpec, canonical: str, value: Value, ctx: EntryContext) -> None:

@@ -38,6 +38,7 @@ from lab.services.site_receipt import usable_at_site
 from lab.services.site_scope import is_clinician, require_site
 from lab.services.steps import lock_batch
 from workflows.codes import CodeError, CodeKind, parse_code
+from workflows.engine import parse_datetime
 from workflows.formatting import format_datetime
 from workflows.model import FINISHED_CONTAINER_STATUSES
 
@@ -53,6 +54,7 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 #: Lab roles that may witness a disposal of a bag still at the lab.
 LAB_WITNESSES = ("technician", "supervisor", "qa_officer")
+#: Times at the bedside are typed in the lab's zone: no offset.
 _DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?")
 
 
@@ -409,7 +411,7 @@ def _moment(text: str, field: str, label: str, errors: dict[str, str], now: date
     try:
         if not _DATETIME.fullmatch(value):
             raise ValueError
-        moment = datetime.fromisoformat(value.replace(" ", "T")).replace(tzinfo=lab_timezone()).astimezone(UTC)
+        moment = parse_datetime(value, lab_timezone())
     except ValueError:
         errors[field] = f"Enter the {label} as a date and time such as 2026-11-25 08:30, not {value[:40]!r}."
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta, timezone, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from sqlalchemy import select
 
@@ -28,6 +28,7 @@ from lab.services.sequences import next_value
 from lab.services.signatures import Credentials, reauthenticate, register_signed, sign
 from lab.services.sites import active_sites
 from lab.services.steps import lock_batch
+from workflows.engine import parse_datetime
 
 register_signed(Shipment)
 
@@ -40,8 +41,6 @@ MAX_COURIER = 128
 DEPARTURE_BEFORE = timedelta(days=1)
 DEPARTURE_AFTER = timedelta(days=7)
 
-_DATETIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2})(?::(\d{2}))?\s*(Z|[+-]\d{2}:?\d{2})?",
-                       re.IGNORECASE | re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -60,25 +59,12 @@ def parse_moment(text: str, field: str, label: str, zone: tzinfo) -> datetime:
     """A date and time typed on a form (``2026-11-25 08:30`` or a datetime-local value), in
     ``zone`` (the lab's) unless it carries its own offset; InvalidInput on ``field`` otherwise."""
     text = (text or "").strip()
-    match = _DATETIME.fullmatch(text)
-    refusal = InvalidInput(f"{label}: enter a date and time.",
-                           {field: f"Enter a date and time such as 2026-11-25 08:30, not {text[:40]!r}."
-                            if text else f"Enter the {label.lower()}."})
-    if match is None:
-        raise refusal
-    year, month, day, hour, minute, second, offset = match.groups()
     try:
-        here = zone
-        if offset is not None and offset.upper() == "Z":
-            here = UTC
-        elif offset is not None:
-            digits = offset[1:].replace(":", "")
-            delta = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
-            here = timezone(-delta if offset[0] == "-" else delta)
-        moment = datetime(int(year), int(month), int(day), int(hour), int(minute), int(second or 0), tzinfo=here)
+        return parse_datetime(text, zone)
     except ValueError:
-        raise refusal from None
-    return moment.astimezone(UTC)
+        raise InvalidInput(f"{label}: enter a date and time.",
+                           {field: f"Enter a date and time such as 2026-11-25 08:30, not {text[:40]!r}."
+                            if text else f"Enter the {label.lower()}."}) from None
 
 
 def split_codes(text: str) -> list[str]:
