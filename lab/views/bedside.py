@@ -13,7 +13,7 @@ from wtforms import PasswordField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional
 
-from lab.exceptions import InvalidInput, LabError, NotAllowed, SignatureError
+from lab.exceptions import NotAllowed, SignatureError
 from lab.extensions import db
 from lab.forms import SigningForm
 from lab.models import Container
@@ -24,7 +24,6 @@ from lab.services.containers import record_mismatches
 from lab.services.progress import container_title, definition_for
 from lab.services.signatures import record_signatures
 from lab.views import signing
-from lab.views.common import apply_errors
 from lab.views.containers import get_container_or_404
 
 bp = Blueprint("bedside", __name__)
@@ -63,10 +62,11 @@ class DisposalForm(SigningForm):
 
 
 def _run(form: SigningForm, work: Callable[[], T], second_field: str) -> signing.Attempt[T]:
-    """One signed service call with a second signer on the same form: a refused password goes
-    next to the password of whoever typed it; a mismatch keeps its scan and goes next to its field."""
+    """One signed service call with a second signer on the same form (signing.attempt otherwise):
+    a refused password goes next to the password of whoever typed it; a mismatch keeps its scan
+    and goes next to its field."""
     try:
-        value = work()
+        return signing.attempt(form, work, passthrough=(service.BedsideMismatch, SignatureError))
     except service.BedsideMismatch as error:
         db.session.rollback()
         record_mismatches(error.container.batch, error.scans, actor=current_user)
@@ -78,17 +78,6 @@ def _run(form: SigningForm, work: Callable[[], T], second_field: str) -> signing
         theirs = error.attempt is not None and error.attempt.user_id != current_user.id
         (getattr(form, second_field) if theirs else form.password).errors = [message]
         return signing.Attempt(False, status=error.status)
-    except InvalidInput as error:
-        db.session.rollback()
-        apply_errors(form, error)
-        return signing.Attempt(False, status=error.status)
-    except LabError as error:
-        db.session.rollback()
-        form.form_errors.append(error.said_to(current_user.id))
-        return signing.Attempt(False, status=error.status)
-    db.session.commit()
-    signing.signed()
-    return signing.Attempt(True, value)
 
 
 def _bag(code: str) -> Container:
