@@ -50,6 +50,8 @@ class Config:
     MAX_CONTENT_LENGTH = 1024 * 1024
     #: Largest attached file (a supplier's or calibration certificate, PDF or image).
     ATTACHMENT_MAX_BYTES = 5 * 1024 * 1024
+    #: The largest request the API reads: a JSON body, or a cell counter's export file.
+    API_MAX_UPLOAD_BYTES = 1024 * 1024
     #: Werkzeug's hashing method for passwords; scrypt is slow on purpose.
     PASSWORD_HASH_METHOD = "scrypt"
     #: Failed sign-ins in a row that lock an account, and for how long (0: until an administrator unlocks it).

@@ -88,6 +88,8 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     app.register_blueprint(sites.bp)
     from lab.views import notices
     app.register_blueprint(notices.bp)
+    from lab import api
+    app.register_blueprint(api.bp)
     errors.register_error_handlers(app)
     templating.register(app)
     cli.register_commands(app)

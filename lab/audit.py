@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+from flask import g, has_request_context
 from sqlalchemy import event, inspect
 from sqlalchemy.orm import Session, UOWTransaction
 
@@ -31,6 +32,9 @@ REDACTED = "(redacted)"
 #: The reason of an action recorded on seed-demo's simulated clock, or what follows its own reason.
 DEMO_REASON = "Demo data (simulated clock)"
 DEMO_MARK = " [demo data, simulated clock]"
+#: The request attribute naming the API token a request came through (lab.api sets it): every
+#: entry the request writes carries it as ``via``.
+VIA = "audit_via"
 
 
 @dataclass(frozen=True)
@@ -97,9 +101,10 @@ def _write_audit_entries(session: Session, context: UOWTransaction) -> None:
         raise RuntimeError("Audited rows changed outside audit.action(): name the action.")
     actor_id = current.actor.id if current.actor else None
     actor_name = current.actor.username if current.actor else "system"
+    via = g.get(VIA) if has_request_context() else None
     for row in rows:
         row.update(occurred_at=current.at, actor_id=actor_id, actor_username=actor_name,
-                   action=current.name, reason=current.reason)
+                   action=current.name, reason=current.reason, via=via)
     audit_chain.append(session.connection(), rows)
 
 

@@ -7,7 +7,9 @@ bytes of the JSON object of its fields ``id``, ``prev_hash``, ``occurred_at``,
 whitespace (separators ``,`` and ``:``), non-ASCII characters as themselves (not
 ``\\u`` escapes). Integers are JSON numbers, texts JSON strings, absent values ``null``;
 ``occurred_at`` is UTC as ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` (always six decimals).
-``prev_hash`` is the previous entry's ``hash``, or 64 zeros for the first entry.
+``prev_hash`` is the previous entry's ``hash``, or 64 zeros for the first entry. An entry made
+through an API token also has the field ``via`` (the token's label); an entry without one has no
+``via`` key at all, so entries written before the API existed keep their hashes.
 
 Appends are serialized: the writer locks the one ``audit_chain_head`` row (SELECT ... FOR
 UPDATE on PostgreSQL) and holds it until its transaction ends. On SQLite the flush that
@@ -45,6 +47,8 @@ class ChainHeadMissing(LabError):
 def canonical(entry: Mapping[str, Any]) -> bytes:
     """The bytes an entry's hash covers (module docstring)."""
     content = {name: entry[name] for name in HASHED_FIELDS}
+    if entry.get("via") is not None:
+        content["via"] = entry["via"]
     when: datetime = content["occurred_at"]
     content["occurred_at"] = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -20,6 +20,7 @@ from lab.extensions import db, login_manager
 from lab.models import User
 from lab.services.users import must_change_password, sign_out
 
+API_PREFIX = "/api/"
 PUBLIC_ENDPOINTS = frozenset({"main.login", "static"})
 #: What a user who must change their password may still reach.
 PASSWORD_CHANGE_ENDPOINTS = frozenset({"account.password", "main.logout", "static"})
@@ -38,6 +39,8 @@ def init_app(app: Flask) -> None:
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
+    if request.path.startswith(API_PREFIX):  # a session never reaches the API: only its token does
+        return None
     user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
     if user is None or not user.is_active or session.get(GENERATION) != user.session_generation:
         return None
@@ -75,6 +78,8 @@ def _end_sessions(sender: Flask, user: User | None, **extra: Any) -> None:
 
 
 def _require_session() -> Response | None:
+    if request.path.startswith(API_PREFIX):  # the API authenticates each request by its token (lab.api.core)
+        return None
     if request.endpoint in PUBLIC_ENDPOINTS or current_user.is_authenticated:
         return None
     return redirect(url_for("main.login", next=request.full_path if request.method == "GET" else None))
@@ -82,7 +87,7 @@ def _require_session() -> Response | None:
 
 def _require_own_password() -> Response | None:
     """A password chosen by an administrator (or too old) is replaced before anything else."""
-    if (current_user.is_authenticated and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS
+    if (current_user.is_authenticated and not request.path.startswith(API_PREFIX) and request.endpoint not in PASSWORD_CHANGE_ENDPOINTS
             and must_change_password(current_user)):
         return redirect(url_for("account.password"))
     return None

@@ -1,5 +1,6 @@
 """All models, imported here so that metadata and migrations see every table."""
 
+from lab.models.api import ApiToken, Submission
 from lab.models.attachments import Attachment
 from lab.models.audit import AuditChainHead, AuditEvent
 from lab.models.audit_reviews import AuditReview
@@ -30,6 +31,7 @@ from lab.models.users import User
 
 __all__ = [
     "Administration",
+    "ApiToken",
     "AppendOnly",
     "Attachment",
     "AuditChainHead",
@@ -69,6 +71,7 @@ __all__ = [
     "SiteNotice",
     "StepEntry",
     "StepValue",
+    "Submission",
     "User",
     "utcnow",
 ]

@@ -44,6 +44,8 @@ class AuditEvent(Model):
     old_value: Mapped[str | None] = mapped_column(Text)
     new_value: Mapped[str | None] = mapped_column(Text)
     reason: Mapped[str | None] = mapped_column(Text)
+    #: The API token the action came through (its label), None for the pages and the command line.
+    via: Mapped[str | None] = mapped_column(String(128))
     batch_id: Mapped[int | None]
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
