@@ -27,6 +27,7 @@ from lab.demo import Recorder
 from lab.extensions import db
 from lab.models import Site, User
 from lab.sent_forms import TOKEN_FIELD, new_token
+from lab.services.api_tokens import create_token
 from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
 from lab.services.processes import approve_shipped
@@ -193,6 +194,19 @@ def never_500(app: Flask) -> Iterator[None]:
 
     yield
     assert all(status < 500 for status in statuses), statuses
+
+
+@pytest.fixture
+def api_token(app: Flask, users: dict[str, int]) -> Callable[..., dict[str, str]]:
+    """Make a live API token (as its user would) and return the request headers that carry it:
+    ``api_token("qc1", "write")``."""
+    def _token(username: str = "tech1", scope: str = "read", name: str = "test client",
+               days: int = 30) -> dict[str, str]:
+        with app.app_context():
+            _, secret = create_token(user(username), name, scope, days, actor=user(username))
+            db.session.commit()
+        return {"Authorization": f"Bearer {secret}"}
+    return _token
 
 
 @pytest.fixture
