@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import lru_cache
 from itertools import pairwise
 from xml.dom.minidom import Element
 
@@ -749,11 +750,16 @@ class _SvgRenderer(renderSVG._SVGRenderer):
         node.insertBefore(title, node.firstChild)
 
 
+@lru_cache(maxsize=512)
 def expansion_svg(chart: ExpansionChart, width: float = WIDTH, *, title: str = "Expansion chart") -> str:
     """The chart of ``expansion_drawing`` as an inline ``<svg>`` element that scales to the
     width of its container: a viewBox, ``width="100%"``, ``role="img"``, and a ``<title>``
     and ``<desc>`` (the chart in words, ``expansion_summary``) that name it for assistive
-    technology. Each point is a ``<g class="point ...">`` with ``data-day`` and a tooltip."""
+    technology. Each point is a ``<g class="point ...">`` with ``data-day`` and a tooltip.
+
+    Kept per chart: the key is the chart's own (frozen) data, so a changed count is a new
+    chart and can never be answered with an old drawing; the batch page otherwise spends
+    most of its time redrawing an unchanged chart through reportlab."""
     drawing = expansion_drawing(chart, width)
     fonts = {SANS: {"family": SVG_FONTS}, SANS_BOLD: {"family": SVG_FONTS, "weight": "bold"}}
     canvas = renderSVG.SVGCanvas((drawing.width, drawing.height), useClip=True, fontHacks=fonts, svgAttrs={

@@ -151,6 +151,12 @@ def test_the_batch_page_shows_the_chart_and_its_data_table(app: Flask, make_batc
     assert table.count("OUT OF LIMIT") == 1
 
 
+def chart_svg(text: str) -> str:
+    svg = re.search(r"<svg.*?</svg>", expansion_section(text), re.DOTALL)
+    assert svg is not None
+    return svg.group(0)
+
+
 def test_the_chart_counts_the_harvest_on_its_culture_day(app: Flask, make_batch):
     number = make_batch()
     with app.app_context():
@@ -165,6 +171,7 @@ def test_the_chart_counts_the_harvest_on_its_culture_day(app: Flask, make_batch)
 def test_a_corrected_count_is_drawn_with_its_new_value(app: Flask, make_batch, login):
     number = make_batch("harvest", expansion=DAYS)
     client = login("tech1")
+    drawn_before = chart_svg(page_text(client.get(f"/batches/{number}")))  # the drawing kept for this chart
     with app.app_context():
         entry = next(e for e in entries(number, "expansion") if e.occurrence == 2)
         entry_id, version = entry.id, get_batch(number).version
@@ -175,6 +182,8 @@ def test_a_corrected_count_is_drawn_with_its_new_value(app: Flask, make_batch, l
     section = expansion_section(page_text(client.get(f"/batches/{number}")))
     assert "1.2 × 10⁸" in section and "1.2 × 10⁹" not in section
     assert "(corrected)" in section
+    drawn_after = chart_svg(section)  # the page never shows the drawing of the chart before the correction
+    assert drawn_after != drawn_before and "1.2 × 10⁸" in drawn_after and "1.2 × 10⁸" not in drawn_before
     with app.app_context():
         chart = expansion_chart(get_batch(number))
     assert chart is not None

@@ -59,10 +59,16 @@ def problem(status: int, detail: str, *, errors: Mapping[str, str] | None = None
     return response
 
 
+#: Endpoints answered without a token: they hold no data (the OpenAPI document).
+PUBLIC_ENDPOINTS = frozenset({"api.openapi_document"})
+
+
 @bp.before_request
 def _authenticate() -> None:
     """Every API request names a live token; its user and token are kept on ``g``."""
     request.max_content_length = int(current_app.config["API_MAX_UPLOAD_BYTES"])
+    if request.endpoint in PUBLIC_ENDPOINTS:
+        return
     token = authenticate(request.headers.get("Authorization"))
     g.api_token = token
     g.api_user = token.user
