@@ -7,6 +7,7 @@ the definition the batch pinned; nothing here writes.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -116,14 +117,18 @@ def entry_context(
     lots: dict[str, LotInfo | None] | None = None,
     equipment: dict[str, EquipmentInfo | None] | None = None,
     containers: dict[str, ContainerInfo | None] | None = None,
+    typed: Mapping[int, dict[str, Value | None]] | None = None,
 ) -> EntryContext:
-    """What the engine needs about the rest of the batch to check or compute an entry."""
+    """What the engine needs about the rest of the batch to check or compute an entry.
+
+    ``typed``: the entries' values already parsed (``typed_values`` by entry id), so that a
+    page showing every entry parses each one once, not once per other entry."""
     prior: dict[str, list[PriorEntry]] = defaultdict(list)
     for entry in batch.entries:
         if entry is exclude:
             continue
-        step = definition.step(entry.step_key)
-        prior[entry.step_key].append(PriorEntry(typed_values(step, entry), entry.performed_at))
+        values = typed[entry.id] if typed is not None else typed_values(definition.step(entry.step_key), entry)
+        prior[entry.step_key].append(PriorEntry(values, entry.performed_at))
     return EntryContext(
         now=now,
         tz=lab_timezone(),
@@ -212,9 +217,10 @@ def batch_overview(batch: Batch) -> BatchOverview:
     steps = [StepView(s, states[s.key], can_start(definition, s.key, progress, batch.state))
              for s in definition.steps]
     by_key = {view.spec.key: view for view in steps}
+    typed = {entry.id: typed_values(definition.step(entry.step_key), entry) for entry in batch.entries}
     for entry in batch.entries:
         view = by_key[entry.step_key]
-        view.entries.append(_entry_view(batch, definition, view.spec, entry, signatures.get(entry.id, [])))
+        view.entries.append(_entry_view(batch, definition, view.spec, entry, signatures.get(entry.id, []), typed))
     containers = [ContainerView(c, container_title(c, definition), sum(not p.is_reprint for p in c.prints),
                                 sum(p.is_reprint for p in c.prints)) for c in batch.containers]
     custody = list(db.session.scalars(
@@ -244,15 +250,15 @@ def entry_view(batch: Batch, entry: StepEntry) -> EntryView:
 
 
 def _entry_view(batch: Batch, definition: ProcessDefinition, step: StepSpec, entry: StepEntry,
-                signatures: list[Signature]) -> EntryView:
+                signatures: list[Signature], typed: Mapping[int, dict[str, Value | None]] | None = None) -> EntryView:
     current = current_values(entry)
     values = [
         ValueView(spec, current.get(spec.key),
                   [v for v in entry.values if v.field_key == spec.key and v is not current.get(spec.key)])
         for spec in step.fields
     ]
-    ctx = entry_context(batch, definition, now=entry.performed_at, exclude=entry)
-    derived = compute_derived(step, typed_values(step, entry), ctx)
+    ctx = entry_context(batch, definition, now=entry.performed_at, exclude=entry, typed=typed)
+    derived = compute_derived(step, typed[entry.id] if typed is not None else typed_values(step, entry), ctx)
     marked = [(s, matches(s, entry)) for s in signatures]
     awaiting = step.verify and not any(ok and s.meaning == "verified" for s, ok in marked)
     return EntryView(entry, values, derived, marked, awaiting)
