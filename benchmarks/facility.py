@@ -1,0 +1,225 @@
+"""Time CellTrail's pages on a facility-scale database, side by side with a bare Flask request.
+
+    python benchmarks/facility_data.py sqlite:////tmp/facility.sqlite      # once: 10,000 batches
+    python benchmarks/facility.py sqlite:////tmp/facility.sqlite
+
+Both apps run under gunicorn with the same settings (2 sync workers) on the same database. Each
+round asks every page once or more and, right after each request, the bare app once (one indexed
+``session.get`` and a small template: ``benchmarks/bare_app.py``), so both see the same machine
+load; the table gives each page's median, the bare request's median and their ratio. Printed
+documents are timed against reportlab doing the same number of pages of plain tables in-process
+(the floor), and a 100-label sheet is rendered in-process. Nothing here is asserted: the README
+keeps the table (machines differ; the ratios hold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from io import BytesIO
+from pathlib import Path
+from urllib.parse import urlencode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from reportlab.lib.pagesizes import A4
+from reportlab.platypus import PageBreak, SimpleDocTemplate, Table
+from sqlalchemy import func, select
+
+from lab import create_app
+from lab.extensions import db
+from lab.models import Batch, Container, StepValue
+from lab.models.batches import StepEntry
+from lab.services.labels import label_data
+from labels.pdf import render_label_sheet
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "celltrail-demo"
+ROLES = ("tech1", "supervisor1", "qc1", "qa1", "auditor1", "admin", "nurse1")
+SECRET = "benchmark-only-secret-key-000000"
+
+
+@dataclass
+class Timings:
+    page: list[float] = field(default_factory=list)
+    bare: list[float] = field(default_factory=list)
+
+    def row(self, name: str) -> str:
+        page, bare = statistics.median(self.page), statistics.median(self.bare)
+        return f"| {name} | {page:.1f} ms | {bare:.1f} ms | {page / bare:.1f}x |"
+
+
+class Client:
+    """One person's browser: a cookie, and requests timed from sending to the last byte."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.cookie = ""
+
+    def request(self, method: str, path: str, body: str = "") -> tuple[int, bytes, float, dict[str, str]]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+        headers = {"Cookie": self.cookie} if self.cookie else {}
+        if body:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        began = time.perf_counter()
+        connection.request(method, path, body=body or None, headers=headers)
+        response = connection.getresponse()
+        data = response.read()
+        elapsed = (time.perf_counter() - began) * 1000
+        answer = {k.lower(): v for k, v in response.getheaders()}
+        connection.close()
+        if "set-cookie" in answer:
+            self.cookie = answer["set-cookie"].split(";", 1)[0]
+        return response.status, data, elapsed, answer
+
+    def sign_in(self, username: str) -> None:
+        _, page, _, _ = self.request("GET", "/login")
+        token = re.search(rb'name="csrf_token"[^>]*value="([^"]+)"', page)
+        assert token is not None, "no CSRF token on the sign-in page"
+        status, _, _, _ = self.request("POST", "/login", urlencode(
+            {"csrf_token": token.group(1).decode(), "username": username, "password": PASSWORD}))
+        assert status == 302, f"{username} could not sign in ({status})"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def served(app: str, url: str, workers: int):  # type: ignore[no-untyped-def]
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET, "LAB_SESSION_COOKIE_SECURE": "false",
+           "PYTHONPATH": str(ROOT)}
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
+                               f"127.0.0.1:{port}", "--log-level", "warning", app], cwd=ROOT, env=env)
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait()
+
+
+@dataclass(frozen=True)
+class Subjects:
+    open_batch: str
+    open_batch_id: int
+    counts: int
+    closed_batch: str
+    container: str
+    batches: int
+
+
+def subjects() -> Subjects:
+    """The open batch with the most daily counts, a shipped batch, and a container of the open one."""
+    counted = (select(StepEntry.batch_id, func.count(StepValue.id).label("n")).join(StepValue)
+               .where(StepEntry.step_key == "expansion").group_by(StepEntry.batch_id).subquery())
+    open_batch = db.session.execute(select(Batch, counted.c.n).join(counted, counted.c.batch_id == Batch.id)
+                                    .where(Batch.state == "in_process").order_by(counted.c.n.desc(), Batch.id)
+                                    .limit(1)).one()
+    closed = db.session.scalars(select(Batch).where(Batch.state == "shipped").order_by(Batch.id).limit(1)).one()
+    container = db.session.scalars(select(Container).where(Container.batch_id == open_batch[0].id)
+                                   .order_by(Container.id.desc()).limit(1)).one()
+    total = db.session.scalar(select(func.count(Batch.id))) or 0
+    return Subjects(open_batch[0].batch_number, open_batch[0].id, open_batch[1], closed.batch_number, container.code,
+                    total)
+
+
+def floor_pdf(pages: int) -> bytes:
+    """reportlab alone: ``pages`` pages of plain 40-row tables."""
+    buffer = BytesIO()
+    story = []
+    for page in range(pages):
+        story += [Table([[f"row {page}.{i}", "value", "unit", "limit", "by", "at"] for i in range(40)]), PageBreak()]
+    SimpleDocTemplate(buffer, pagesize=A4).build(story)
+    return buffer.getvalue()
+
+
+def timed(work, runs: int) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        work()
+        times.append((time.perf_counter() - began) * 1000)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("database_url", help="a database made by benchmarks/facility_data.py")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    options = parser.parse_args()
+    os.environ.update(DATABASE_URL=options.database_url, SECRET_KEY=SECRET)
+    app = create_app()
+    with app.app_context():
+        subject = subjects()
+        containers = list(db.session.scalars(select(Container).where(Container.batch_id == subject.open_batch_id)))
+        now = datetime.now(UTC)
+        labels = [label_data(c, reprint=False, now=now) for c in containers]
+        hundred = (labels * (100 // len(labels) + 1))[:100]
+        label_ms = timed(lambda: render_label_sheet(hundred), options.rounds)
+        db.session.rollback()
+        dialect = db.engine.dialect.name
+    print(f"{subject.batches:,} batches on {dialect}; open batch {subject.open_batch} "
+          f"({subject.counts} expansion values), shipped batch {subject.closed_batch}\n")
+    pages = {
+        "batch page": ("tech1", f"/batches/{subject.open_batch}"),
+        **{f"dashboard ({user})": (user, "/") for user in ROLES},
+        "scan of a batch code (redirect)": ("tech1", f"/scan?code={subject.open_batch}"),
+        "scan of a container code (redirect)": ("tech1", f"/scan?code={subject.container}"),
+        "audit screen": ("qa1", "/audit"),
+        "batch list": ("qa1", "/batches"),
+        "executed batch record (PDF)": ("qa1", f"/batches/{subject.closed_batch}/record.pdf"),
+    }
+    results = {name: Timings() for name in pages}
+    record_pages = 0
+    with served("lab:create_app()", options.database_url, options.workers) as port, \
+            served("benchmarks.bare_app:create_app()", options.database_url, options.workers) as bare_port:
+        clients = {user: Client(port) for user in ROLES}
+        for user, client in clients.items():
+            client.sign_in(user)
+        bare = Client(bare_port)
+        for _ in range(options.rounds + 1):  # the first round warms both apps up and is not counted
+            for name, (user, path) in pages.items():
+                status, body, elapsed, _ = clients[user].request("GET", path)
+                assert status in (200, 302), f"{name}: {status}"
+                record_pages = body.count(b"/Type /Page\n") or body.count(b"/Type /Page ") or record_pages
+                _, _, floor, _ = bare.request("GET", f"/bare/{subject.open_batch_id}")
+                results[name].page.append(elapsed)
+                results[name].bare.append(floor)
+        for timing in results.values():
+            del timing.page[0], timing.bare[0]
+    print("| request | p50 | bare Flask p50 | ratio |\n|---|---|---|---|")
+    for name, timing in results.items():
+        print(timing.row(name))
+    record = statistics.median(results["executed batch record (PDF)"].page)
+    floor = timed(lambda: floor_pdf(record_pages or 18), options.rounds)
+    print(f"\nexecuted batch record: {record_pages} pages, {record:.0f} ms; reportlab alone, the same pages of "
+          f"plain tables: {floor:.0f} ms ({record / floor:.1f}x)")
+    print(f"100-label sheet, rendered: {label_ms:.0f} ms")
+    began = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "flask", "--app", "lab", "verify-audit"], cwd=ROOT, check=False,
+                   env={**os.environ, "FLASK_DEBUG": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    print(f"verify-audit, whole command: {time.perf_counter() - began:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
