@@ -86,6 +86,36 @@ def api_token() -> ApiToken:
     return token
 
 
+class BadQuery(InvalidInput):
+    """A query parameter this route does not take, or one given twice: the request itself is wrong (400)."""
+
+    status = 400
+
+
+def query_args(*allowed: str) -> dict[str, str]:
+    """The request's query parameters (trimmed), each one of ``allowed`` and given once; an
+    unknown one is refused (400, naming it) rather than ignored, so a misspelt filter is not
+    silently a list of everything."""
+    errors = {name: f"Unknown query parameter; this route takes {', '.join(allowed) or 'none'}."
+              for name in request.args if name not in allowed}
+    errors.update({name: "Given more than once; give it once." for name in request.args
+                   if name in allowed and len(request.args.getlist(name)) > 1})
+    if errors:
+        raise BadQuery(f"The query was not understood: {', '.join(sorted(errors))}.", errors)
+    return {name: request.args[name].strip() for name in request.args}
+
+
+def limit_arg(args: Mapping[str, str], *, default: int, maximum: int) -> int:
+    """The ``limit`` parameter of a paged list: 1 to ``maximum``, ``default`` when absent."""
+    text = args.get("limit", "")
+    if not text:
+        return default
+    if not (text.isascii() and text.isdigit() and len(text) <= 6 and 1 <= int(text) <= maximum):
+        raise InvalidInput("The limit was not understood.",
+                           {"limit": f"{text[:20]!r} is not a whole number from 1 to {maximum} (default {default})."})
+    return int(text)
+
+
 def require_write() -> None:
     """Refuse (403) a read token's write."""
     if api_token().scope != "write":
