@@ -21,6 +21,7 @@ from lab.models import Patient, Shipment, ShipmentReceipt
 ALLOWED_ENDPOINTS = frozenset({
     "main.dashboard", "main.login", "main.logout", "main.scan", "static",
     "patients.index",  # filtered to the clinician's site by the view
+    "api_tokens.mine", "api_tokens.revoke",  # their own API tokens (the API applies their role and site)
 })
 #: Whole blueprints of the clinic's work (their views check the shipment's or bag's site).
 ALLOWED_BLUEPRINTS = frozenset({"account", "shipments", "bedside", "notices"})

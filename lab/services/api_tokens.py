@@ -38,9 +38,37 @@ def secret_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
+#: What a token's list says of it, and what the administrators' list filters on.
+TOKEN_STATUSES = ("live", "expired", "revoked")
+#: The administrators' list shows at most this many tokens, newest first.
+LIST_LIMIT = 500
+
+
+def status_of(token: ApiToken, *, now: datetime | None = None) -> str:
+    """"revoked", "expired" or "live" (one of TOKEN_STATUSES)."""
+    if token.revoked_at is not None:
+        return "revoked"
+    return "live" if token.expires_at > (now or utcnow()) else "expired"
+
+
+def all_tokens(*, user: User | None = None, status: str | None = None, now: datetime | None = None,
+               limit: int = LIST_LIMIT) -> list[ApiToken]:
+    """Everyone's tokens (the administrators' list), newest first, of ``user`` and in ``status`` if given."""
+    now = now or utcnow()
+    query = select(ApiToken).order_by(ApiToken.created_at.desc(), ApiToken.id.desc()).limit(limit)
+    if user is not None:
+        query = query.where(ApiToken.user_id == user.id)
+    if status == "revoked":
+        query = query.where(ApiToken.revoked_at.is_not(None))
+    elif status in ("live", "expired"):
+        unexpired = ApiToken.expires_at > now
+        query = query.where(ApiToken.revoked_at.is_(None), unexpired if status == "live" else ~unexpired)
+    return list(db.session.scalars(query))
+
+
 def live_tokens(user: User, *, now: datetime | None = None) -> list[ApiToken]:
     now = now or utcnow()
-    return [t for t in tokens_of(user) if t.revoked_at is None and t.expires_at > now]
+    return [t for t in tokens_of(user) if status_of(t, now=now) == "live"]
 
 
 def tokens_of(user: User) -> list[ApiToken]:

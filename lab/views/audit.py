@@ -148,7 +148,8 @@ def _csv(header: str, filters: TrailFilter) -> Iterator[str]:
 
 
 def _cells(row: Row[Any]) -> list[str]:
-    values = (row.id, f"{row.occurred_at:%Y-%m-%dT%H:%M:%S.%fZ}", row.actor_username, row.action, row.operation,
+    user = f"{row.actor_username} via {row.via}" if row.via else row.actor_username  # as the page says it
+    values = (row.id, f"{row.occurred_at:%Y-%m-%dT%H:%M:%S.%fZ}", user, row.action, row.operation,
               row.table_name, row.row_id, row.field, row.old_value, row.new_value, row.reason, row.batch_number,
               row.prev_hash, row.hash)
     return [_safe("" if value is None else str(value)) for value in values]
