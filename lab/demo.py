@@ -32,6 +32,7 @@ from lab.services.signatures import Credentials
 from lab.services.site_receipt import ReceiptInput, receive_shipment, store_logger_file
 from lab.services.sites import SiteInput, register_site
 from lab.services.steps import correct_value, record_step, verify_entry
+from lab.services.submissions import submit_step
 from lab.services.users import create_user
 from workflows.definition import load_definition_text
 from workflows.formatting import format_datetime
@@ -490,6 +491,13 @@ def _complete(cast: Cast, batch: Batch, start: datetime) -> Story:
 def _expanding(cast: Cast, batch: Batch, start: datetime) -> Story:
     yield from cast.recorder.steps(batch, start, until="harvest", expansion=COUNTS[:2] + (
         {"culture_day": "6", "viable_cells": "1.3e9", "viability_pct": "92"},))
+    # Day 7's count, sent by the cell counter in tech1's name: it waits for a technician's signature. (Without
+    # an API token: a token's expiry would be a stored time in the future of the demo's history.)
+    when = count_time(start, 7) - timedelta(hours=1)
+    yield when
+    submit_step(batch, "expansion", {"viable_cells": "1.45e9", "viability_pct": "91"}, comment="Cell counter NC-202",
+                actor=cast.people["tech1"], token=None, expected_version=None, sample_id=f"{batch.batch_number}-D7",
+                measured_at=when, now=when)
 
 
 def _harvest_unverified(cast: Cast, batch: Batch, start: datetime) -> Story:

@@ -39,6 +39,10 @@ class WrongMediaType(LabError):
     status = 415
 
 
+class TooLarge(LabError):
+    status = 413
+
+
 def is_api_request() -> bool:
     return request.path.startswith(PREFIX)
 
@@ -142,11 +146,12 @@ def json_body(fields: Mapping[str, type | tuple[type, ...]], *, required: tuple[
     if request.mimetype != "application/json":
         raise WrongMediaType(f"Send the body as JSON with “Content-Type: application/json” (it came as "
                              f"“{request.mimetype or 'nothing'}”).")
+    too_large = TooLarge(f"The body is larger than {MAX_JSON_BYTES // 1024} KiB: nothing was saved.")
     if (request.content_length or 0) > MAX_JSON_BYTES:
-        raise InvalidInput(f"The body is larger than {MAX_JSON_BYTES // 1024} KiB.")
+        raise too_large
     raw = request.get_data(cache=True)
     if len(raw) > MAX_JSON_BYTES:
-        raise InvalidInput(f"The body is larger than {MAX_JSON_BYTES // 1024} KiB.")
+        raise too_large
     try:
         data = json.loads(raw.decode("utf-8"), parse_float=_finite, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as error:

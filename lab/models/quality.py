@@ -46,6 +46,8 @@ class Deviation(Audited, Model):
     opened_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     #: The QC result that opened it (source ``oos``).
     result_id: Mapped[int | None] = mapped_column(ForeignKey("qc_results.id"))
+    #: The instrument's or LIMS's submission whose value opened it, before anyone signed the value.
+    submission_id: Mapped[int | None] = mapped_column(ForeignKey("submissions.id"))
     classification: Mapped[str | None] = mapped_column(String(16))  # one of CLASSIFICATIONS
     root_cause: Mapped[str | None] = mapped_column(Text)
     impact: Mapped[str | None] = mapped_column(Text)  # on this batch, its patient and other batches

@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 from lab import audit
 from lab.exceptions import InvalidInput, StepNotAllowed
 from lab.extensions import db
-from lab.models import Batch, Deviation, QcResult, StepEntry, User, utcnow
+from lab.models import Batch, Deviation, QcResult, StepEntry, Submission, User, utcnow
 from lab.models.quality import CLASSIFICATIONS
 from lab.permissions import require
 from lab.services.sequences import next_deviation_number
@@ -61,8 +61,9 @@ class DeviationFilter:
 
 def open_deviation(batch: Batch, *, source: str, title: str, actor: User, now: datetime, description: str = "",
                    entry: StepEntry | None = None, field_key: str | None = None,
-                   result: QcResult | None = None) -> Deviation:
-    """Open a deviation of ``batch`` from ``source`` (a key of SOURCES), numbered DEV-<year>-<n>.
+                   result: QcResult | None = None, submission: Submission | None = None) -> Deviation:
+    """Open a deviation of ``batch`` from ``source`` (a key of SOURCES), numbered DEV-<year>-<n>;
+    ``submission``: the values that opened it came from an instrument or a LIMS, not signed yet.
 
     For services that detect a departure (an out-of-limit value, an OOS result, a custody
     mismatch). Call inside the caller's ``audit.action``; it flushes nothing.
@@ -71,7 +72,8 @@ def open_deviation(batch: Batch, *, source: str, title: str, actor: User, now: d
         raise ValueError(f"unknown deviation source {source!r}")
     deviation = Deviation(number=next_deviation_number(now), batch=batch, entry=entry, field_key=field_key,
                           result=result, source=source, title=title[:255], description=description,
-                          opened_at=now, opened_by_id=actor.id)
+                          opened_at=now, opened_by_id=actor.id,
+                          submission_id=submission.id if submission is not None else None)
     db.session.add(deviation)
     return deviation
 

@@ -15,12 +15,14 @@ both values (in the OOS deviation when it also fails its specification).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 
 from lab import audit
 from lab.exceptions import InvalidInput, StepNotAllowed
 from lab.extensions import db
-from lab.models import Batch, QcResult, User, utcnow
+from lab.models import Batch, Deviation, QcResult, User, utcnow
 from lab.permissions import require
 from lab.services.batch_state import automatic_state, move, touch
 from lab.services.deviations import open_deviation
@@ -48,16 +50,19 @@ from workflows.release import (
 
 def record_result(batch: Batch, test_key: str, text: str, *, comment: str, actor: User,
                   credentials: Credentials, now: datetime | None = None,
-                  expected_version: int | None = None) -> QcResult:
+                  expected_version: int | None = None,
+                  opened: Mapping[tuple[str, str], Deviation] | None = None) -> QcResult:
     """Record a result of release test ``test_key``, signed by ``actor`` as performed.
 
     Raises KeyError (no such test), NotAllowed (role), StepNotAllowed (the batch's state,
     the test already has its final result, or its target is not recorded yet), InvalidInput
     (the result's type, unit or range; the comment) or SignatureError. Nothing is written
-    on refusal.
+    on refusal. ``opened``: deviations already open for a result of this test (test key,
+    canonical text), opened when an instrument submitted it (lab.services.submissions): that
+    result, recorded unchanged, is named in the deviation instead of opening a second one.
     """
     return _record(batch, test_key, text, computed=False, comment=comment, actor=actor, credentials=credentials,
-                   now=now, expected_version=expected_version)
+                   now=now, expected_version=expected_version, opened=opened)
 
 
 def record_computed_result(batch: Batch, test_key: str, *, comment: str, actor: User, credentials: Credentials,
@@ -74,16 +79,15 @@ def record_computed_result(batch: Batch, test_key: str, *, comment: str, actor: 
 
 
 def _record(batch: Batch, test_key: str, text: str, *, computed: bool, comment: str, actor: User,
-            credentials: Credentials, now: datetime | None, expected_version: int | None) -> QcResult:
+            credentials: Credentials, now: datetime | None, expected_version: int | None,
+            opened: Mapping[tuple[str, str], Deviation] | None = None) -> QcResult:
     now = now or utcnow()
     definition = definition_for(batch)
     test = definition.release_test(test_key)
     require(actor, "record_result", "record QC results")
     lock_batch(batch, expected_version)
-    current = current_results(batch).get(test_key)
     basis = release_basis(batch, test, definition)
-    refusal = (result_refusal(definition, test, batch.state, as_current(current) if current else None)
-               or (computed_refusal(test, basis) if computed else basis_refusal(test, basis)))
+    refusal = new_result_refusal(batch, definition, test, basis, computed=computed)
     if refusal:
         raise StepNotAllowed(refusal)
     comment = _clean(comment, "comment")
@@ -92,14 +96,23 @@ def _record(batch: Batch, test_key: str, text: str, *, computed: bool, comment: 
         text = computed_result_text(basis)
         origin = f"Computed from the batch record ({' and '.join(basis.steps)}): {test.computed}."
         comment = f"{origin}\n{comment}" if comment else origin
-    check = _checked(test, text, basis)
+    check = checked_result(test, text, basis)
     reauthenticate(actor, credentials, meaning="performed", subject=f"{test.title} result of batch "
                    f"{batch.batch_number}", batch_id=batch.id)
     with audit.action("result.record", actor=actor, reason=comment or None):
         result = _new_result(batch, test, check, actor, now, comment=comment or None,
                              late=_after_release(batch, definition))
-        _follow_up(batch, definition, test, result, check, actor, now, previous=None)
+        _follow_up(batch, definition, test, result, check, actor, now, previous=None, opened=opened)
     return result
+
+
+def new_result_refusal(batch: Batch, definition: ProcessDefinition, test: ReleaseTestSpec, basis: Basis | None, *,
+                       computed: bool = False) -> str | None:
+    """Why a new result of ``test`` cannot be recorded now (the batch's state, a final result
+    already there, its target or the values it is computed from not recorded yet), else None."""
+    current = current_results(batch).get(test.key)
+    return (result_refusal(definition, test, batch.state, as_current(current) if current else None)
+            or (computed_refusal(test, basis) if computed else basis_refusal(test, basis)))
 
 
 def correct_result(batch: Batch, result: QcResult, text: str, *, reason: str, actor: User,
@@ -121,7 +134,7 @@ def correct_result(batch: Batch, result: QcResult, text: str, *, reason: str, ac
     reason = _clean(reason, "reason")
     if not reason:
         raise InvalidInput("A reason is required.", {"reason": "Say why the result is corrected."})
-    check = _checked(test, text, release_basis(batch, test, definition))
+    check = checked_result(test, text, release_basis(batch, test, definition))
     if check.text == result.text:
         raise InvalidInput("No change.", {"value": "The corrected result is the same as the current one."})
     reauthenticate(actor, credentials, meaning="corrected", subject=f"correction of the {test.title} result "
@@ -133,7 +146,8 @@ def correct_result(batch: Batch, result: QcResult, text: str, *, reason: str, ac
     return corrected
 
 
-def _checked(test: ReleaseTestSpec, text: str, basis: Basis | None) -> ResultCheck:
+def checked_result(test: ReleaseTestSpec, text: str, basis: Basis | None) -> ResultCheck:
+    """The result judged against its specification; InvalidInput (on ``value``) when refused."""
     try:
         return check_result(test, text, basis)
     except ResultRefused as error:
@@ -159,21 +173,42 @@ def _new_result(batch: Batch, test: ReleaseTestSpec, check: ResultCheck, actor: 
     return result
 
 
-def _follow_up(batch: Batch, definition: ProcessDefinition, test: ReleaseTestSpec, result: QcResult,
-               check: ResultCheck, actor: User, now: datetime, *, previous: QcResult | None) -> None:
-    """Sign the result; a failure opens a deviation (one open per test) and, after release,
-    puts the batch on hold; a result far from the computed value opens one too (in the OOS
-    deviation when it also fails); otherwise the automatic transitions may move the batch on."""
-    sign(result, actor=actor, meaning="corrected" if previous else "performed", now=now)
-    why = result.comment or result.reason or ""
+@dataclass(frozen=True)
+class DueDeviation:
+    """The deviation a result opens: its source, title and description."""
+
+    source: str
+    title: str
+    description: str
+
+
+def deviation_due(batch: Batch, definition: ProcessDefinition, test: ReleaseTestSpec, check: ResultCheck,
+                  why: str) -> DueDeviation | None:
+    """The deviation a result judged ``check`` opens, or None: a failure (one open per test), or a
+    result far from the computed value (in the OOS deviation when it also fails)."""
     if check.verdict == FAIL and not _open_deviation(batch, test.key, "oos"):
         title = (f"Late failing result after release: {check.message}" if _after_release(batch, definition)
                  else f"Out of specification: {check.message}")
-        open_deviation(batch, source="oos", title=title, description="\n".join(filter(None, (check.discrepancy, why))),
-                       result=result, actor=actor, now=now)
-    elif check.discrepancy and check.verdict != FAIL and not _open_deviation(batch, test.key, "limit"):
-        open_deviation(batch, source="limit", title=check.discrepancy, description=why, result=result, actor=actor,
-                       now=now)
+        return DueDeviation("oos", title, "\n".join(filter(None, (check.discrepancy, why))))
+    if check.discrepancy and check.verdict != FAIL and not _open_deviation(batch, test.key, "limit"):
+        return DueDeviation("limit", check.discrepancy, why)
+    return None
+
+
+def _follow_up(batch: Batch, definition: ProcessDefinition, test: ReleaseTestSpec, result: QcResult,
+               check: ResultCheck, actor: User, now: datetime, *, previous: QcResult | None,
+               opened: Mapping[tuple[str, str], Deviation] | None = None) -> None:
+    """Sign the result; open the deviation it is due (``deviation_due``), or name the result in
+    the one its submission opened (``opened``); a failure after release puts the batch on hold;
+    otherwise the automatic transitions may move the batch on."""
+    sign(result, actor=actor, meaning="corrected" if previous else "performed", now=now)
+    due = deviation_due(batch, definition, test, check, result.comment or result.reason or "")
+    known = (opened or {}).get((test.key, result.text))
+    if due and known is not None and known.source == due.source:
+        known.result = result
+    elif due:
+        open_deviation(batch, source=due.source, title=due.title, description=due.description, result=result,
+                       actor=actor, now=now)
     if check.verdict == FAIL:  # after shipment, every site the product went to is told (issue 15)
         notify_late_failure(result, now=now)
     state = state_after_result(definition, batch.state, check) or automatic_state(batch, definition)

@@ -25,6 +25,7 @@ from lab.exceptions import (
 from lab.extensions import db
 from lab.models import (
     Batch,
+    Deviation,
     Equipment,
     MaterialLot,
     StepEntry,
@@ -97,7 +98,7 @@ def _conflict(batch_id: int) -> ConcurrentChangeError:
     return ConcurrentChangeError(batch.updated_by.full_name, batch.updated_at, batch.updated_by_id)
 
 
-def _resolve_codes(step: StepSpec, raw: Mapping[str, str]) -> tuple[
+def resolve_codes(step: StepSpec, raw: Mapping[str, str]) -> tuple[
         dict[str, LotInfo | None], dict[str, EquipmentInfo | None], dict[str, int]]:
     """Look up the lot and equipment codes typed into ``step``'s fields.
 
@@ -123,7 +124,7 @@ def _resolve_codes(step: StepSpec, raw: Mapping[str, str]) -> tuple[
     return lots, equipment, ids
 
 
-def _clean_comment(comment: str) -> str:
+def clean_comment(comment: str) -> str:
     comment = comment.strip()
     if len(comment) > MAX_COMMENT:
         raise InvalidInput("Comment too long.", {"comment": f"Use at most {MAX_COMMENT} characters."})
@@ -169,9 +170,13 @@ def _subject(step: StepSpec, batch: Batch) -> str:
 
 def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment: str,
                 expected_version: int | None, actor: User, credentials: Credentials,
-                now: datetime | None = None) -> StepEntry:
+                now: datetime | None = None, opened: Mapping[tuple[str, str], Deviation] | None = None) -> StepEntry:
     """Record one entry of ``step_key`` from the text typed on the form, signed by ``actor``
     as performed (21 CFR 11.50; ``credentials`` re-entered, 11.200).
+
+    ``opened``: deviations already open for values of this entry (field key, canonical text),
+    opened when an instrument submitted them (lab.services.submissions): such a value, recorded
+    unchanged, names its entry in that deviation instead of opening a second one.
 
     Raises NotAllowed (role), StepNotAllowed (order, state), ConcurrentChangeError (the
     batch changed since the form was built), EntryRefused (invalid values, or a comment
@@ -189,9 +194,9 @@ def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment:
         # shows only now, as the step being taken. Say who took it, as a lost race.
         lock_batch(batch, expected_version)
         raise StepNotAllowed(refusal)
-    comment = _clean_comment(comment)
+    comment = clean_comment(comment)
     raw = with_batch_dose(batch, step, raw)  # the dose chosen at scheduling, not typed again
-    lots, equipment, ids = _resolve_codes(step, raw)
+    lots, equipment, ids = resolve_codes(step, raw)
     known = containers.resolve(batch, definition, step, raw)
     result = validate_entry(step, raw, entry_context(batch, definition, now=now, lots=lots, equipment=equipment,
                                                      containers=known))
@@ -219,6 +224,10 @@ def record_step(batch: Batch, step_key: str, raw: Mapping[str, str], *, comment:
                 entry.values.append(_new_value(step.field(fv.key).type, fv, ids,
                                                recorded_at=now, recorded_by_id=actor.id))
             for fv in result.exceptions:
+                known = (opened or {}).get((fv.key, fv.text))
+                if known is not None:
+                    known.entry = entry
+                    continue
                 open_deviation(batch, source="limit", title=f"{step.title}: {fv.message}", description=comment,
                                entry=entry, field_key=fv.key, actor=actor, now=now)
             if result.window_message:
@@ -272,7 +281,7 @@ def correct_value(batch: Batch, entry: StepEntry, field_key: str, new_text: str,
     old = current.get(field_key)
     raw = {key: value.text for key, value in current.items()}
     raw[field_key] = new_text
-    lots, equipment, ids = _resolve_codes(step, {field_key: new_text})
+    lots, equipment, ids = resolve_codes(step, {field_key: new_text})
     ctx = entry_context(batch, definition, now=entry.performed_at, exclude=entry, lots=lots, equipment=equipment)
     result = validate_entry(step, raw, ctx)
     if field_key in result.errors:

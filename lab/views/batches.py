@@ -22,8 +22,10 @@ from lab.services.release_status import quality_record
 from lab.services.signatures import current_values
 from lab.services.step_context import step_context
 from lab.services.steps import EntryRefused, correct_value, record_step, self_verification, verify_entry
+from lab.services.submissions import pending_of, recorded_from
 from lab.services.timeline import batch_timeline
 from lab.views import signing
+from lab.views.submissions import submission_named, view_of
 from labels.chart import expansion_svg
 from workflows.codes import CodeError, CodeKind, parse_code
 from workflows.engine import can_start
@@ -72,7 +74,7 @@ def detail(batch_number: str) -> str:
     expansion = expansion_chart(batch, overview.definition)
     return render_template("batches/detail.html", overview=overview, quality=quality,
                            current=current_step(overview.steps), timeline=batch_timeline(overview, quality),
-                           expansion=expansion,
+                           expansion=expansion, waiting=[view_of(s) for s in pending_of(batch)],
                            expansion_svg=Markup(expansion_svg(expansion)) if expansion else None)
 
 
@@ -82,25 +84,27 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
     step = get_step_or_404(batch, step_key)
     require_role(current_user, step.role, f"record {step.title}")
     form = StepEntryForm(batch_version=batch.version)
+    submission = submission_named(batch, "step", step_key)  # values an instrument sent, to check and sign
     raw = {f.key: request.form.get(f"field-{f.key}", "") for f in step.fields}
     if request.method == "GET":  # defaults, or what a scan filled in (/scan of a container)
         raw = {f.key: request.args.get(f"field-{f.key}", f.default or "")[:200] for f in step.fields}
-        raw = with_batch_dose(batch, step, raw)  # the dose chosen at scheduling, not typed again
+        raw = with_batch_dose(batch, step, {**raw, **(submission.values if submission else {})})  # the dose chosen at scheduling, not typed again
         definition = definition_for(batch)
         blocked = can_start(definition, step_key, batch_progress(batch, definition), batch.state)
         if blocked:
             raise StepNotAllowed(blocked)
         return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw,
                                errors={}, result=None, definition=definition,
-                               step_info=step_context(batch, definition, step))
+                               step_info=step_context(batch, definition, step), submission=submission)
     errors: dict[str, str] = {}
     result: EntryResult | None = None
     status = 422
     if form.validate_on_submit():
         try:
-            outcome = signing.attempt(form, lambda: record_step(
+            outcome = signing.attempt(form, lambda: recorded_from(submission, lambda opened: record_step(
                 batch, step_key, raw, comment=form.comment.data or "", expected_version=form.batch_version.data,
-                actor=current_user, credentials=signing.credentials(form)), passthrough=(EntryRefused,))
+                actor=current_user, credentials=signing.credentials(form), opened=opened), actor=current_user),
+                passthrough=(EntryRefused,))
         except EntryRefused as error:
             db.session.rollback()
             errors, result = error.errors, error.result
@@ -123,7 +127,8 @@ def record(batch_number: str, step_key: str) -> str | Response | tuple[str, int]
         form.comment.errors = [errors.pop("comment")]
     definition = definition_for(batch)
     return render_template("batches/record.html", batch=batch, step=step, form=form, raw=raw, errors=errors,
-                           result=result, definition=definition, step_info=step_context(batch, definition, step)), status
+                           result=result, definition=definition, step_info=step_context(batch, definition, step),
+                           submission=submission), status
 
 
 @bp.route("/<batch_number>/entries/<int:entry_id>/fields/<field_key>/correct", methods=["GET", "POST"])

@@ -30,9 +30,11 @@ from lab.services.release_status import (
 from lab.services.results import correct_result, record_computed_result, record_result
 from lab.services.review import review_batch
 from lab.services.rfic import rfic_data
+from lab.services.submissions import Opened, recorded_from
 from lab.views import signing
 from lab.views.batches import get_batch_or_404
 from lab.views.records import issue_copy
+from lab.views.submissions import submission_named
 from labels.coa import render_coa
 from labels.digest import sha256_hex
 from labels.rfic import render_rfic
@@ -92,10 +94,12 @@ def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]
     definition = definition_for(batch)
     test = _test_or_404(definition, test_key)
     require(current_user, "record_result", "record QC results")
-    form = ResultForm(batch_version=batch.version)
+    submission = submission_named(batch, "result", test_key)  # a result an instrument sent, to check and sign
+    form = ResultForm(batch_version=batch.version, value=submission.values.get("value") if submission else None)
     status = 200
     if form.validate_on_submit():
-        outcome = signing.attempt(form, lambda: _record(batch, test_key, form))
+        outcome = signing.attempt(form, lambda: recorded_from(
+            submission, lambda opened: _record(batch, test_key, form, opened), actor=current_user))
         if (result := outcome.value) is not None:
             flash(result.message, "error" if result.verdict == "fail" else "success")
             for deviation in _result_deviations(result):
@@ -118,15 +122,15 @@ def record(batch_number: str, test_key: str) -> str | Response | tuple[str, int]
     return render_template("quality/record.html", batch=batch, test=test, form=form,
                            specification=spec_text(test, basis), basis=basis,
                            computed=format_quantity(basis.computed, test.unit) if basis and basis.computed else "",
-                           current=current_results(batch).get(test_key)), status
+                           current=current_results(batch).get(test_key), submission=submission), status
 
 
-def _record(batch: Batch, test_key: str, form: ResultForm) -> QcResult:
+def _record(batch: Batch, test_key: str, form: ResultForm, opened: Opened) -> QcResult:
     """The result the form asks for: the computed value, or the value typed (not both)."""
     common = {"comment": form.comment.data or "", "actor": current_user, "credentials": signing.credentials(form),
               "expected_version": form.batch_version.data}
     if not request.form.get("use_computed"):
-        return record_result(batch, test_key, form.value.data or "", **common)
+        return record_result(batch, test_key, form.value.data or "", opened=opened, **common)
     if (form.value.data or "").strip():
         raise InvalidInput("The result was not recorded.", {
             "value": "Either type a measured result or record the computed one, not both: clear this field."})

@@ -70,6 +70,11 @@ def upgrade():
     with op.batch_alter_table('submissions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_submissions_batch_id'), ['batch_id'], unique=False)
 
+    with op.batch_alter_table('deviations', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('submission_id', sa.Integer(), nullable=True))
+        batch_op.create_foreign_key(batch_op.f('fk_deviations_submission_id_submissions'), 'submissions',
+                                    ['submission_id'], ['id'])
+
     # A column added to the append-only trail: adding a column is not an UPDATE, and the
     # triggers stay in place (on SQLite, no batch mode: that would copy the table).
     op.add_column('audit_events', sa.Column('via', sa.String(length=128), nullable=True))
@@ -77,6 +82,9 @@ def upgrade():
 
 def downgrade():
     op.drop_column('audit_events', 'via')
+    with op.batch_alter_table('deviations', schema=None) as batch_op:
+        batch_op.drop_constraint(batch_op.f('fk_deviations_submission_id_submissions'), type_='foreignkey')
+        batch_op.drop_column('submission_id')
     with op.batch_alter_table('submissions', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_submissions_batch_id'))
     op.drop_table('submissions')
