@@ -212,6 +212,9 @@ def _entry(entry: EntryRecord) -> list[Flowable]:
     ]
     if entry.comment:
         flowables.append(_p(f"Comment: {entry.comment}", LINE))
+    if entry.original_file:
+        flowables.append(_p(f"Original instrument record: {entry.original_file.filename}, "
+                            f"SHA-256 {entry.original_file.sha256}", LINE))
     flowables += _signatures(entry.signatures)
     if entry.awaiting_verification:
         flowables.append(_p("Awaiting verification by a second person.", FLAG))

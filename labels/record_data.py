@@ -96,6 +96,15 @@ class DerivedRecord:
 
 
 @dataclass(frozen=True)
+class OriginalFile:
+    """The instrument's file an entry's values came from (a cell counter's export), kept with the
+    record: its name and SHA-256, which a copy of the file is checked against."""
+
+    filename: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class EntryRecord:
     occurrence: int
     performed_by: str
@@ -105,6 +114,8 @@ class EntryRecord:
     derived: tuple[DerivedRecord, ...]
     signatures: tuple[Signed, ...]
     awaiting_verification: bool
+    #: The file the values were imported from (None: typed in the form).
+    original_file: OriginalFile | None = field(default=None, metadata=ABSENT_WHEN_NONE)
 
     def __post_init__(self) -> None:
         check_aware("performed_at", self.performed_at)

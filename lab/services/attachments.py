@@ -1,4 +1,5 @@
-"""Accepting an uploaded file as an attachment: PDF or image only, size-limited, hashed.
+"""Accepting an uploaded file as an attachment: PDF or image only, size-limited, hashed (``keep``
+also takes a text file its caller has parsed, such as a cell counter's CSV export).
 
 The type is decided from the file's first bytes (its signature), so a renamed executable
 or HTML page is refused whatever its name or the Content-Type the browser sent.
@@ -57,8 +58,18 @@ def store(stream: IO[bytes], filename: str | None, *, field: str, actor: User, n
     if kind is None:
         raise InvalidInput("The file is not a PDF or an image.", {
             field: f"{_clean_filename(filename)} is not {ACCEPTED}: attach the certificate as one of those."})
-    attachment = Attachment(filename=_clean_filename(filename), content_type=kind, size=len(content),
-                            sha256=hashlib.sha256(content).hexdigest(), content=content,
-                            uploaded_at=now, uploaded_by_id=actor.id)
+    return keep(content, filename, content_type=kind, actor=actor, now=now)
+
+
+def keep(content: bytes, filename: str | None, *, content_type: str, actor: User, now: datetime) -> Attachment:
+    """A new Attachment of ``content``, added to the session, whose type the caller has decided:
+    ``store`` from the file's signature, a reader of a text format (a counter's CSV export,
+    ``text/csv``) by parsing it. Call inside ``audit.action``."""
+    attachment = Attachment(filename=_clean_filename(filename), content_type=content_type, size=len(content),
+                            sha256=sha256_of(content), content=content, uploaded_at=now, uploaded_by_id=actor.id)
     db.session.add(attachment)
     return attachment
+
+
+def sha256_of(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()

@@ -12,7 +12,7 @@ from flask import current_app
 from sqlalchemy import select
 
 from lab.extensions import db
-from lab.models import AuditEvent, Batch, Container, QcResult, Signature, StepValue
+from lab.models import Attachment, AuditEvent, Batch, Container, QcResult, Signature, StepValue, Submission
 from lab.services.deviations import SOURCES
 from lab.services.expansion import expansion_chart
 from lab.services.labels import bag_dose, label_dates
@@ -31,6 +31,7 @@ from labels.record_data import (
     DeviationRecord,
     EntryRecord,
     FieldRecord,
+    OriginalFile,
     ReleaseTestRecord,
     ResultRecord,
     Signed,
@@ -54,6 +55,7 @@ def batch_record(batch: Batch) -> BatchRecordData:
     definition = overview.definition
     quality = quality_record(batch, definition)
     lots, equipment = materials_used(batch, definition)
+    files = _original_files(batch)
     return BatchRecordData(
         batch_number=batch.batch_number,
         coi=batch.patient.coi,
@@ -67,7 +69,7 @@ def batch_record(batch: Batch) -> BatchRecordData:
         state=definition.states.get(batch.state, batch.state),
         started_at=batch.created_at,
         started_by=batch.created_by.full_name,
-        steps=tuple(_step(view) for view in overview.steps),
+        steps=tuple(_step(view, files) for view in overview.steps),
         containers=tuple(_container(view, definition) for view in overview.containers),
         custody=tuple(CustodyRecord(
             occurred_at=e.occurred_at, container=e.container.code if e.container else None, event=e.event,
@@ -90,11 +92,21 @@ def _signed(signatures: list[tuple[Signature, bool]]) -> tuple[Signed, ...]:
     return tuple(Signed(s.printed_name, s.meaning, s.signed_at, valid) for s, valid in signatures)
 
 
-def _step(view: StepView) -> StepRecord:
-    return StepRecord(view.spec.key, view.spec.title, view.spec.verify, tuple(_entry(ev) for ev in view.entries))
+def _step(view: StepView, files: dict[int, OriginalFile]) -> StepRecord:
+    return StepRecord(view.spec.key, view.spec.title, view.spec.verify,
+                      tuple(_entry(ev, files.get(ev.entry.id)) for ev in view.entries))
 
 
-def _entry(view: EntryView) -> EntryRecord:
+def _original_files(batch: Batch) -> dict[int, OriginalFile]:
+    """Entry id -> the instrument file its values were imported from (a submission's counter file)."""
+    rows = db.session.execute(
+        select(Submission.entry_id, Attachment.filename, Attachment.sha256)
+        .join(Attachment, Submission.attachment_id == Attachment.id)
+        .where(Submission.batch_id == batch.id, Submission.entry_id.is_not(None)))
+    return {entry_id: OriginalFile(filename, sha256) for entry_id, filename, sha256 in rows}
+
+
+def _entry(view: EntryView, original_file: OriginalFile | None) -> EntryRecord:
     return EntryRecord(
         occurrence=view.entry.occurrence,
         performed_by=view.entry.performed_by.full_name,
@@ -104,6 +116,7 @@ def _entry(view: EntryView) -> EntryRecord:
         derived=tuple(_derived(value) for value in view.derived.values()),
         signatures=_signed(view.signatures),
         awaiting_verification=view.awaiting_verification,
+        original_file=original_file,
     )
 
 

@@ -84,7 +84,7 @@ def expansion_chart(batch: Batch, definition: ProcessDefinition | None = None) -
             seeded = _number(zero_step, reference[1], value)
     if zero_key is None:  # no seeded count: the windows still tell day 0
         zero_key = next((s.window.after for s in definition.steps if s.window is not None), None)
-    viability = _viability_field(step)
+    viability = viability_field(step)
     points = [_point(step, _Fields(step.field(CELLS_FIELD), viability), entry, seeded,
                      day=_number(step, DAY_FIELD, current_values(entry).get(DAY_FIELD)), own=True)
               for entry in counts]
@@ -93,12 +93,12 @@ def expansion_chart(batch: Batch, definition: ProcessDefinition | None = None) -
         if other.window is None or other.window.after != zero_key or other.key == step.key:
             continue
         windows.append(ExpansionWindow(other.title, other.window.min_days, other.window.max_days))
-        cells = _cells_field(other)
+        cells = cells_field(other)
         if cells is None or zero_at is None:
             continue
         for entry in by_step.get(other.key, []):
             day = culture_day(zero_at, entry.performed_at)
-            points.append(_point(other, _Fields(cells, _viability_field(other)), entry, seeded, day=day, own=False))
+            points.append(_point(other, _Fields(cells, viability_field(other)), entry, seeded, day=day, own=False))
     kept = sorted((p for p in points if p is not None), key=lambda p: (p.day, p.step != ""))
     return ExpansionChart(
         points=tuple(kept),
@@ -118,12 +118,14 @@ def _number(step: StepSpec, key: str, value: StepValue | None) -> float | None:
     return float(typed) if isinstance(typed, (int, float)) and not isinstance(typed, bool) else None
 
 
-def _viability_field(step: StepSpec) -> FieldSpec | None:
-    return next((f for f in step.fields if f.type == "number" and f.unit == "%" and f.key.startswith("viability")),
+def viability_field(step: StepSpec) -> FieldSpec | None:
+    """The step's viability: a number in % whose key says viability (``post_viability_pct``)."""
+    return next((f for f in step.fields if f.type == "number" and f.unit == "%" and "viability" in f.key),
                 None)
 
 
-def _cells_field(step: StepSpec) -> FieldSpec | None:
+def cells_field(step: StepSpec) -> FieldSpec | None:
+    """The step's viable cell count: a number of cells whose key ends in ``viable_cells``."""
     return next((f for f in step.fields if f.type == "number" and f.unit == "cells"
                  and f.key.endswith(CELLS_FIELD)), None)
 

@@ -106,7 +106,7 @@ def step_context(batch: Batch, definition: ProcessDefinition, step: StepSpec, *,
     by_step: dict[str, list[StepEntry]] = {}
     for entry in batch.entries:
         by_step.setdefault(entry.step_key, []).append(entry)
-    zero_key = _zero_step(definition, step)
+    zero_key = zero_step(definition, step)
     zero_entries = by_step.get(zero_key, []) if zero_key else []
     zero_at = zero_entries[0].performed_at if zero_entries else None  # as the engine counts windows
     day = None
@@ -135,7 +135,7 @@ def step_context(batch: Batch, definition: ProcessDefinition, step: StepSpec, *,
     return StepContext(step.repeatable, previous, last, day)
 
 
-def _zero_step(definition: ProcessDefinition, step: StepSpec) -> str | None:
+def zero_step(definition: ProcessDefinition, step: StepSpec) -> str | None:
     """The step whose recording is culture day 0 for ``step``: its window's ``after``, or the
     step a ``days_since`` field of it counts from; None when the step names neither."""
     if step.window is not None:
