@@ -15,6 +15,7 @@ from lab.demo import INCUBATOR, equipment_code, lot_code
 from lab.extensions import db
 from lab.models import Container, MaterialLot, QcResult, Site
 from lab.services.deviations import report_deviation
+from lab.services.submissions import submit_step
 from tests.factories import PASSWORD, entries, get_batch, step_values, user
 from tests.quality import record_results
 
@@ -28,6 +29,9 @@ def every_kind_of_record(app: Flask, make_batch: Callable[..., str]) -> dict[str
     with app.app_context():
         batch = get_batch(number)
         deviation = report_deviation(batch, title="Label smudged", description="Relabelled.", actor=user("tech1"))
+        # a count an instrument sent for the batch at enrichment, waiting for a signature
+        submission = submit_step(get_batch(awaiting), "enrichment", {"post_viability_pct": "95"}, comment="",
+                                 actor=user("tech1"), token=None, expected_version=None)
         with audit.action("test.setup", actor=None):
             site = Site(code="NUH-HEM", name="Northern University Hospital", address="1 Hospital Road",
                         contact="Ward desk")
@@ -40,8 +44,9 @@ def every_kind_of_record(app: Flask, make_batch: Callable[..., str]) -> dict[str
             "batch_number": awaiting, "entry_id": entries(awaiting, "receipt")[0].id, "field_key": "volume_ml",
             "step_key": "enrichment", "result_id": result.id, "test_key": result.test_key, "code": container.code,
             "number": deviation.number, "patient_ref": "SLE-02", "user_id": user("tech1").id,
-            "coi": get_batch(awaiting).patient.coi, "site_id": site.id,
+            "coi": get_batch(awaiting).patient.coi, "site_id": site.id, "submission_id": submission.id,
             "notice_id": 1,  # none exists: its pages answer 404
+            "token_id": 1,  # no API token exists: its revocation answers 404
             "filename": "celltrail.css", "text": number,
             "key": batch.definition.key, "version": batch.definition.version,  # a process version's page
             # the batch's own records: its results are in the released batch, its open entries in the other

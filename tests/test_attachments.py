@@ -25,6 +25,8 @@ from lab.sent_forms import TOKEN_FIELD, new_token
 from lab.services.attachments import store
 from tests.factories import user
 
+pytestmark = pytest.mark.requirements("MAT-3", "ALCOA-ORIGINAL")
+
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 32

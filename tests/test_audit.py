@@ -21,6 +21,8 @@ from lab.services.signatures import Credentials
 from lab.services.steps import correct_value, record_step
 from tests.factories import PASSWORD, entries, get_batch, post_step, signature, step_values, user
 
+pytestmark = pytest.mark.requirements("P11-10e", "A11-9", "A11-12.4", "ALCOA-ATTRIBUTABLE", "ALCOA-COMPLETE")
+
 
 def count(model: type) -> int:
     return db.session.scalar(select(func.count()).select_from(model)) or 0

@@ -23,6 +23,8 @@ from lab.extensions import db
 from lab.models import AuditChainHead, AuditEvent, MaterialLot
 from tests.conftest import ON_POSTGRES
 
+pytestmark = pytest.mark.requirements("P11-10a")
+
 
 def verify(app: Flask, *anchors: Path) -> Result:
     args = ["verify-audit"]

@@ -24,6 +24,8 @@ from lab.services.audit_verify import verify_chain
 from tests.conftest import ON_POSTGRES, ROLES
 from tests.factories import PASSWORD_HASH, user
 
+pytestmark = pytest.mark.requirements("P11-10e", "P11-10a")
+
 
 def trail() -> list[dict[str, Any]]:
     return [dict(row) for row in db.session.execute(select(AuditEvent.__table__).order_by(AuditEvent.id)).mappings()]

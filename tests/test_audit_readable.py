@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
@@ -21,6 +22,8 @@ from lab.models import AuditEvent, User
 from tests.conftest import PASSWORD_HASH
 from tests.factories import get_batch, page_text
 from tests.queries import statements
+
+pytestmark = pytest.mark.requirements("ALCOA-LEGIBLE", "A11-9")
 
 Login = Callable[[str], FlaskClient]
 

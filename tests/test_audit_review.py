@@ -24,7 +24,7 @@ from tests.factories import PASSWORD, get_batch, page_text, signature, user
 from tests.readback import text_of
 from tests.test_audit_anchor import add_lots, rewrite_whole_chain, verify
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("A11-9")]
 
 TODAY = datetime.now(UTC).date()
 

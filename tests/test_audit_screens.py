@@ -22,6 +22,8 @@ from tests.factories import get_batch, page_text, user
 from tests.queries import statements
 from workflows.codes import CodeKind, make_code
 
+pytestmark = pytest.mark.requirements("A11-9", "P11-10b")
+
 Login = Callable[[str], FlaskClient]
 REVIEWERS = ("qa1", "auditor1", "admin")
 OTHERS = ("tech1", "super1", "qc1")

@@ -19,6 +19,8 @@ from lab.extensions import db
 from lab.models import AuditChainHead, AuditEvent, Batch
 from tests.test_verify_audit import tamper
 
+pytestmark = pytest.mark.requirements("P11-10c", "A11-7.1")
+
 
 def run(app: Flask, *args: str) -> Result:
     return app.test_cli_runner().invoke(args=list(args))

@@ -20,7 +20,7 @@ from tests.conftest import ON_POSTGRES
 from tests.factories import PASSWORD, PASSWORD_HASH, entries, form_data, get_batch, page_text, snapshot, step_values
 
 LONG = "x" * 50_000
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("A11-5")]
 
 
 def step_form(app: Flask, number: str, step_key: str, *, comment: str = "", **overrides: str) -> dict[str, Any]:

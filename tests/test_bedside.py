@@ -24,7 +24,7 @@ from lab.services.site_receipt import ReceiptInput, receive_shipment
 from tests.factories import PASSWORD, get_batch, page_text, user
 from tests.htmlcheck import problems
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("CLIN-4")]
 
 #: When the product left the lab, arrived and was checked, before "now" (the tests' past).
 PACKED_AGO = timedelta(hours=5)

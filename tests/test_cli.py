@@ -89,6 +89,7 @@ def test_create_user_prompts_for_what_is_missing(app: Flask, runner: FlaskCliRun
         assert user("prompted").check_password("answered-pass-1")
 
 
+@pytest.mark.requirements("P11-300", "A11-12.1")
 @pytest.mark.parametrize(("options", "exit_code", "message"), [
     ({"role": "superuser"}, 2, "Invalid value for '--role'"),
     ({"role": ""}, 2, "Invalid value for '--role'"),
@@ -140,6 +141,7 @@ MALFORMED = {  # what is done to a copy of the definition -> the reason check-wo
 }
 
 
+@pytest.mark.requirements("PROC-1")
 @pytest.mark.parametrize("case", sorted(MALFORMED))
 def test_check_workflows_refuses_a_malformed_definition(app: Flask, runner: FlaskCliRunner, tmp_path: Path,
                                                         case: str) -> None:

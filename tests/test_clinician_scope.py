@@ -20,7 +20,7 @@ from lab.extensions import db
 from lab.models import Patient
 from tests.factories import patient
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("CLIN-1", "P11-10g")]
 
 Login = Callable[..., FlaskClient]
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 
+import pytest
 from flask import Flask
 from sqlalchemy import select
 
@@ -23,6 +24,8 @@ from tests.quality import close_all_deviations, post_result, record_results, rel
 from tests.readback import cells_text, text_of
 from workflows.definition import DEFINITIONS_DIR, load_definition
 from workflows.formatting import format_utc
+
+pytestmark = pytest.mark.requirements("P11-10b")
 
 DEMO_PASSWORD = "demo-password-42"
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from tests.factories import get_batch
 from tests.quality import EXCEPTIONAL, post_result, record_results, release
 from tests.readback import qr_texts, text_of
+
+pytestmark = pytest.mark.requirements("P11-10b")
 
 
 def coa_text(client, number: str) -> str:

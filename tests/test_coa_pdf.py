@@ -17,6 +17,8 @@ from labels.data import CoaBag, CoaData, CoaDeviation, CoaResult, ResultStatus, 
 from labels.text import UnprintableText
 from tests.readback import THERMAL_DPIS, decode, pages
 
+pytestmark = pytest.mark.requirements("P11-10b")
+
 # (test, method, specification, result), after DOMAIN.md §2.
 RELEASE_TESTS = [
     ("Appearance", "Visual inspection", "Colourless to slightly yellow suspension", "Slightly yellow suspension"),

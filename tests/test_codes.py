@@ -14,6 +14,8 @@ from workflows.codes import (
     parse_code,
 )
 
+pytestmark = pytest.mark.requirements("COI-1", "P11-10h")
+
 
 @pytest.mark.parametrize(
     ("data", "check"),

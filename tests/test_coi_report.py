@@ -55,6 +55,8 @@ from tests.quality import words
 from tests.readback import cells_text, qr_digest, text_of
 from workflows.formatting import format_utc
 
+pytestmark = pytest.mark.requirements("COI-5")
+
 T0 = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
 RECORD = "ab" * 32
 

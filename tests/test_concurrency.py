@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -30,6 +31,8 @@ from tests.clinic import find_shipment, ship
 from tests.conftest import ROLES, approve_processes
 from tests.factories import PASSWORD, PASSWORD_HASH, form_data, get_batch, step_values, user
 from tests.quality import record_results, release
+
+pytestmark = pytest.mark.requirements("PROC-6")
 
 
 def _setup_lab(app: Flask) -> None:
@@ -95,6 +98,7 @@ def test_concurrent_saves_of_one_step_one_wins_the_other_is_told_who(shared_app:
         assert batch.state == "in_process"
 
 
+@pytest.mark.requirements("COI-2")
 def test_concurrent_registrations_get_distinct_cois(shared_app: Flask) -> None:
     _setup_lab(shared_app)
 
@@ -134,6 +138,7 @@ def test_losing_form_keeps_its_values_and_names_who_saved_first(app: Flask, make
         assert db.session.scalar(select(func.count()).select_from(StepEntry)) == 1
 
 
+@pytest.mark.requirements("P11-300d")
 def test_simultaneous_wrong_signing_passwords_all_count_and_lock_once(shared_app: Flask) -> None:
     """20 refused signatures at once, each on its own connection, as the signing views keep
     them: every one is counted (no lost update) and the LOCKOUT_AFTER-th locks the account;

@@ -25,6 +25,8 @@ from lab.services.steps import correct_value
 from tests.factories import PASSWORD, entries, get_batch, page_text, patient, signature, signed_in, user
 from workflows.formatting import format_quantity
 
+pytestmark = pytest.mark.requirements("PROC-8", "PROC-5")
+
 WEIGHT = 64.5  # with the demo formulation (1e6 cells/kg, 2.0e6 cells/mL, 70 mL per bag): one bag
 MAX_FILL = 70.0
 TARGET = 1e6

@@ -18,6 +18,8 @@ from lab.services.signatures import current_values, entry_sha256
 from tests.factories import PASSWORD, entries, get_batch, page_text, signature, signed_in, snapshot
 from workflows.formatting import format_datetime
 
+pytestmark = pytest.mark.requirements("A11-12.4")
+
 
 def receipt_id(app: Flask, number: str) -> int:
     with app.app_context():
@@ -55,6 +57,7 @@ def receipt_state(client: FlaskClient, number: str) -> str:
 # --- corrections ---------------------------------------------------------------------------
 
 
+@pytest.mark.requirements("ALCOA-COMPLETE", "P11-10e")
 def test_a_correction_keeps_the_old_value_and_shows_it_struck_through(app, make_batch, login):
     number = make_batch(until="enrichment")
     client = login("tech1")
@@ -93,6 +96,7 @@ def test_a_correction_keeps_the_old_value_and_shows_it_struck_through(app, make_
     assert "Transcription error" in history
 
 
+@pytest.mark.requirements("ALCOA-COMPLETE", "P11-10e")
 @pytest.mark.parametrize("reason", ["", "   "])
 def test_a_correction_without_a_reason_is_refused(app, make_batch, login, reason):
     number = make_batch(until="enrichment")
@@ -133,6 +137,7 @@ def test_an_invalid_corrected_value_is_refused(app, make_batch, login, field, va
     assert snapshot(app, number) == before
 
 
+@pytest.mark.requirements("PROC-3")
 def test_correcting_into_an_out_of_limit_value_opens_a_deviation(app, make_batch, login):
     number = make_batch(until="enrichment")
     client = login("tech1")
@@ -155,6 +160,7 @@ def test_correcting_into_an_out_of_limit_value_opens_a_deviation(app, make_batch
     assert "Volume 40 mL is below the limit of 50 mL." in page
 
 
+@pytest.mark.requirements("ALCOA-COMPLETE", "P11-10e")
 def test_a_correction_to_a_verified_entry_voids_its_verification(app, make_batch, login):
     number = make_batch(until="enrichment")
     client = login("tech1")
@@ -181,6 +187,7 @@ def test_a_correction_to_a_verified_entry_voids_its_verification(app, make_batch
         assert signatures[1].content_sha256 == entry_sha256(entries(number, "receipt")[0])
 
 
+@pytest.mark.requirements("P11-10g")
 def test_a_role_that_may_not_correct_gets_403(app, make_batch, login):
     number = make_batch(until="enrichment")
     client = login("qc1")
@@ -196,6 +203,7 @@ def test_a_role_that_may_not_correct_gets_403(app, make_batch, login):
 # --- verification ------------------------------------------------------------------------------
 
 
+@pytest.mark.requirements("PROC-4", "A11-6")
 def test_verification_by_a_second_person_signs_the_entry(app, make_batch, login):
     number = make_batch(until="enrichment", verify=False)
     client = login("tech2")
@@ -225,6 +233,7 @@ def test_verification_by_a_second_person_signs_the_entry(app, make_batch, login)
     assert receipt_state(client, number) == "verified"
 
 
+@pytest.mark.requirements("PROC-13")
 def test_self_verification_is_refused(app, make_batch, login):
     number = make_batch(until="enrichment", verify=False)
     client = login("tech1")
@@ -237,6 +246,7 @@ def test_self_verification_is_refused(app, make_batch, login):
     assert snapshot(app, number) == before
 
 
+@pytest.mark.requirements("ALCOA-COMPLETE", "P11-10e")
 def test_correcting_a_value_makes_the_corrector_an_author_too(app, make_batch, login):
     number = make_batch(until="enrichment", verify=False)
     tech2 = login("tech2")
@@ -255,6 +265,7 @@ def test_correcting_a_value_makes_the_corrector_an_author_too(app, make_batch, l
         assert signature.printed_name == "Sam Supervisor"
 
 
+@pytest.mark.requirements("PROC-4", "A11-6")
 @pytest.mark.parametrize(("password", "status", "message"), [
     ("wrong-password", 403, "The password is wrong: nothing was signed."),
     ("", 422, "Enter your password to sign."),
@@ -274,6 +285,7 @@ def test_a_wrong_or_empty_password_signs_nothing(app, make_batch, login, passwor
         assert db.session.scalar(select(func.count()).select_from(select(Signature).where(Signature.meaning == "verified").subquery())) == 0
 
 
+@pytest.mark.requirements("PROC-4", "A11-6")
 def test_an_entry_is_verified_once(app, make_batch, login):
     number = make_batch(until="enrichment", verify=False)
     assert verify(app, login("tech2"), number).status_code == 302
@@ -286,6 +298,7 @@ def test_an_entry_is_verified_once(app, make_batch, login):
         assert snapshot(app, number) == before
 
 
+@pytest.mark.requirements("P11-10g")
 @pytest.mark.parametrize("username", ["qc1", "auditor1", "admin"])
 def test_a_role_that_may_not_verify_gets_403(app, make_batch, login, username):
     number = make_batch(until="enrichment", verify=False)
@@ -298,6 +311,7 @@ def test_a_role_that_may_not_verify_gets_403(app, make_batch, login, username):
     assert snapshot(app, number) == before
 
 
+@pytest.mark.requirements("PROC-4", "A11-6")
 def test_a_step_without_verification_cannot_be_verified(app, make_batch, login):
     number = make_batch(until="activation")
     client = login("tech2")

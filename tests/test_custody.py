@@ -3,6 +3,7 @@ another patient or batch is refused, and only its mismatch is kept."""
 
 from __future__ import annotations
 
+import pytest
 from flask import Flask
 from sqlalchemy import func, select
 
@@ -10,6 +11,8 @@ from lab.demo import LN2_FREEZER, PROCESSOR, equipment_code
 from lab.extensions import db
 from lab.models import AuditEvent, Container, CustodyEvent, StepEntry
 from tests.factories import entries, get_batch, page_text, post_step, signature, snapshot
+
+pytestmark = pytest.mark.requirements("COI-3", "COI-4")
 
 
 def container(app: Flask, number: str, kind: str) -> str:

@@ -13,6 +13,8 @@ from lab.extensions import db
 from lab.models import Batch
 from workflows.definition import DEFINITIONS_DIR
 
+pytestmark = pytest.mark.requirements("A11-10", "PROC-2")
+
 SOURCE = DEFINITIONS_DIR / "cd19_car_t_v1.toml"
 
 

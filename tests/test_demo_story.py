@@ -28,6 +28,8 @@ from workflows.engine import typed_value
 from workflows.formatting import format_datetime
 from workflows.timing import culture_day
 
+pytestmark = pytest.mark.requirements("ALCOA-CONTEMPORANEOUS")
+
 #: The time column of each audited table whose rows the demo writes at the time of their action.
 TIME_OF = {"patients": "registered_at", "batches": "created_at", "step_entries": "performed_at",
            "step_values": "recorded_at", "signatures": "signed_at", "containers": "created_at",

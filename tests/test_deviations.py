@@ -15,6 +15,8 @@ from lab.services.deviations import open_deviation
 from tests.factories import get_batch, page_text, signature, user
 from tests.quality import record_results, words
 
+pytestmark = pytest.mark.requirements("PROC-9")
+
 INVESTIGATION = {"classification": "minor", "root_cause": "Counter mis-set after maintenance.",
                  "impact": "None: the repeated count was in limit; no other batch counted that day.",
                  "corrective_action": "Count repeated with a calibrated counter.",

@@ -19,7 +19,7 @@ from lab.services.shipments import product_bags
 from tests.factories import PASSWORD, get_batch, page_text, user
 from tests.test_bedside import at_site, check_form, check_in_past, coi_of, counts, infusion_form, local
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("CLIN-6")]
 __all__ = ["at_site"]  # the fixture, used by name
 
 

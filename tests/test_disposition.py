@@ -16,6 +16,8 @@ from lab.services.steps import correct_value, record_step, verify_entry
 from tests.factories import PASSWORD, entries, get_batch, page_text, signature, snapshot, step_values, user
 from tests.quality import EXCEPTIONAL, close_all_deviations, post_decision, record_results, release, state, words
 
+pytestmark = pytest.mark.requirements("PROC-12", "A11-15")
+
 
 def decisions(app) -> int:
     with app.app_context():
@@ -42,6 +44,7 @@ def test_annex_11_15_qa_releases_a_conforming_batch_with_a_signature_naming_the_
     assert f"✔ Quentin Assurance — approved for release — {signed_at} UTC" in detail
 
 
+@pytest.mark.requirements("P11-10g")
 @pytest.mark.parametrize("username", ["tech1", "super1", "qc1", "auditor1", "admin"])
 def test_211_22_only_the_quality_unit_decides_a_disposition(app, in_review, login, username):
     client = login(username)
@@ -118,6 +121,7 @@ def test_211_188_b_11_release_is_blocked_by_an_entry_awaiting_verification(app, 
     assert "Entries awaiting verification by a second person: Storage (LN2 vapour phase)." in page_text(response)
 
 
+@pytest.mark.requirements("PROC-13")
 def test_211_188_b_11_segregation_a_qa_officer_who_performed_or_verified_a_step_may_not_decide(app, make_batch, login):
     number = make_batch(until="storage")
     with app.app_context():  # tech2 becomes a QA officer after verifying steps of this batch
@@ -160,6 +164,7 @@ def test_reject_needs_a_reason_and_is_signed_rejected(app, in_review, login):
         assert get_batch(in_review).dispositions[0].reason == "Cassette damaged in storage."
 
 
+@pytest.mark.requirements("PROC-14")
 def test_atmp_11_5_exceptional_release_records_the_physicians_request_risk_assessment_and_confirmation(app, make_batch, login):
     number = make_batch()
     record_results(app, number, viability="72")
@@ -183,6 +188,7 @@ def test_atmp_11_5_exceptional_release_records_the_physicians_request_risk_asses
     assert "Physician's confirmation " + EXCEPTIONAL["physician_confirmation"] in detail
 
 
+@pytest.mark.requirements("PROC-14")
 def test_exceptional_release_is_for_out_of_specification_products_only(app, in_review, login):
     response = post_decision(app, login("qa1"), in_review, "exceptional_release", **EXCEPTIONAL)
     assert response.status_code == 409

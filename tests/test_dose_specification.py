@@ -43,6 +43,8 @@ from workflows.release import (
     spec_text,
 )
 
+pytestmark = pytest.mark.requirements("PROC-16")
+
 V1 = load_definition(DEFINITIONS_DIR / "cd19_car_t_v1.toml")
 V2 = load_definition(DEFINITIONS_DIR / "cd19_car_t_v2.toml")
 DOSE = V2.release_test("dose")

@@ -23,7 +23,7 @@ from tests.readback import decode, pages, text_of
 from tests.test_verify_audit import tamper, verify
 from workflows.codes import CodeKind, parse_code
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("EQP-1", "EQP-2")]
 Login = Callable[..., FlaskClient]
 TODAY = datetime.now(UTC).date()
 PDF = _certificate("Calibration certificate", "Test")

@@ -19,6 +19,8 @@ from workflows import ContainerInfo, EntryContext, EquipmentInfo, LotInfo, Prior
 from workflows.codes import CodeKind, make_code
 from workflows.definition import DEFINITIONS_DIR, load_definition
 
+pytestmark = pytest.mark.requirements("PROC-7", "P11-10f")
+
 V1 = load_definition(DEFINITIONS_DIR / "cd19_car_t_v1.toml")
 V2 = load_definition(DEFINITIONS_DIR / "cd19_car_t_v2.toml")
 BERLIN = ZoneInfo("Europe/Berlin")  # UTC+1 in November
@@ -96,6 +98,7 @@ def test_the_same_minute_as_the_fill_is_not_before_it():
     assert validate_entry(V2.step("cryopreservation"), freezer_run(filled, NOW), ctx).errors == {}
 
 
+@pytest.mark.requirements("ALCOA-CONTEMPORANEOUS")
 def test_a_freezer_run_in_the_future_is_refused():
     message = validate_entry(V2.step("cryopreservation"), freezer_run(FILLED, NOW + timedelta(hours=1)),
                              context()).errors["run_end"]

@@ -21,6 +21,8 @@ from workflows.formatting import (
     round_half_up,
 )
 
+pytestmark = pytest.mark.requirements("ALCOA-LEGIBLE")
+
 
 @pytest.mark.parametrize(("value", "expected"), [
     ("32.25", "32.3"),  # half up from the decimal text, where a binary float rounds half to even
@@ -74,6 +76,7 @@ def test_large_and_small_numbers_are_written_in_one_notation(value, digits, expe
     assert format_number(value, digits) == expected
 
 
+@pytest.mark.requirements("ALCOA-ORIGINAL")
 @pytest.mark.parametrize(("value", "expected"), [("91.20", "91.20"), ("32.25", "32.25"), ("7", "7"), ("0.50", "0.50")])
 def test_a_recorded_number_keeps_every_digit_typed(value, expected):
     assert format_number(value, None) == expected

@@ -20,7 +20,7 @@ from lab.models import MaterialLot
 from tests.factories import entries, form_data, get_batch, page_text, signature, snapshot, step_values
 from tests.quality import words
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("PROC-17", "PROC-6")]
 
 Login = Callable[..., FlaskClient]
 ALREADY_SENT = "This form was already sent and saved at"
@@ -156,6 +156,7 @@ def test_the_same_form_in_two_tabs_tells_its_author_the_first_one_stands(app: Fl
     assert len(get_entries(app, number, "expansion")) == count
 
 
+@pytest.mark.requirements("P11-10h")
 def test_a_lot_or_equipment_label_scanned_into_the_search_box_says_where_it_belongs(
         app: Flask, make_batch, login: Login) -> None:
     make_batch("receipt")
@@ -174,6 +175,7 @@ def test_a_lot_or_equipment_label_scanned_into_the_search_box_says_where_it_belo
     assert response.status_code == 400 and f"{incubator} is equipment" in page_text(response)
 
 
+@pytest.mark.requirements("P11-10h")
 def test_a_container_label_scanned_into_a_lot_field_is_named_for_what_it_is(
         app: Flask, make_batch, login: Login) -> None:
     number = make_batch("harvest")

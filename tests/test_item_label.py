@@ -11,6 +11,8 @@ from labels.layout import MM, LabelOverflow
 from labels.text import UnprintableText
 from tests.readback import THERMAL_DPIS, bilevel, decode, pages, text_of
 
+pytestmark = pytest.mark.requirements("LBL-3")
+
 PRINTED = datetime(2026, 11, 30, 9, 5, tzinfo=UTC)
 EQUIPMENT = ItemLabel(
     title="Equipment", code="E-A9999-26-00001-Y", name="CliniMACS Prodigy", printed_at=PRINTED,

@@ -25,6 +25,8 @@ from tests.test_labels_zpl import text_fields
 from workflows.definition import DEFINITIONS_DIR
 from workflows.formatting import decimal, format_datetime, format_number, format_quantity
 
+pytestmark = pytest.mark.requirements("LBL-1", "LBL-2")
+
 REASON = "read back"
 
 

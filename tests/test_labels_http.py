@@ -16,6 +16,8 @@ from labels.pdf import layout_sheet
 from tests.factories import get_batch, page_text
 from tests.readback import THERMAL_DPIS, bilevel, decode, pages, qr_texts, text_of
 
+pytestmark = pytest.mark.requirements("LBL-3")
+
 
 def containers_of(app: Flask, number: str) -> list[tuple[str, str, int]]:
     """(code, kind, count) of each container of the batch."""
@@ -35,6 +37,7 @@ def land(client, payload: str) -> str:
     return response.request.path + "?" + response.request.query_string.decode()
 
 
+@pytest.mark.requirements("LBL-4")
 @pytest.mark.parametrize("dpi", THERMAL_DPIS)
 def test_every_label_decodes_to_its_container_and_the_scan_lands_on_it(app, two_bag_batch, login, dpi):
     client = login("tech1")
@@ -50,6 +53,7 @@ def test_every_label_decodes_to_its_container_and_the_scan_lands_on_it(app, two_
         assert code in landed  # the container's page, or the step that needs it with the code filled in
 
 
+@pytest.mark.requirements("LBL-1")
 def test_product_bag_labels_carry_identity_and_regulatory_text(app, two_bag_batch, login):
     client = login("tech1")
     with app.app_context():
@@ -62,6 +66,7 @@ def test_product_bag_labels_carry_identity_and_regulatory_text(app, two_bag_batc
     assert "REPRINT" not in text
 
 
+@pytest.mark.requirements("LBL-5")
 def test_a_reprint_needs_a_reason_and_says_reprint(app, make_batch, login):
     number = make_batch(until="enrichment")
     client = login("tech1")
@@ -87,6 +92,7 @@ def test_a_reprint_needs_a_reason_and_says_reprint(app, make_batch, login):
     assert "Label smudged by condensation" in page_text(client.get(f"/containers/{code}"))
 
 
+@pytest.mark.requirements("LBL-5")
 def test_printed_and_reprinted_counts_show_on_the_batch_page(app, make_batch, login):
     number = make_batch(until="enrichment")
     client = login("tech1")
@@ -111,6 +117,7 @@ def test_zpl_carries_the_code_in_its_qr_and_the_identity_text(app, make_batch, l
     assert number in zpl and "REPRINT" in zpl
 
 
+@pytest.mark.requirements("LBL-4")
 @pytest.mark.parametrize("paper", ["A4", "Letter"])
 def test_the_batch_sheet_holds_every_label_and_each_decodes(app, two_bag_batch, login, paper):
     client = login("tech1")

@@ -32,6 +32,8 @@ from tests.readback import THERMAL_DPIS, bilevel, decode, pages, text_of, words
 from workflows.codes import CodeKind, make_code
 from workflows.formatting import decimal, format_datetime, format_number, format_quantity
 
+pytestmark = pytest.mark.requirements("LBL-3")
+
 STORAGE = "Store at ≤ −150 °C (LN2 vapour phase)"
 LONG_PRODUCT = (
     "Autologous anti-CD19 chimeric antigen receptor (CAR) T cells, genetically modified ex vivo with a "
@@ -196,6 +198,7 @@ def test_the_essentials_are_printed(name):
     assert ("REPRINT" in text) == label.reprint
 
 
+@pytest.mark.requirements("LBL-1")
 def test_a_product_bag_label_states_everything_21_cfr_1271_370_asks(app, make_batch, login):
     """Read from the label the app prints for a recorded batch: 21 CFR 1271.370(b)/(c), 1271.90(c),
     USP <1046> patient identifiers and lot, and DOMAIN.md §3.5's bag label fields."""

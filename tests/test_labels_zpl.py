@@ -12,6 +12,8 @@ from labels.layout import LabelOverflow
 from labels.zpl import render_zpl, zpl_escape
 from tests.test_labels_pdf import BAG, STORAGE, TUBE
 
+pytestmark = pytest.mark.requirements("LBL-3")
+
 QR_FIELD = re.compile(r"\^FO(\d+),(\d+)\^BQN,2,(\d+)\^FD(..),([^\^~]*)\^FS")
 TEXT_FIELD = re.compile(r"\^FO(\d+),(\d+)(\^FR)?\^A0N,(\d+),(\d+)\^FB(\d+),(\d+),(-?\d+),L,0\^FH\^FD([^\^~]*)\^FS")
 QR_MODULES = 29  # version 1 with its quiet zone: every container code fits it

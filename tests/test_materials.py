@@ -38,7 +38,7 @@ from tests.quality import close_all_deviations, record_results, release
 from tests.readback import qr_texts, text_of
 from workflows.codes import CodeKind, parse_code
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("MAT-1", "MAT-2")]
 
 PDF = b"%PDF-1.4\n1 0 obj << >> endobj\ntrailer << >>\n%%EOF\n"
 
@@ -251,6 +251,7 @@ def test_a_failed_check_needs_a_comment_and_blocks_release_then_qa_rejects(app, 
     assert lot_row(app, code)["status"] == "rejected"
 
 
+@pytest.mark.requirements("PROC-13")
 def test_the_person_who_received_a_lot_cannot_release_it(app, users, inventory):
     from lab.exceptions import NotAllowed
     from lab.services.materials import decide_lot

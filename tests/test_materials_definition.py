@@ -12,6 +12,8 @@ from workflows.definition import DEFINITIONS_DIR, DefinitionError, load_definiti
 from workflows.engine import lot_uses, validate_entry
 from workflows.engine_types import EntryContext, LotInfo
 
+pytestmark = pytest.mark.requirements("MAT-2")
+
 V2 = load_definition(DEFINITIONS_DIR / "cd19_car_t_v2.toml")
 V3_TEXT = (DEFINITIONS_DIR / "cd19_car_t_v3.toml").read_text(encoding="utf-8")
 V3 = load_definition_text(V3_TEXT, "cd19_car_t_v3.toml")

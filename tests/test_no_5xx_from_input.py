@@ -21,7 +21,7 @@ from lab.sent_forms import new_token
 from tests.factories import PASSWORD, page_text
 from tests.routes import url_for_rule
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("A11-5")]
 
 ROLE_USERS = ("tech1", "super1", "qc1", "qa1", "admin")
 HUGE = (2**31, 2**63, 10**30)

@@ -36,6 +36,7 @@ def failures(app) -> list[SigningFailure]:
         return list(rows)
 
 
+@pytest.mark.requirements("P11-50", "A11-14")
 def test_11_50_a_signature_shows_printed_name_time_and_meaning(app, make_batch, login):
     number = make_batch()
     record_results(app, number)
@@ -56,6 +57,7 @@ def test_11_50_a_signature_shows_printed_name_time_and_meaning(app, make_batch, 
     assert f"✔ {name} — performed — {at} UTC" in words(client.get(f"/batches/{number}/results"))
 
 
+@pytest.mark.requirements("P11-50", "A11-14")
 def test_11_50_b_the_printed_certificate_carries_the_release_signature(app, make_batch, login):
     number = make_batch()
     record_results(app, number)
@@ -71,6 +73,7 @@ def test_11_50_b_the_printed_certificate_carries_the_release_signature(app, make
     assert "Downloaded by Audrey Auditor" in text
 
 
+@pytest.mark.requirements("P11-70", "A11-14")
 def test_11_70_a_signature_is_linked_to_a_hash_of_its_record_and_shows_when_the_record_changed(app, make_batch, login):
     number = make_batch(until="enrichment")
     with app.app_context():
@@ -90,6 +93,7 @@ def test_11_70_a_signature_is_linked_to_a_hash_of_its_record_and_shows_when_the_
     assert "✔ Tess Technician — corrected" in page  # the corrector signs the corrected entry
 
 
+@pytest.mark.requirements("P11-70", "A11-14")
 def test_11_70_a_signature_cannot_be_copied_to_another_record(app, make_batch, login):
     make_batch(until="enrichment")  # its receipt carries tech2's verification
     other = make_batch(until="enrichment", ref="SLE-02", verify=False)
@@ -107,6 +111,7 @@ def test_11_70_a_signature_cannot_be_copied_to_another_record(app, make_batch, l
     assert "Awaiting verification by a second person." in page
 
 
+@pytest.mark.requirements("P11-100")
 def test_11_100_a_signature_belongs_to_its_signer_alone(app, make_batch, login):
     number = make_batch(until="enrichment", verify=False)
     client = login("tech2")
@@ -123,6 +128,7 @@ def test_11_100_a_signature_belongs_to_its_signer_alone(app, make_batch, login):
         assert failure.user_id == user("tech2").id
 
 
+@pytest.mark.requirements("P11-200")
 def test_11_200_a_1_i_the_first_signature_of_a_session_takes_both_components(app, make_batch, login):
     number = make_batch(until="enrichment", verify=False)
     client = login("tech2")
@@ -137,6 +143,7 @@ def test_11_200_a_1_i_the_first_signature_of_a_session_takes_both_components(app
     assert verify(app, client, number, username="TECH2 ", password=PASSWORD).status_code == 302
 
 
+@pytest.mark.requirements("P11-200")
 def test_11_200_a_1_ii_later_signatures_of_the_session_take_the_password(app, make_batch, login):
     first = make_batch(until="enrichment", verify=False)
     second = make_batch(until="enrichment", verify=False, ref="SLE-02")
@@ -147,6 +154,7 @@ def test_11_200_a_1_ii_later_signatures_of_the_session_take_the_password(app, ma
     assert verify(app, client, second, password=PASSWORD).status_code == 302
 
 
+@pytest.mark.requirements("P11-200")
 def test_11_200_a_outside_a_continuous_session_every_signature_takes_both_components(app, make_batch, login):
     first = make_batch(until="enrichment", verify=False)
     second = make_batch(until="enrichment", verify=False, ref="SLE-02")
@@ -157,6 +165,7 @@ def test_11_200_a_outside_a_continuous_session_every_signature_takes_both_compon
     assert verify(app, client, second, password=PASSWORD).status_code == 422
 
 
+@pytest.mark.requirements("P11-200")
 @pytest.mark.parametrize(("password", "status", "message", "kept"), [
     ("not-my-password", 403, "The password is wrong: nothing was signed.", True),
     ("", 422, "Enter your password to sign.", False),
@@ -176,6 +185,7 @@ def test_11_200_a_2_signing_with_a_wrong_or_empty_password_signs_nothing(app, ma
     assert len(failures(app)) == (1 if kept else 0)
 
 
+@pytest.mark.requirements("P11-300d")
 def test_11_300_d_a_refused_attempt_is_recorded_although_the_action_is_rolled_back(app, make_batch, login):
     number = make_batch()
     record_results(app, number)
@@ -199,6 +209,7 @@ def test_11_300_d_a_refused_attempt_is_recorded_although_the_action_is_rolled_ba
         assert user("qa1").failed_signatures == 1
 
 
+@pytest.mark.requirements("P11-300d")
 def test_11_300_d_refused_attempts_in_a_row_lock_the_account_until_an_admin_unlocks_it(app, make_batch, login):
     number = make_batch(until="enrichment", verify=False)
     client = login("tech2")
@@ -226,6 +237,7 @@ def test_11_300_d_refused_attempts_in_a_row_lock_the_account_until_an_admin_unlo
     assert verify(app, client, number, **signature("tech2")).status_code == 302
 
 
+@pytest.mark.requirements("P11-300d")
 def test_11_300_d_a_valid_signature_ends_a_run_of_refused_attempts(app, make_batch, login):
     number = make_batch(until="enrichment", verify=False)
     client = login("tech2")
@@ -237,6 +249,7 @@ def test_11_300_d_a_valid_signature_ends_a_run_of_refused_attempts(app, make_bat
     assert len(failures(app)) == LOCKOUT_AFTER - 1  # still on record
 
 
+@pytest.mark.requirements("P11-10e", "A11-12.4")
 def test_11_10_e_decisions_results_and_closures_are_in_the_audit_trail(app, make_batch, login):
     number = make_batch()
     record_results(app, number, endotoxin="6")

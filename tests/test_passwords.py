@@ -25,7 +25,7 @@ from tests.factories import PASSWORD, user
 Login = Callable[..., FlaskClient]
 TEMPORARY = "temporary-from-admin-91"
 OWN = "my-own-long-passphrase-3"
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("P11-300")]
 
 
 def text_of(response: Any) -> str:

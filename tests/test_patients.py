@@ -41,6 +41,7 @@ def tech(login, users):
 # --- registration -------------------------------------------------------------------------
 
 
+@pytest.mark.requirements("COI-2")
 def test_registration_assigns_a_coi_with_a_valid_check_character(app, tech):
     response = tech.post("/patients/new", data=registration())
     assert response.status_code == 302
@@ -59,6 +60,7 @@ def test_registration_assigns_a_coi_with_a_valid_check_character(app, tech):
     assert f"Patient SLE-01 registered with COI {coi}" in page
 
 
+@pytest.mark.requirements("COI-2")
 def test_the_second_registration_gets_the_next_coi(app, tech):
     assert tech.post("/patients/new", data=registration()).status_code == 302
     assert tech.post("/patients/new", data=registration(patient_ref="SLE-02", initials="JT")).status_code == 302
@@ -70,6 +72,7 @@ def test_the_second_registration_gets_the_next_coi(app, tech):
         assert str(parse_code(coi, CodeKind.COI)) == coi
 
 
+@pytest.mark.requirements("COI-2")
 def test_the_facility_id_comes_from_the_configuration(app, tech):
     app.config["FACILITY_ID"] = "B1234"
     assert tech.post("/patients/new", data=registration()).status_code == 302
@@ -85,6 +88,7 @@ def test_the_facility_id_comes_from_the_configuration(app, tech):
     assert str(parse_code(number, CodeKind.BATCH)) == number
 
 
+@pytest.mark.requirements("COI-2")
 def test_a_duplicate_patient_id_is_refused(app, tech):
     assert tech.post("/patients/new", data=registration()).status_code == 302
     with app.app_context():
@@ -139,6 +143,7 @@ def test_bad_registration_is_refused_with_its_message(app, tech, field, value, m
         assert count(AuditEvent) == audit_before
 
 
+@pytest.mark.requirements("P11-10g")
 def test_a_role_that_may_not_register_gets_403(app, login, users):
     client = login("qc1")
     assert client.get("/patients/new").status_code == 403
@@ -152,6 +157,7 @@ def test_a_role_that_may_not_register_gets_403(app, login, users):
 # --- starting a batch -------------------------------------------------------------------
 
 
+@pytest.mark.requirements("PROC-2")
 def test_starting_a_batch_numbers_it_and_pins_the_definition(app, tech):
     assert tech.post("/patients/new", data=registration()).status_code == 302
     response = tech.post("/patients/SLE-01/batches")
@@ -212,6 +218,7 @@ def compact(code: str) -> str:
     return code.replace("-", "").lower()
 
 
+@pytest.mark.requirements("P11-10h")
 def test_scanning_a_batch_number_opens_the_batch(tech, registered):
     number, _ = registered
     for typed in (number, compact(number), f"  {number.lower()}  ", f"https://celltrail.example/batches/{number}",
@@ -221,6 +228,7 @@ def test_scanning_a_batch_number_opens_the_batch(tech, registered):
         assert response.headers["Location"].endswith(f"/batches/{number}"), typed
 
 
+@pytest.mark.requirements("P11-10h")
 def test_scanning_a_coi_opens_the_patient(tech, registered):
     _, coi = registered
     for typed in (coi, compact(coi), f"https://celltrail.example/coi/{coi}"):
@@ -234,6 +242,7 @@ def wrong_check(code: str) -> str:
     return code[:-1] + ("A" if good != "A" else "B")
 
 
+@pytest.mark.requirements("P11-10h", "COI-1")
 def test_a_wrong_check_character_is_refused_where_it_is_scanned(tech, registered):
     number, coi = registered
     for typed in (wrong_check(number), wrong_check(coi), compact(wrong_check(number))):
@@ -242,6 +251,7 @@ def test_a_wrong_check_character_is_refused_where_it_is_scanned(tech, registered
         assert "the check character does not match" in text_of(response)
 
 
+@pytest.mark.requirements("P11-10h")
 @pytest.mark.parametrize("typed", ["", "   ", "hello", "B-A9999", "x" * 500])
 def test_text_that_is_no_code_is_refused_by_the_scan_box(tech, registered, typed):
     response = tech.get("/scan", query_string={"code": typed})
@@ -261,6 +271,7 @@ def test_an_unknown_well_formed_code_is_404(tech, registered):
     assert f"No patient with COI {unknown_coi} is registered" in text_of(response)
 
 
+@pytest.mark.requirements("P11-10h", "COI-1")
 def test_batch_urls_check_the_batch_number(app, tech, registered):
     number, _ = registered
     assert tech.get(f"/batches/{number}").status_code == 200

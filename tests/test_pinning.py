@@ -33,6 +33,8 @@ from tests.factories import (
 )
 from workflows.definition import DEFINITIONS_DIR
 
+pytestmark = pytest.mark.requirements("PROC-2", "A11-10")
+
 ORIGINAL = DEFINITIONS_DIR / "cd19_car_t_v1.toml"
 #: The receipt volume's acceptance limit (>= 50 mL), the only limit_min of 50 in the file.
 VOLUME_LIMIT = re.compile(r"^(\s*limit_min\s*=\s*)50\b.*$", re.MULTILINE)

@@ -37,6 +37,8 @@ from tests.test_labels_pdf import weight_text
 from tests.test_labels_zpl import text_fields
 from workflows.formatting import decimal, format_datetime, format_number, format_quantity
 
+pytestmark = pytest.mark.requirements("ALCOA-CONSISTENT")
+
 REASON = "facts-agree check"
 APPENDIX = "Appendix: audit trail"
 

@@ -10,6 +10,8 @@ from workflows.definition import DEFINITIONS_DIR, load_definition_text
 from workflows.diff import MAX_CHANGES, describe_changes
 from workflows.model import ProcessDefinition
 
+pytestmark = pytest.mark.requirements("A11-10")
+
 V2 = (DEFINITIONS_DIR / "cd19_car_t_v2.toml").read_text(encoding="utf-8")
 
 

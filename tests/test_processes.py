@@ -32,6 +32,8 @@ from lab.services.signatures import Credentials, record_signatures
 from tests.factories import PASSWORD, get_batch, page_text, patient, signature, step_values, user
 from workflows.definition import DEFINITIONS_DIR
 
+pytestmark = pytest.mark.requirements("A11-10")
+
 KEY = "cd19-car-t"
 NHL = "cd19-car-t-nhl"
 VOLUME_LIMIT = re.compile(r"^(\s*limit_min\s*=\s*)50\b", re.MULTILINE)
@@ -203,6 +205,7 @@ def test_verify_audit_checks_the_approval_signature(app, draft, login, runner: F
 
 # --- bad input: a clear message, a 4xx, nothing written -------------------------------------
 
+@pytest.mark.requirements("PROC-13")
 def test_approving_ones_own_upload_is_refused(app, users, login):
     number, data = next_version(app)
     client = login("qa1")

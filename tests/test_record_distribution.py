@@ -34,7 +34,7 @@ from tests.quality import close_all_deviations, post_decision, state
 from tests.readback import cells_text, qr_digest, text_of
 from tests.test_site_notices import acknowledge, fail_late
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("A11-8.1")]
 
 NURSE = Credentials(PASSWORD, "nurse1")
 
@@ -166,6 +166,7 @@ def test_a_batch_not_shipped_says_so_and_an_unchanged_record_keeps_its_digest(ap
     assert record_text(qa, released)[1] == shipped
 
 
+@pytest.mark.requirements("CLIN-5")
 def test_the_rfic_lists_the_late_results_sent_to_the_site(app, released, sites, login):
     ship(app, released, sites["NUH-HEM"])
     qa = login("qa1")

@@ -20,6 +20,8 @@ from lab.services.steps import correct_value
 from tests.factories import PASSWORD, user
 from tests.readback import page_texts
 
+pytestmark = pytest.mark.requirements("P11-10b", "P11-10c", "A11-17")
+
 DEMO_PASSWORD = "demo-password-42"
 TODAY = datetime.now(UTC).date()
 

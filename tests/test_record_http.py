@@ -35,6 +35,8 @@ from tests.quality import record_results, words
 from tests.readback import cells_text, page_texts, qr_digest, text_of
 from workflows.formatting import format_datetime, format_number, format_utc
 
+pytestmark = pytest.mark.requirements("A11-8.1", "A11-8.2", "P11-10a", "P11-10b")
+
 DEMO_PASSWORD = "demo-password-42"
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -14,6 +15,8 @@ from lab.demo import equipment_code
 from lab.extensions import db
 from tests.factories import demo_lot, get_batch, signature
 from tests.readback import cells_text, text_of
+
+pytestmark = pytest.mark.requirements("A11-8.1")
 
 PRODIGY = "CliniMACS Prodigy #1"
 

@@ -33,6 +33,8 @@ from labels.record_data import (
 from labels.record_diff import record_changes
 from tests.readback import cells_text, decode, page_texts, pages
 
+pytestmark = pytest.mark.requirements("A11-8.1", "A11-8.2", "P11-10a")
+
 T0 = datetime(2026, 11, 20, 9, 0, 5, tzinfo=UTC)
 PERFORMED = Signed("Alex Rivera", "performed", T0, valid=False)
 CORRECTED = Signed("Alex Rivera", "corrected", T0 + timedelta(hours=2), valid=True)

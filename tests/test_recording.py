@@ -28,6 +28,8 @@ from tests.factories import (
     user,
 )
 
+pytestmark = pytest.mark.requirements("A11-6")
+
 STEP_ORDER = ["receipt", "enrichment", "activation", "transduction", "expansion", "harvest", "formulation",
               "cryopreservation", "storage"]
 
@@ -123,6 +125,7 @@ def test_recording_the_receipt(app, make_batch, tech):
     assert "in process" in page
 
 
+@pytest.mark.requirements("PROC-3")
 def test_fourteen_hours_since_collection_needs_a_comment_then_opens_a_deviation(app, make_batch, tech):
     number = make_batch(until="receipt")
     late = local(datetime.now(UTC) - timedelta(hours=14))
@@ -160,6 +163,7 @@ def test_fourteen_hours_since_collection_needs_a_comment_then_opens_a_deviation(
     assert "Courier delayed by snow; QA informed." in page
 
 
+@pytest.mark.requirements("PROC-3")
 def test_low_viability_in_expansion_is_flagged_and_opens_a_deviation(app, make_batch, tech):
     number = make_batch(until="harvest", days_ago=9)  # today is culture day 7
     before = snapshot(app, number)
@@ -188,6 +192,7 @@ def test_low_viability_in_expansion_is_flagged_and_opens_a_deviation(app, make_b
     assert "Expansion (daily count): Viability 62 % is below the limit of 70 %." in page
 
 
+@pytest.mark.requirements("COI-3")
 def test_the_bag_of_another_patient_is_refused(app, make_batch, tech):
     number = make_batch(until="receipt")
     with app.app_context():
@@ -206,6 +211,7 @@ def test_the_bag_of_another_patient_is_refused(app, make_batch, tech):
         assert entries(number, "receipt") == []
 
 
+@pytest.mark.requirements("P11-10f")
 def test_a_step_out_of_order_is_refused(app, make_batch, tech):
     number = make_batch(until="receipt")
     before = snapshot(app, number)
@@ -218,6 +224,7 @@ def test_a_step_out_of_order_is_refused(app, make_batch, tech):
     assert snapshot(app, number) == before
 
 
+@pytest.mark.requirements("P11-10f")
 def test_a_non_repeatable_step_is_recorded_once(app, make_batch, tech):
     number = make_batch(until="enrichment")
     before = snapshot(app, number)
@@ -270,6 +277,7 @@ def test_expansion_is_repeatable_until_the_harvest(app, make_batch, tech):
 # --- materials and equipment ----------------------------------------------------------------
 
 
+@pytest.mark.requirements("MAT-1", "EQP-1")
 @pytest.mark.parametrize(("until", "field", "code", "message"), [
     ("activation", "medium_lot", "TEX-2501", "Lot TEX-2501 EXPIRED on "),
     ("transduction", "vector_lot", "LV-CD19-0043", "Lot LV-CD19-0043 is QUARANTINED: it has not been released for use."),
@@ -319,6 +327,7 @@ def test_the_expiry_and_calibration_dates_are_named(app, make_batch, tech):
 # --- roles -----------------------------------------------------------------------------------
 
 
+@pytest.mark.requirements("P11-10g")
 @pytest.mark.parametrize("username", ["qc1", "auditor1", "admin"])
 def test_a_role_that_may_not_record_gets_403(app, make_batch, login, username):
     number = make_batch(until="receipt")
@@ -404,6 +413,7 @@ def test_a_batch_recorded_to_the_end_and_verified_goes_to_qc_testing(app, make_b
     assert "no step can be recorded" in page_text(response)
 
 
+@pytest.mark.requirements("PROC-5")
 def test_the_dose_is_computed_from_the_patients_weight(app, make_batch, tech):
     number = make_batch(until="formulation", weight_kg=58.0)
     form = page_text(tech.get(f"/batches/{number}/steps/formulation"))

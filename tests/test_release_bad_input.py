@@ -12,7 +12,7 @@ from tests.factories import get_batch, page_text, signature
 from tests.quality import record_results
 
 LONG = "x" * 50_000
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("A11-5")]
 
 
 def audit_count(app: Flask) -> int:

@@ -7,6 +7,8 @@ from workflows.definition import DEFINITIONS_DIR, DefinitionError, load_definiti
 from workflows.model import Bound, Specification
 from workflows.release import spec_text
 
+pytestmark = pytest.mark.requirements("PROC-1", "PROC-10")
+
 SHIPPED = load_definition(DEFINITIONS_DIR / "cd19_car_t_v1.toml")
 
 

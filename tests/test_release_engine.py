@@ -22,6 +22,8 @@ from workflows.release import (
     state_after_result,
 )
 
+pytestmark = pytest.mark.requirements("PROC-10", "PROC-12")
+
 DEFINITION = load_definition(DEFINITIONS_DIR / "cd19_car_t_v1.toml")
 TEST = DEFINITION.release_test
 DONE = {s.key: StepProgress(entries=s.min_entries) for s in DEFINITION.steps}
@@ -130,6 +132,7 @@ def test_release_is_blocked_by_each_missing_condition(change, reason):
     assert blockers(DEFINITION, DEFINITION.decision("release"), facts(**change)) == [reason]
 
 
+@pytest.mark.requirements("PROC-11")
 def test_a_late_test_does_not_block_release_but_its_failure_does():
     assert blockers(DEFINITION, DEFINITION.decision("release"), facts(current(**PASSING))) == []
     failed_vcn = current(**{**PASSING, "vcn": "7"})
@@ -137,6 +140,7 @@ def test_a_late_test_does_not_block_release_but_its_failure_does():
         "Vector copy number is out of specification: 7 copies/cell (specification < 5 copies/cell)."]
 
 
+@pytest.mark.requirements("PROC-14")
 def test_exceptional_release_waives_the_out_of_specification_results_and_their_deviations_only():
     decision = DEFINITION.decision("exceptional_release")
     oos = current(**{**PASSING, "viability": "72"})
@@ -175,6 +179,7 @@ def test_when_results_may_be_recorded_and_corrected():
     assert "can no longer be corrected" in correction_refusal(DEFINITION, "rejected", was_released=False)
 
 
+@pytest.mark.requirements("PROC-11")
 def test_a_failing_result_after_release_puts_the_batch_on_hold():
     growth = check_result(TEST("sterility"), "growth")
     assert state_after_result(DEFINITION, "released", growth) == "on_hold"

@@ -11,6 +11,8 @@ from lab.models import Deviation, QcResult, Signature, SigningFailure
 from tests.factories import entries, get_batch, page_text, signature, snapshot
 from tests.quality import post_result, record_results, release, state, version, words
 
+pytestmark = pytest.mark.requirements("PROC-10", "PROC-11")
+
 
 def results_of(app, number: str, test_key: str) -> list[QcResult]:
     with app.app_context():

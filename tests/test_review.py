@@ -6,6 +6,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
+import pytest
+
 from lab import audit
 from lab.extensions import db
 from lab.models import CustodyEvent
@@ -14,6 +16,8 @@ from lab.services.signatures import Credentials
 from lab.services.steps import correct_value
 from tests.factories import PASSWORD, entries, get_batch, user
 from tests.quality import post_result, record_results, release, words
+
+pytestmark = pytest.mark.requirements("PROC-15")
 
 SECTIONS = ["Out-of-limit values", "Corrections", "Deviations", "Results out of specification", "Late entries",
             "Missing results", "Signature gaps", "Label reprints", "Custody mismatches"]

@@ -24,6 +24,8 @@ from workflows.definition import DEFINITIONS_DIR, DefinitionError, load_definiti
 from workflows.diff import describe_changes
 from workflows.formatting import format_datetime, format_number, format_quantity, format_utc
 
+pytestmark = pytest.mark.requirements("CLIN-5")
+
 
 def rfic(client: FlaskClient, number: str) -> bytes:
     response = client.get(f"/batches/{number}/rfic.pdf")

@@ -11,6 +11,8 @@ from flask.testing import FlaskClient
 
 from tests.factories import PASSWORD
 
+pytestmark = pytest.mark.requirements("SEC-1")
+
 OFF_SITE = [
     "https://evil.example/",
     "http:evil.example",

@@ -22,6 +22,8 @@ from lab.extensions import db
 from tests.routes import url_for_rule
 from tests.test_expansion_chart import DAYS
 
+pytestmark = pytest.mark.requirements("SEC-1")
+
 #: What the CSP forbids in a page: a script without src, an on...= handler, a javascript: link,
 #: a style element or attribute.
 INLINE = re.compile(r"<script(?![^>]*\bsrc=)[^>]*>|<style\b|\son[a-z]+\s*=|=\s*[\"']?\s*javascript:|\sstyle\s*=",

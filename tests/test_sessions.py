@@ -8,6 +8,7 @@ import html
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -15,6 +16,8 @@ from lab.extensions import db
 from lab.sent_forms import new_token
 from lab.services.users import unlock_user, update_user
 from tests.factories import PASSWORD, user
+
+pytestmark = pytest.mark.requirements("P11-10d", "P11-300")
 
 Login = Callable[..., FlaskClient]
 NEW_PASSWORD = "a-fresh-owner-passphrase-7"

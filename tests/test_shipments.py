@@ -17,7 +17,7 @@ from tests.clinic import pack
 from tests.factories import get_batch, page_text, signature
 from tests.quality import release, state
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("CLIN-2")]
 
 
 def product_bags(app: Flask, number: str) -> list[str]:

@@ -17,6 +17,8 @@ from tests.clinic import pack, ship
 from tests.factories import get_batch, page_text
 from tests.readback import page_texts, qr_texts, text_of
 
+pytestmark = pytest.mark.requirements("CLIN-2")
+
 MOMENT = datetime(2026, 11, 30, 9, 15, tzinfo=UTC)
 LABEL = ShipperLabel(
     number="SHP-2026-0007", coi="COI-B1234-26-000017-K", batch_number="B-B1234-26-0042-X", patient_ref="SLE-01",

@@ -28,7 +28,7 @@ from tests.factories import PASSWORD, PASSWORD_HASH, user
 
 GENERIC = "Unknown username, wrong password, or a deactivated or locked account."
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("P11-300d")]
 
 
 def text_of(response: Any) -> str:

@@ -21,7 +21,7 @@ from tests.factories import PASSWORD, get_batch, page_text, signature
 from tests.htmlcheck import problems
 from tests.quality import post_result, state, version, words
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("CLIN-5")]
 
 GROWTH_COMMENT = "Gram-positive cocci at day 11."
 ONLY_CLINICIANS = "Only a clinician may acknowledge a notice of a late result for the treating site"

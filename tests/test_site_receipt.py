@@ -19,7 +19,7 @@ from tests.clinic import pack, ship
 from tests.factories import PASSWORD, get_batch, page_text, user
 from tests.test_shipments import local, product_bags
 
-pytestmark = pytest.mark.usefixtures("never_500")
+pytestmark = [pytest.mark.usefixtures("never_500"), pytest.mark.requirements("CLIN-3")]
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 

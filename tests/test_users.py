@@ -21,6 +21,8 @@ from lab.sent_forms import new_token
 from lab.services.users import update_user
 from tests.factories import PASSWORD, entries, form_data, get_batch, step_values, user
 
+pytestmark = pytest.mark.requirements("P11-10d", "A11-12.1")
+
 Login = Callable[..., FlaskClient]
 NEW_PATIENT = {"patient_ref": "SLE-03", "initials": "CD", "date_of_birth": "1990-02-03", "weight_kg": "70",
                "indication": "SLE"}
@@ -72,6 +74,7 @@ def test_login_and_logout(client: FlaskClient, users: dict[str, int]) -> None:
     assert client.get("/").status_code == 302
 
 
+@pytest.mark.requirements("ALCOA-ATTRIBUTABLE")
 def test_login_records_the_sign_in(app: Flask, client: FlaskClient, users: dict[str, int]) -> None:
     client.post("/login", data={"username": " Tech1 ", "password": PASSWORD})
     assert client.get("/").status_code == 200
@@ -168,6 +171,7 @@ def test_login_page_and_static_files_need_no_session(client: FlaskClient) -> Non
         response.close()
 
 
+@pytest.mark.requirements("P11-300")
 def test_passwords_are_stored_hashed(app: Flask, login: Login, users: dict[str, int]) -> None:
     client = login("admin")
     assert client.post("/admin/users", data=NEW_USER).status_code == 302
@@ -185,6 +189,7 @@ def test_passwords_are_stored_hashed(app: Flask, login: Login, users: dict[str, 
 
 # --- role checks on the server ---------------------------------------------------------------
 
+@pytest.mark.requirements("P11-10g")
 @pytest.mark.parametrize("username", ["tech1", "super1", "qc1", "qa1", "auditor1"])
 def test_only_admin_reaches_user_administration(app: Flask, login: Login, users: dict[str, int],
                                                 username: str) -> None:
@@ -342,6 +347,7 @@ def test_another_admin_can_demote_an_admin(app: Flask, login: Login, users: dict
     assert account(app, "admin") == ("auditor", True)
 
 
+@pytest.mark.requirements("P11-100")
 def test_users_are_never_deleted(app: Flask, login: Login, users: dict[str, int]) -> None:
     client = login("admin")
     before = counts(app)
@@ -414,6 +420,7 @@ def test_admin_form_refuses_bad_input(app: Flask, login: Login, users: dict[str,
 
 # --- the auditor reads everything it can see, and writes nothing ------------------------------
 
+@pytest.mark.requirements("P11-10g")
 def test_auditor_reads_but_never_writes(app: Flask, make_batch: Callable[..., str], login: Login) -> None:
     scheduled = make_batch(until="receipt", ref="SLE-01")
     awaiting = make_batch(until="enrichment", ref="SLE-02", verify=False)

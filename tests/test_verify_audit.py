@@ -21,6 +21,8 @@ from tests.conftest import ON_POSTGRES
 from tests.factories import PASSWORD, entries, get_batch, user
 from tests.quality import close_all_deviations, record_results, release
 
+pytestmark = pytest.mark.requirements("P11-10a", "P11-70")
+
 
 def verify(app: Flask) -> Result:
     return app.test_cli_runner().invoke(args=["verify-audit"])

@@ -19,6 +19,8 @@ from tests.factories import entries, get_batch, user
 from tests.quality import close_all_deviations, record_results, release
 from tests.test_verify_audit import tamper, verify
 
+pytestmark = pytest.mark.requirements("P11-10a", "P11-70")
+
 
 @pytest.fixture
 def released_batch(app: Flask, make_batch: Callable[..., str]) -> str:

@@ -28,6 +28,8 @@ from workflows.definition import DEFINITIONS_DIR, DefinitionError, load_definiti
 from workflows.engine_types import ContainerInfo
 from workflows.model import MAX_CREATED, CreateSpec
 
+pytestmark = pytest.mark.requirements("COI-3")
+
 SHIPPED_TEXT = (DEFINITIONS_DIR / "cd19_car_t_v1.toml").read_text(encoding="utf-8")
 STRANGER = str(make_code(CodeKind.CONTAINER, "A9999", 2026, 77))
 SIBLING = str(make_code(CodeKind.CONTAINER, "A9999", 2026, 78))

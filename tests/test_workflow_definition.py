@@ -15,6 +15,8 @@ from workflows.definition import (
 )
 from workflows.model import StepSpec
 
+pytestmark = pytest.mark.requirements("PROC-1")
+
 SHIPPED = DEFINITIONS_DIR / "cd19_car_t_v1.toml"
 SHIPPED_TEXT = SHIPPED.read_text(encoding="utf-8")
 

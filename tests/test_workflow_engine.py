@@ -29,6 +29,8 @@ from workflows.codes import CodeKind, make_code
 from workflows.definition import DEFINITIONS_DIR, load_definition_text
 from workflows.model import FieldSpec, Limits
 
+pytestmark = pytest.mark.requirements("A11-6")
+
 DEFINITION = load_definition(DEFINITIONS_DIR / "cd19_car_t_v1.toml")
 STEP = {step.key: step for step in DEFINITION.steps}
 BERLIN = ZoneInfo("Europe/Berlin")  # UTC+1 in November
@@ -197,6 +199,7 @@ def test_a_conforming_receipt():
     assert result.values["decision"].limit_text == "accept"
 
 
+@pytest.mark.requirements("PROC-3")
 def test_fourteen_hours_since_collection_is_flagged():
     result = check("receipt", {"collection_end": "2026-11-24 22:00"}, RECEIPT)
     hours = result.derived["hours_since_collection"]
@@ -353,6 +356,7 @@ def test_number_refusals(typed, message):
     assert error("receipt", RECEIPT, "volume_ml", typed) == message
 
 
+@pytest.mark.requirements("PROC-3")
 def test_number_below_its_limit_is_kept_and_flagged():
     volume = check("receipt", {"volume_ml": "49"}, RECEIPT).values["volume_ml"]
     assert (volume.value, volume.out_of_limit, volume.message) == (
@@ -362,6 +366,7 @@ def test_number_below_its_limit_is_kept_and_flagged():
     )
 
 
+@pytest.mark.requirements("PROC-3")
 def test_temperature_above_its_range_is_flagged():
     temp = check("receipt", {"shipping_temp_max": "9.0 °C"}, RECEIPT).values["shipping_temp_max"]
     assert temp.out_of_limit and temp.limit_text == "2–8 °C"
@@ -582,6 +587,7 @@ def test_scanned_codes_are_what_the_engine_looks_up():
 # --- derived values --------------------------------------------------------------------------------
 
 
+@pytest.mark.requirements("PROC-5")
 def test_moi_within_limits():
     moi = check("transduction", {}, TRANSDUCTION).derived["moi"]
     assert (moi.value, moi.text, moi.unit, moi.out_of_limit, moi.limit_text) == (
@@ -593,6 +599,7 @@ def test_moi_within_limits():
     )
 
 
+@pytest.mark.requirements("PROC-3")
 def test_moi_above_limit_is_flagged():
     moi = check("transduction", {"vector_volume_ml": "1.2"}, TRANSDUCTION).derived["moi"]
     assert moi.out_of_limit and moi.value == pytest.approx(12.0)
@@ -614,11 +621,13 @@ def test_no_derived_values_while_a_field_is_refused():
     assert result.derived == {} and set(result.errors) == {"titer_tu_per_ml"}
 
 
+@pytest.mark.requirements("PROC-5")
 def test_recovery_after_enrichment():
     result = check("enrichment", {}, ENRICHMENT)
     assert result.ok and result.derived["recovery_pct"].value == pytest.approx(55.0)
 
 
+@pytest.mark.requirements("PROC-5")
 def test_fold_expansion_since_seeding():
     fold = check("expansion", {}, EXPANSION).derived["fold_expansion"]
     assert fold.value == pytest.approx(30.0) and fold.label == "Fold expansion since seeding"
@@ -635,6 +644,7 @@ def test_fold_expansion_without_activation_is_not_computed():
     assert check("expansion", {}, EXPANSION, prior={}).derived["fold_expansion"].value is None
 
 
+@pytest.mark.requirements("PROC-5")
 def test_car_t_cells_at_harvest():
     raw = {
         "culture_bag": CULTURE,
@@ -651,6 +661,7 @@ def test_car_t_cells_at_harvest():
     )
 
 
+@pytest.mark.requirements("PROC-5")
 def test_dose_for_a_58_kg_patient():
     result = check("formulation", {}, FORMULATION)
     derived = {key: value.value for key, value in result.derived.items()}
@@ -712,6 +723,7 @@ def test_storage_temperature():
     )
 
 
+@pytest.mark.requirements("PROC-5")
 def test_compute_derived_for_a_stored_entry():
     step = STEP["receipt"]
     stored = {
@@ -749,6 +761,7 @@ def test_typed_value_of_each_type():
 # --- windows ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.requirements("P11-10f")
 @pytest.mark.parametrize(
     ("hours_ago", "message"),
     [
@@ -801,10 +814,12 @@ def progress(**entries):
     }
 
 
+@pytest.mark.requirements("P11-10f")
 def test_step_states_of_a_new_batch():
     assert set(step_states(DEFINITION, {}).values()) == {StepState.PENDING}
 
 
+@pytest.mark.requirements("P11-10f")
 def test_step_states_along_the_way():
     states = step_states(
         DEFINITION,
@@ -831,6 +846,7 @@ def test_expansion_is_done_once_harvest_is_recorded():
 ALL_DONE = progress(**{step.key: 1 for step in DEFINITION.steps})
 
 
+@pytest.mark.requirements("P11-10f")
 @pytest.mark.parametrize(
     ("step_key", "done", "state", "reason"),
     [
@@ -880,6 +896,7 @@ def test_can_start_unknown_step():
         can_start(DEFINITION, "infusion", {}, "in_process")
 
 
+@pytest.mark.requirements("P11-10f")
 def test_can_start_honours_min_entries():
     text = DEFINITION.source_text.replace("min_entries = 1", "min_entries = 2")
     definition = load_definition_text(text, "two_counts.toml")
@@ -892,6 +909,7 @@ def test_can_start_honours_min_entries():
     )
 
 
+@pytest.mark.requirements("P11-10f")
 @pytest.mark.parametrize(
     ("state", "done", "expected"),
     [

@@ -23,7 +23,7 @@ from werkzeug.exceptions import HTTPException
 #: The widths of the issue: a laptop, a tablet held sideways, a phone.
 WIDTHS = ((1280, 800), (1024, 768), (390, 844))
 #: Addresses that answer with a file or an action, not a page.
-NOT_PAGES = re.compile(r"\.(pdf|zpl|csv|toml)$|^/attachments/|^/static/|^/scan$|^/logout$")
+NOT_PAGES = re.compile(r"\.(pdf|zpl|csv|toml)$|^/attachments/|^/static/|^/scan$|^/logout$|^/api/")
 #: A bound on the links followed for one person, however many the pages offer.
 MOST_FETCHES = 400
 #: How many addresses of one endpoint are fetched to find further links.
