@@ -88,6 +88,12 @@ def create_app(config_object: object | str = "config.Config") -> Flask:
     app.register_blueprint(sites.bp)
     from lab.views import notices
     app.register_blueprint(notices.bp)
+    from lab.views import submissions
+    app.register_blueprint(submissions.bp)
+    from lab.views import api_tokens
+    app.register_blueprint(api_tokens.bp)
+    from lab.views import counter_files
+    app.register_blueprint(counter_files.bp)
     from lab import api
     app.register_blueprint(api.bp)
     errors.register_error_handlers(app)

@@ -9,10 +9,13 @@ from flask import Flask
 from flask.cli import with_appcontext
 from flask_migrate import upgrade
 
+from lab.cli_api import create_token_command, revoke_token_command
 from lab.cli_audit import anchor_findings, audit_anchor_command, audit_key_command
 from lab.cli_backup import backup_command, verify_backup_command
+from lab.cli_install import check_install_command
 from lab.cli_processes import approve_shipped_processes, import_process
 from lab.cli_records import export_records, verify_export_command
+from lab.cli_validation import validation_report_command
 from lab.exceptions import InvalidInput
 from lab.extensions import db
 from lab.models.users import ROLE_TITLES
@@ -34,6 +37,10 @@ def register_commands(app: Flask) -> None:
     app.cli.add_command(audit_anchor_command)
     app.cli.add_command(backup_command)
     app.cli.add_command(verify_backup_command)
+    app.cli.add_command(create_token_command)
+    app.cli.add_command(revoke_token_command)
+    app.cli.add_command(check_install_command)
+    app.cli.add_command(validation_report_command)
 
 
 @click.command("init-db")

@@ -229,6 +229,7 @@ NAMES: dict[str, tuple[tuple[str, ...], Any, bool]] = {
     "qc_results": (("test_key",), lambda r: f"result of {r.test_key}", False),
     "step_values": (("field_key",), lambda r: r.field_key, False),
     "signatures": (("meaning", "printed_name"), lambda r: f"{r.meaning}, {r.printed_name}", False),
+    "api_tokens": (("name", "prefix"), lambda r: f"\u201c{r.name}\u201d ({r.prefix}\u2026)", False),
 }
 TABLE_WORDS = {
     "users": "User", "containers": "Container", "downloads": "Download", "equipment_log": "Equipment log entry",
@@ -239,7 +240,8 @@ TABLE_WORDS = {
     "equipment": "Equipment", "signing_failures": "Signing failure", "material_lots": "Material lot",
     "qc_results": "QC result", "label_prints": "Label print", "process_definitions": "Process definition",
     "attachments": "Attachment", "step_entries": "Step entry", "patients": "Patient",
-    "material_items": "Material item", "custody_events": "Custody event",
+    "material_items": "Material item", "custody_events": "Custody event", "api_tokens": "API token",
+    "submissions": "Submission",
 }
 ACTION_WORDS = {
     "user.login": "Signed in", "user.sign_in_refused": "Sign-in refused", "user.create": "Created a user",
@@ -260,6 +262,9 @@ ACTION_WORDS = {
     "deviation.close": "Closed a deviation", "demo.inventory": "Set up the demo inventory",
     "custody.scan": "Scanned a container", "custody.mismatch": "Scan mismatch", "batch.start": "Started a batch",
     "audit.review": "Reviewed the audit trail",
+    "api_token.create": "Made an API token", "api_token.revoke": "Revoked an API token",
+    "submission.receive": "Received values to sign", "submission.record": "Recorded submitted values",
+    "submission.withdraw": "Withdrew submitted values", "counter_file.import": "Imported a cell counter file",
 }
 
 
@@ -303,6 +308,8 @@ class Entry:
     #: An insert: its content as (field in words, value) pairs.
     fields: Sequence[tuple[str, Shown]] = ()
     reason: str | None = None
+    #: The API token the action came through (its label), None for the pages and the command line.
+    via: str | None = None
 
 
 @cache
@@ -391,7 +398,7 @@ def _entry(e: Row[Any], content: dict[str, str | None], refs: dict[tuple[str, st
               "username": e.actor_username, "role": ROLE_WORDS.get(actor.role, actor.role) if actor else None,
               "action": e.action, "action_words": action_words(e.action), "operation": e.operation,
               "record_kind": TABLE_WORDS.get(e.table_name, e.table_name.replace("_", " ").capitalize()),
-              "record": record, "batch_number": e.batch_number, "reason": e.reason}
+              "record": record, "batch_number": e.batch_number, "reason": e.reason, "via": e.via}
     if e.operation == "update" or e.field:
         label = field_words(e.field or "", (e.table_name, e.field or "") in refs)
         return Entry(**common, field=label, old=value(e.field, e.old_value), new=value(e.field, e.new_value))
