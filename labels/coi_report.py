@@ -17,20 +17,35 @@ byte-reproducible (``invariant``).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from reportlab.lib import colors
 from reportlab.lib.styles import ParagraphStyle
-from reportlab.platypus import Flowable, Paragraph, Spacer, Table, TableStyle
+from reportlab.platypus import Flowable, Spacer, Table, TableStyle
 
 from labels.data import check_aware
 from labels.digest import parse_digest, plain, qr_payload, sha256_hex
-from labels.document import PAGE_MARGIN, TEXT_WIDTH, Footer, QrFlowable, digest_footer, paragraph, render_counted
+from labels.document import PAGE_MARGIN, TEXT_WIDTH, Footer, QrFlowable, digest_footer, render_counted
 from labels.layout import MM
 from labels.record_data import Issue, Signed
-from labels.text import MONO_BOLD, SANS, SANS_BOLD, clean
+from labels.tables import (
+    FLAG,
+    HEADING,
+    LABEL,
+    LINE,
+    MONO,
+    SMALL,
+    SUBHEADING,
+    TINY,
+    TITLE,
+    column_widths,
+    fact_table,
+    grid_table,
+    para,
+    signature_paragraphs,
+)
+from labels.text import SANS, clean
 from workflows.formatting import format_date, format_utc
 
 FORMAT = "celltrail/coi-report/1"
@@ -50,24 +65,12 @@ METHODS = {"wristband": "wristband COI scanned", "identifiers": "patient referen
 OUTCOMES = {"returned": "Returned to the manufacturer", "destroyed": "Destroyed at the site",
             "unused": "Not used, kept at the site under quarantine"}
 
-BODY = ParagraphStyle("coi-body", fontName=SANS, fontSize=8.5, leading=10.5)
-SMALL = ParagraphStyle("coi-small", parent=BODY, fontSize=7.5, leading=9)
-SMALL_BOLD = ParagraphStyle("coi-small-bold", parent=SMALL, fontName=SANS_BOLD)
-TINY = ParagraphStyle("coi-tiny", parent=BODY, fontSize=6.5, leading=7.8)
 #: An identity code in a table cell: small enough that the longest code fits its column unbroken.
 CODE = ParagraphStyle("coi-code", parent=TINY, splitLongWords=0)
-LABEL = ParagraphStyle("coi-label", parent=BODY, fontName=SANS_BOLD)
-MONO = ParagraphStyle("coi-mono", parent=BODY, fontName=MONO_BOLD, fontSize=7, leading=9)
-TITLE = ParagraphStyle("coi-title", parent=BODY, fontName=SANS_BOLD, fontSize=16, leading=20, spaceAfter=2)
-HEADING = ParagraphStyle("coi-heading", parent=BODY, fontName=SANS_BOLD, fontSize=12, leading=15,
-                         spaceBefore=10, spaceAfter=4, keepWithNext=1)
 #: Above a long table that may start on the page it is on (the heading is kept with its header row).
 TABLE_HEADING = ParagraphStyle("coi-table-heading", parent=HEADING, keepWithNext=0)
-SUBHEADING = ParagraphStyle("coi-subheading", parent=HEADING, fontSize=10, leading=13, spaceBefore=6, spaceAfter=2)
-FLAG = ParagraphStyle("coi-flag", parent=SMALL_BOLD, textColor=colors.Color(0.6, 0, 0))
-LINE = ParagraphStyle("coi-line", parent=SMALL, spaceBefore=1)
-FLAGGED_ROW = colors.Color(1, 0.88, 0.88)
-HEADER_ROW = colors.Color(0.9, 0.9, 0.9)
+#: The name column of the report's name / value lists.
+LABEL_WIDTH = 38 * MM
 
 
 # --- the data ------------------------------------------------------------------------------------
@@ -320,12 +323,6 @@ def vein_to_vein_text(report: CoiReportData) -> str:
     return "Open: the chain is not closed yet."
 
 
-def signature_line(signature: Signed) -> str:
-    status = "valid" if signature.valid else "INVALIDATED: the record changed after it was signed"
-    return (f"Signed by {signature.printed_name} — meaning: {signature.meaning} — {format_utc(signature.signed_at)}"
-            f" — {status}")
-
-
 def range_text(low: str | None, high: str | None) -> str:
     if low is None and high is None:
         return "not set by the process"
@@ -354,43 +351,8 @@ def limit_text(infusion: InfusionPart) -> str:
 # --- drawing ---------------------------------------------------------------------------------------
 
 
-def _p(text: str, style: ParagraphStyle = BODY) -> Paragraph:
-    return paragraph(text, style)
-
-
-def _columns(*shares: float) -> tuple[float, ...]:
-    return tuple(TEXT_WIDTH * share / sum(shares) for share in shares)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[Flowable | list[Flowable]]], widths: Sequence[float],
-           *, flagged: Iterable[int] = ()) -> Table:
-    style = [
-        ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
-        ("BACKGROUND", (0, 0), (-1, 0), HEADER_ROW),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (-1, -1), 2.5),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 2.5),
-        *(("BACKGROUND", (0, row + 1), (-1, row + 1), FLAGGED_ROW) for row in flagged),
-    ]
-    head = [_p(title, SMALL_BOLD) for title in header]
-    return Table([head, *rows], colWidths=widths, repeatRows=1, splitInRow=1, style=TableStyle(style))
-
-
 def _facts(rows: Sequence[tuple[str, str | Flowable]], width: float = TEXT_WIDTH) -> Table:
-    """Name / value pairs without a grid; empty values are left out."""
-    return Table(
-        [[_p(name, LABEL), _p(value) if isinstance(value, str) else value] for name, value in rows if value],
-        colWidths=(38 * MM, width - 38 * MM),
-        style=TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (0, -1), 0),
-                          ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1)]),
-        hAlign="LEFT",
-    )
-
-
-def _signatures(signatures: Sequence[Signed], none: str = "Not signed.") -> list[Flowable]:
-    if not signatures:
-        return [_p(none, LINE)]
-    return [_p(signature_line(s), LINE if s.valid else FLAG) for s in signatures]
+    return fact_table(rows, width, label_width=LABEL_WIDTH)
 
 
 def _at(moment: datetime | None) -> str:
@@ -409,44 +371,44 @@ def _header(report: CoiReportData, digest: str) -> list[Flowable]:
         ("End of infusion", _at(report.infused_at) or "Not infused yet"),
         ("Vein to vein", vein_to_vein_text(report)),
     ], TEXT_WIDTH - QR_SIZE)
-    qr = Table([[QrFlowable(qr_payload(digest), QR_SIZE)], [_p("Scan to verify this copy", SMALL)]],
+    qr = Table([[QrFlowable(qr_payload(digest), QR_SIZE)], [para("Scan to verify this copy", SMALL)]],
                colWidths=(QR_SIZE,), style=TableStyle([("LEFTPADDING", (0, 0), (-1, -1), 0),
                                                        ("RIGHTPADDING", (0, 0), (-1, -1), 0)]))
     identity = Table([[details, qr]], colWidths=(TEXT_WIDTH - QR_SIZE, QR_SIZE),
                      style=TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), 0),
                                        ("RIGHTPADDING", (0, 0), (-1, -1), 0)]))
-    return [_p("Chain of Identity Report", TITLE), _p(report.facility_name, SMALL), Spacer(0, 3 * MM), identity,
-            _p("Report digest (SHA-256)", LABEL), _p(digest, MONO), Spacer(0, 2 * MM), _p(LEGEND, SMALL)]
+    return [para("Chain of Identity Report", TITLE), para(report.facility_name, SMALL), Spacer(0, 3 * MM), identity,
+            para("Report digest (SHA-256)", LABEL), para(digest, MONO), Spacer(0, 2 * MM), para(LEGEND, SMALL)]
 
 
 def _batches(report: CoiReportData) -> list[Flowable]:
-    flowables: list[Flowable] = [_p("Manufacture and release", HEADING)]
+    flowables: list[Flowable] = [para("Manufacture and release", HEADING)]
     if not report.batches:
-        return [*flowables, _p("No batch yet.")]
+        return [*flowables, para("No batch yet.")]
     for batch in report.batches:
-        flowables += [_p(f"Batch {batch.batch_number}", SUBHEADING), _facts([
+        flowables += [para(f"Batch {batch.batch_number}", SUBHEADING), _facts([
             ("Product", batch.product),
             ("Process", f"{batch.process_key}, version {batch.process_version}"),
             ("State", batch.state),
             ("Started", format_utc(batch.started_at)),
-            ("Batch record digest", _p(f"sha256 {batch.record_digest}", MONO)),
+            ("Batch record digest", para(f"sha256 {batch.record_digest}", MONO)),
         ])]
         if not batch.decisions:
-            flowables.append(_p("Release decision: no QA decision yet.", LINE))
+            flowables.append(para("Release decision: no QA decision yet.", LINE))
         for decision in batch.decisions:
             reason = f" Reason: {decision.reason}" if decision.reason else ""
-            flowables.append(_p(f"{decision.title} → {decision.state_after}: decided by {decision.decided_by} at "
+            flowables.append(para(f"{decision.title} → {decision.state_after}: decided by {decision.decided_by} at "
                                 f"{format_utc(decision.decided_at)}.{reason}", LINE))
-            flowables += _signatures(decision.signatures)
+            flowables += signature_paragraphs(decision.signatures)
     return flowables
 
 
 def _custody(report: CoiReportData) -> list[Flowable]:
     """One row per hand-off; its message (why a scan was refused, what was confirmed) on a row of
     its own across the table, so that codes in it are never broken."""
-    flowables: list[Flowable] = [_p("Hand-offs", TABLE_HEADING)]
+    flowables: list[Flowable] = [para("Hand-offs", TABLE_HEADING)]
     if not report.custody:
-        return [*flowables, _p("No hand-off recorded.")]
+        return [*flowables, para("No hand-off recorded.")]
     rows: list[list[Flowable | list[Flowable]]] = []
     flagged: list[int] = []
     spans: list[int] = []
@@ -454,17 +416,17 @@ def _custody(report: CoiReportData) -> list[Flowable]:
         where = " → ".join(x for x in (event.from_location, event.to_location) if x) or "—"
         if not event.matched:
             flagged.append(len(rows))
-        rows.append([_p(format_utc(event.occurred_at), SMALL),
-                     [_p(event.container or "—", CODE), _p(event.batch_number, CODE)], _p(event.event, SMALL),
-                     _p(event.scanned, CODE), _p(where, CODE), _p(event.actor, SMALL),
-                     _p("MATCH", SMALL) if event.matched else _p("MISMATCH", FLAG)])
+        rows.append([para(format_utc(event.occurred_at), SMALL),
+                     [para(event.container or "—", CODE), para(event.batch_number, CODE)], para(event.event, SMALL),
+                     para(event.scanned, CODE), para(where, CODE), para(event.actor, SMALL),
+                     para("MATCH", SMALL) if event.matched else para("MISMATCH", FLAG)])
         if event.message:
             if not event.matched:
                 flagged.append(len(rows))
             spans.append(len(rows))
-            rows.append([_p(event.message, SMALL), *([_p("", SMALL)] * 6)])
-    table = _table(("When", "Container, batch", "Hand-off", "Scanned", "From → to", "By", "Result"), rows,
-                   _columns(11, 17, 12, 17, 21, 10, 12), flagged=flagged)
+            rows.append([para(event.message, SMALL), *([para("", SMALL)] * 6)])
+    table = grid_table(("When", "Container, batch", "Hand-off", "Scanned", "From → to", "By", "Result"), rows,
+                   column_widths(11, 17, 12, 17, 21, 10, 12), flagged=flagged)
     table.setStyle(TableStyle([("SPAN", (0, row + 1), (-1, row + 1)) for row in spans]))
     return [*flowables, table]
 
@@ -482,17 +444,17 @@ def _receipt(shipment: ShipmentPart, receipt: Receipt) -> list[Flowable]:
         ("Deviation", receipt.deviation or ""),
         ("Received", f"by {receipt.received_by} at {format_utc(receipt.received_at)}"),
     ])
-    return [_p(f"Receipt of {shipment.number}", SUBHEADING), facts, *_signatures(receipt.signatures)]
+    return [para(f"Receipt of {shipment.number}", SUBHEADING), facts, *signature_paragraphs(receipt.signatures)]
 
 
 def _shipments(report: CoiReportData) -> list[Flowable]:
-    flowables: list[Flowable] = [_p("Shipment and receipt", HEADING)]
+    flowables: list[Flowable] = [para("Shipment and receipt", HEADING)]
     if not report.shipments:
-        return [*flowables, _p("Not shipped yet.")]
+        return [*flowables, para("Not shipped yet.")]
     for shipment in report.shipments:
         verified = (f"by {shipment.verified_by} at {_at(shipment.verified_at)}" if shipment.verified_by
                     else "NOT VERIFIED yet")
-        flowables += [_p(f"Shipment {shipment.number}", SUBHEADING), _facts([
+        flowables += [para(f"Shipment {shipment.number}", SUBHEADING), _facts([
             ("Batch", shipment.batch_number),
             ("Status", shipment.status),
             ("Consignee", shipment.site),
@@ -504,61 +466,61 @@ def _shipments(report: CoiReportData) -> list[Flowable]:
             ("Courier", shipment.courier),
             ("Packed", f"by {shipment.packed_by} at {format_utc(shipment.packed_at)}"),
             ("Packing verified", verified),
-        ]), *_signatures(shipment.signatures)]
+        ]), *signature_paragraphs(shipment.signatures)]
         if shipment.receipt is None:
-            flowables.append(_p("Not received at the site yet.", LINE))
+            flowables.append(para("Not received at the site yet.", LINE))
         else:
             flowables += _receipt(shipment, shipment.receipt)
         for decision in shipment.decisions:
-            flowables += [_p(f"QA decision on the quarantine: {qa_decision_text(decision)}", LINE),
-                          *_signatures(decision.signatures)]
+            flowables += [para(f"QA decision on the quarantine: {qa_decision_text(decision)}", LINE),
+                          *signature_paragraphs(decision.signatures)]
     return flowables
 
 
 def _bedside(report: CoiReportData) -> list[Flowable]:
-    flowables: list[Flowable] = [_p("Bedside identity check", HEADING)]
+    flowables: list[Flowable] = [para("Bedside identity check", HEADING)]
     if not report.bedside_checks:
-        return [*flowables, _p("No bedside check yet.")]
+        return [*flowables, para("No bedside check yet.")]
     for check in report.bedside_checks:
-        flowables += [_p(f"Bag {check.bag} ({check.batch_number})", SUBHEADING), _facts([
+        flowables += [para(f"Bag {check.bag} ({check.batch_number})", SUBHEADING), _facts([
             ("Checked", format_utc(check.checked_at)),
             ("Method", METHODS.get(check.method, check.method)),
             ("Patient", check.patient_evidence),
             ("Bag scanned", check.bag_scanned),
             ("Clinicians", f"{check.first} and {check.second}"),
             ("Result", "MATCH"),
-        ]), *_signatures(check.signatures)]
+        ]), *signature_paragraphs(check.signatures)]
     return flowables
 
 
 def _infusions(report: CoiReportData) -> list[Flowable]:
-    flowables: list[Flowable] = [_p("Thaw and infusion", HEADING)]
+    flowables: list[Flowable] = [para("Thaw and infusion", HEADING)]
     if not report.infusions:
-        return [*flowables, _p("Not infused yet.")]
+        return [*flowables, para("Not infused yet.")]
     for infusion in report.infusions:
-        flowables += [_p(f"Bag {infusion.bag} ({infusion.batch_number})", SUBHEADING), _facts([
+        flowables += [para(f"Bag {infusion.bag} ({infusion.batch_number})", SUBHEADING), _facts([
             ("Thaw", f"{format_utc(infusion.thaw_start)} to {format_utc(infusion.thaw_end)}"),
             ("Infusion", f"{format_utc(infusion.infusion_start)} to {format_utc(infusion.infusion_end)}"),
             ("Time limit", limit_text(infusion)),
             ("Deviation", infusion.deviation or ""),
             ("Reactions", infusion.reactions or "none recorded"),
             ("Administered", f"by {infusion.administered_by}, recorded at {format_utc(infusion.recorded_at)}"),
-        ]), *_signatures(infusion.signatures)]
+        ]), *signature_paragraphs(infusion.signatures)]
     return flowables
 
 
 def _disposals(report: CoiReportData) -> list[Flowable]:
     if not report.disposals:
         return []
-    flowables: list[Flowable] = [_p("Bags not infused", HEADING)]
+    flowables: list[Flowable] = [para("Bags not infused", HEADING)]
     for disposal in report.disposals:
-        flowables += [_p(f"Bag {disposal.bag} ({disposal.batch_number})", SUBHEADING), _facts([
+        flowables += [para(f"Bag {disposal.bag} ({disposal.batch_number})", SUBHEADING), _facts([
             ("Outcome", OUTCOMES.get(disposal.outcome, disposal.outcome)),
             ("Reason", disposal.reason),
             ("When", format_utc(disposal.happened_at)),
             ("Recorded by", disposal.recorded_by),
             ("Witness", disposal.witness),
-        ]), *_signatures(disposal.signatures)]
+        ]), *signature_paragraphs(disposal.signatures)]
     return flowables
 
 

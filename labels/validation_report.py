@@ -21,7 +21,19 @@ from reportlab.platypus import Flowable, PageBreak, Spacer
 from labels.data import check_aware
 from labels.document import LEFT, PAGE_MARGIN, RIGHT, TEXT_WIDTH, Footer, render_counted
 from labels.layout import MM
-from labels.record import BODY, FLAG, HEADING, LINE, SMALL, SMALL_BOLD, TITLE, _columns, _facts, _p, _table
+from labels.tables import (
+    BODY,
+    FLAG,
+    HEADING,
+    LINE,
+    SMALL,
+    SMALL_BOLD,
+    TITLE,
+    column_widths,
+    fact_table,
+    grid_table,
+    para,
+)
 from labels.text import SANS
 from workflows.formatting import format_utc
 
@@ -95,10 +107,10 @@ def _summary(data: ValidationReportData) -> list[Flowable]:
     gaps = data.with_status("gap")
     failed = data.with_status("failed")
     flowables: list[Flowable] = [
-        _p("Validation report: requirements traced to tests", TITLE),
-        _p("CellTrail — 21 CFR 11.10(a), EU GMP Annex 11 §4", SMALL),
+        para("Validation report: requirements traced to tests", TITLE),
+        para("CellTrail — 21 CFR 11.10(a), EU GMP Annex 11 §4", SMALL),
         Spacer(0, 3 * MM),
-        _facts([
+        fact_table([
             ("Run", f"{format_utc(data.started_at)} to {format_utc(data.finished_at)}"),
             ("Version (git commit)", data.commit),
             ("Python", f"{data.python} on {data.platform}"),
@@ -107,38 +119,38 @@ def _summary(data: ValidationReportData) -> list[Flowable]:
             ("Requirements", f"{len(data.rows)}: " + ", ".join(f"{statuses[s]} {PLURALS[s]}" for s in STATUSES)),
             ("Tests", f"{len(data.test_outcomes)}: {counted(data.test_outcomes)}"),
         ], TEXT_WIDTH),
-        _p("Gaps: requirements without a passing test", HEADING),
+        para("Gaps: requirements without a passing test", HEADING),
     ]
-    flowables += [_p(f"{row.id} — {row.text}", FLAG) for row in gaps] or [_p("No gaps.", BODY)]
+    flowables += [para(f"{row.id} — {row.text}", FLAG) for row in gaps] or [para("No gaps.", BODY)]
     if failed:
-        flowables += [_p("Failed: requirements with a failing test", HEADING),
-                      *(_p(f"{row.id} — {row.text}", FLAG) for row in failed)]
+        flowables += [para("Failed: requirements with a failing test", HEADING),
+                      *(para(f"{row.id} — {row.text}", FLAG) for row in failed)]
     if data.unknown:
-        flowables += [_p("Errors: requirement IDs the tests use that the list does not have", HEADING),
-                      *(_p(f"{rid}: {', '.join(nodeids)}", FLAG) for rid, nodeids in data.unknown)]
+        flowables += [para("Errors: requirement IDs the tests use that the list does not have", HEADING),
+                      *(para(f"{rid}: {', '.join(nodeids)}", FLAG) for rid, nodeids in data.unknown)]
     procedural = data.with_status("procedural")
     if procedural:
-        flowables += [_p("Procedural requirements (the lab's SOPs)", HEADING),
-                      _p(", ".join(row.id for row in procedural) + ": see the matrix and the README.", SMALL)]
+        flowables += [para("Procedural requirements (the lab's SOPs)", HEADING),
+                      para(", ".join(row.id for row in procedural) + ": see the matrix and the README.", SMALL)]
     return flowables
 
 
 def _tests_cell(row: TraceRow) -> list[Flowable]:
     if row.status == "procedural":
-        return [_p(f"Procedural (lab's SOP): {row.procedural}", SMALL)]
+        return [para(f"Procedural (lab's SOP): {row.procedural}", SMALL)]
     if not row.tests:
-        return [_p("No test.", LINE)]
-    return [_p(f"{name}: {counted(outcomes)}", LINE) for name, outcomes in by_function(row.tests)]
+        return [para("No test.", LINE)]
+    return [para(f"{name}: {counted(outcomes)}", LINE) for name, outcomes in by_function(row.tests)]
 
 
 def _matrix(data: ValidationReportData) -> list[Flowable]:
-    rows = [[_p(row.id, SMALL_BOLD), [_p(row.text, SMALL), _p(row.source, LINE)],
-             _p(row.status.upper(), FLAG if row.status in ("failed", "gap") else SMALL), _tests_cell(row)]
+    rows = [[para(row.id, SMALL_BOLD), [para(row.text, SMALL), para(row.source, LINE)],
+             para(row.status.upper(), FLAG if row.status in ("failed", "gap") else SMALL), _tests_cell(row)]
             for row in data.rows]
     flagged = [i for i, row in enumerate(data.rows) if row.status in ("failed", "gap")]
-    return [_p("Traceability matrix", HEADING),
-            _table(("ID", "Requirement and source", "Status", "Tests (outcomes)"), rows,
-                   _columns(11, 35, 13, 50), flagged=flagged)]
+    return [para("Traceability matrix", HEADING),
+            grid_table(("ID", "Requirement and source", "Status", "Tests (outcomes)"), rows,
+                   column_widths(11, 35, 13, 50), flagged=flagged)]
 
 
 def _footer(data: ValidationReportData) -> Footer:
