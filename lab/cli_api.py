@@ -5,30 +5,14 @@ the system (no actor) on the audit trail; the secret is never stored or logged."
 
 from __future__ import annotations
 
-from typing import NoReturn
-
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import select
 
+from lab.cli_support import refuse, user_named
 from lab.exceptions import InvalidInput
 from lab.extensions import db
-from lab.models import User
 from lab.models.api import TOKEN_SCOPES
 from lab.services.api_tokens import DEFAULT_DAYS, MAX_DAYS, create_token, live_tokens, revoke_token
-
-
-def _refuse(message: str) -> NoReturn:
-    db.session.rollback()
-    click.echo(f"Refused: {message}", err=True)
-    raise click.exceptions.Exit(1)
-
-
-def _user(username: str) -> User:
-    user = db.session.scalar(select(User).where(User.username == username.strip().lower()))
-    if user is None:
-        _refuse(f"No user {username!r}.")
-    return user
 
 
 @click.command("create-token")
@@ -40,11 +24,11 @@ def _user(username: str) -> User:
 @click.option("--days", default=str(DEFAULT_DAYS), show_default=True, help=f"How long it lasts (1 to {MAX_DAYS}).")
 def create_token_command(username: str, name: str, scope: str, days: str) -> None:
     """Make an API token for a user; its secret is printed once, alone on the last line."""
-    user = _user(username)
+    user = user_named(username)
     try:
         token, secret = create_token(user, name, scope, days, actor=None)
     except InvalidInput as error:  # one line per field, as create-user says it
-        _refuse("The token was not made.\n" + "\n".join(f"{field}: {message}" for field, message in error.errors.items()))
+        refuse("The token was not made.\n" + "\n".join(f"{field}: {message}" for field, message in error.errors.items()))
     db.session.commit()
     click.echo(f"Made {token.label} for {user.username}, scope {scope}, expires {token.expires_at:%Y-%m-%d %H:%M} UTC. "
                "The token follows; it is shown once:")
@@ -58,11 +42,11 @@ def create_token_command(username: str, name: str, scope: str, days: str) -> Non
 @click.option("--reason", default="", help="Why (on the audit trail).")
 def revoke_token_command(username: str, name: str, reason: str) -> None:
     """Revoke a user's live API tokens of one name."""
-    user = _user(username)  # a deactivated user's tokens may be revoked too
+    user = user_named(username)  # a deactivated user's tokens may be revoked too
     wanted = " ".join(name.split())
     tokens = [t for t in live_tokens(user) if t.name == wanted]
     if not tokens:
-        _refuse(f"{user.username} has no live token named {wanted!r}.")
+        refuse(f"{user.username} has no live token named {wanted!r}.")
     for token in tokens:
         revoke_token(token, actor=None, reason=reason)
     db.session.commit()

@@ -6,15 +6,13 @@ version on its page (/processes/<key>/<version>), with a signature and an effect
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from flask.cli import with_appcontext
-from sqlalchemy import select
 
+from lab.cli_support import refuse, user_named
 from lab.exceptions import InvalidInput, LabError, SignatureError
 from lab.extensions import db
-from lab.models import User
 from lab.services.processes import (
     MAX_DEFINITION_BYTES,
     ProcessConflict,
@@ -25,19 +23,6 @@ from lab.services.processes import (
 )
 from lab.services.signatures import Credentials, record_failed_attempt
 from workflows.definition import DefinitionError
-
-
-def _refuse(message: str) -> NoReturn:
-    db.session.rollback()
-    click.echo(f"Refused: {message} Nothing was written.", err=True)
-    raise click.exceptions.Exit(1)
-
-
-def _user(username: str) -> User:
-    user = db.session.scalar(select(User).where(User.username == username.strip().lower()))
-    if user is None:
-        _refuse(f"No user {username!r}.")
-    return user
 
 
 def _said(error: LabError) -> str:
@@ -53,16 +38,16 @@ def _said(error: LabError) -> str:
 def import_process(file: Path, username: str, reason: str) -> None:
     """Store a process definition file as a DRAFT version. It is not used until a QA officer
     other than you approves it on /processes/<key>/<version> with an effective date."""
-    actor = _user(username)
+    actor = user_named(username)
     if file.stat().st_size > MAX_DEFINITION_BYTES:
-        _refuse(f"{file.name}: the file is larger than {MAX_DEFINITION_BYTES // 1024} kB.")
+        refuse(f"{file.name}: the file is larger than {MAX_DEFINITION_BYTES // 1024} kB.")
     try:
         definition = parse_upload(file.read_bytes(), file.name)
         version = import_definition(definition, actor=actor, origin="imported", reason=reason)
     except ProcessConflict as error:
-        _refuse(str(error))
+        refuse(str(error))
     except (InvalidInput, LabError) as error:
-        _refuse(_said(error))
+        refuse(_said(error))
     db.session.commit()
     click.echo(f"Stored {version.key} version {version.version} ({file.name}, sha256 {version.definition.sha256}) "
                f"as a draft. A QA officer other than {actor.username} approves it on "
@@ -77,11 +62,11 @@ def import_process(file: Path, username: str, reason: str) -> None:
 def approve_shipped_processes(username: str, password: str, keys: tuple[str, ...] = ()) -> None:
     """Approve, effective today, the newest version of each process definition shipped with
     CellTrail (once, on installation), each with the QA officer's electronic signature."""
-    actor = _user(username)
+    actor = user_named(username)
     try:
         approved = approve_shipped(actor=actor, credentials=Credentials(password, username), keys=keys or None)
     except DefinitionError as error:
-        _refuse(f"{error}. Fix the file (`flask --app lab check-workflows` checks it).")
+        refuse(f"{error}. Fix the file (`flask --app lab check-workflows` checks it).")
     except SignatureError as error:
         db.session.rollback()
         note = ""
@@ -91,7 +76,7 @@ def approve_shipped_processes(username: str, password: str, keys: tuple[str, ...
         click.echo(f"Refused: {error}{note}", err=True)
         raise click.exceptions.Exit(1) from None
     except LabError as error:
-        _refuse(_said(error))
+        refuse(_said(error))
     db.session.commit()
     if not approved:
         click.echo("Nothing to approve: every shipped process version is approved already.")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from datetime import datetime
 from pathlib import Path
-from typing import NoReturn
 
 import click
 from flask.cli import with_appcontext
 
+from lab.cli_support import refuse
 from lab.extensions import db
 from lab.models import utcnow
 from lab.services.exports import (
@@ -27,12 +27,6 @@ from labels.text import UnprintableText
 DAY = click.DateTime(formats=["%Y-%m-%d"])
 
 
-def _refuse(message: str) -> NoReturn:
-    db.session.rollback()
-    click.echo(f"Refused: {message} Nothing was written.", err=True)
-    raise click.exceptions.Exit(1)
-
-
 @click.command("export-records")
 @with_appcontext  # also under FlaskCliRunner, which does not push one
 @click.option("--since", required=True, type=DAY, help="First day of the range, YYYY-MM-DD (UTC).")
@@ -48,26 +42,26 @@ def export_records(since: datetime, until: datetime, out: Path) -> None:
         check_range(first, last, today=now.date())
         check_destination(out)
     except ExportRefused as error:
-        _refuse(str(error))
+        refuse(str(error))
     batches = select_batches(first, last)
     if not batches:
-        _refuse(f"No batch was started or changed from {first} to {last} (UTC).")
+        refuse(f"No batch was started or changed from {first} to {last} (UTC).")
     records: list[ExportedRecord] = []
     with click.progressbar(batches, label=f"Rendering {len(batches)} batch records", show_pos=True) as bar:
         for batch in bar:
             try:
                 records.append(export_record(batch, now=now))
             except UnprintableText as error:
-                _refuse(f"The record of batch {batch.batch_number} cannot be printed: {error}")
+                refuse(f"The record of batch {batch.batch_number} cannot be printed: {error}")
     try:
         temporary = write_export(out, records, since=first, until=last, now=now)
     except ExportRefused as error:
-        _refuse(str(error))
+        refuse(str(error))
     try:
         os.replace(temporary, out)
     except OSError as error:
         temporary.unlink(missing_ok=True)
-        _refuse(f"Cannot write {out}: {error.strerror or error}.")
+        refuse(f"Cannot write {out}: {error.strerror or error}.")
     try:
         db.session.commit()
     except Exception:
