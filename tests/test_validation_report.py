@@ -57,11 +57,11 @@ RUN = [case(f"tests/test_all.py::test_{r.id}", "passed", r.id) for r in load_req
 ]
 
 
-def run_report(runner: FlaskCliRunner, tmp_path: Path, data: Any) -> tuple[Any, Path]:
+def run_report(runner: FlaskCliRunner, tmp_path: Path, data: Any, *options: str) -> tuple[Any, Path]:
     path = tmp_path / "test-results.json"
     path.write_text(data if isinstance(data, str) else json.dumps(data), encoding="utf-8")
     out = tmp_path / "validation"
-    return runner.invoke(args=["validation-report", "--results", str(path), "--out", str(out)]), out
+    return runner.invoke(args=["validation-report", "--results", str(path), "--out", str(out), *options]), out
 
 
 def test_the_matrix_traces_each_requirement_to_its_tests_in_csv(runner: FlaskCliRunner, tmp_path: Path) -> None:
@@ -114,6 +114,15 @@ def test_a_run_without_gaps_says_so(runner: FlaskCliRunner, tmp_path: Path) -> N
     assert result.exit_code == 0, result.output
     assert "0 gaps" in result.output and "0 failed" in result.output
     assert "No gaps." in page_texts((out / PDF_FILE).read_bytes())[0]
+    complete, _ = run_report(runner, tmp_path, results(every), "--complete")
+    assert complete.exit_code == 0, complete.output
+
+
+def test_complete_fails_a_run_with_a_gap_a_failure_or_an_unknown_id(runner: FlaskCliRunner, tmp_path: Path) -> None:
+    """What CI asks for: a report is written, and the run fails unless every requirement is demonstrated."""
+    result, out = run_report(runner, tmp_path, results(RUN), "--complete")
+    assert result.exit_code == 1 and "Incomplete" in result.output
+    assert (out / PDF_FILE).exists() and (out / CSV_FILE).exists()
 
 
 @pytest.mark.parametrize(("content", "reason"), [
