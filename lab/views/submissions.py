@@ -30,6 +30,7 @@ from lab.services.submissions import (
     usable,
     withdraw,
 )
+from workflows.formatting import format_recorded
 
 bp = Blueprint("submissions", __name__, url_prefix="/submissions")
 #: The roles that record steps or results: the people who sign what instruments send.
@@ -43,8 +44,7 @@ class WithdrawForm(OnceForm):
 @dataclass(frozen=True)
 class Value:
     label: str
-    text: str
-    unit: str | None
+    text: str  # as the record prints it, with its unit
     code: bool
 
 
@@ -69,14 +69,15 @@ def view_of(submission: Submission) -> SubmissionView:
         step = definition.step(submission.key)
         what = step.title
         fields = {spec.key: spec for spec in step.fields}
-        values = [Value(fields[key].label, text, fields[key].unit,
+        values = [Value(fields[key].label, format_recorded(text, fields[key].type, fields[key].unit),
                         fields[key].type in ("lot", "equipment", "coi", "container", "containers"))
                   for key, text in submission.values.items() if key in fields]
         endpoint, argument = "batches.record", "step_key"
     else:
         test = definition.release_test(submission.key)
         what = f"{test.title} result"
-        values = [Value(test.title, submission.values.get("value", ""), test.unit, False)]
+        values = [Value(test.title, format_recorded(submission.values.get("value", ""),
+                                                    "number" if test.unit else "result", test.unit), False)]
         endpoint, argument = "quality.record", "test_key"
     form_url = None
     if submission.status == "pending" and may_sign(current_user, submission):
