@@ -1,10 +1,11 @@
 """What the A4 documents (certificate of analysis, batch record) share: margins, user text
-as paragraphs, the vector QR flowable, and the two-pass build behind "Page X of Y"."""
+as paragraphs, the vector QR flowable, and the footers that say "Page X of Y"."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from io import BytesIO
+from typing import Any
 from xml.sax.saxutils import escape
 
 from reportlab.lib.pagesizes import A4
@@ -62,8 +63,36 @@ def paragraph(text: str, style: ParagraphStyle) -> Paragraph:
     return Paragraph("<br/>".join(lines), style)
 
 
-def _build(story: list[Flowable], footer: Footer, total: int | None, *, title: str, author: str,
-           bottom_margin: float) -> tuple[bytes, int]:
+def _footed_canvas(footer: Footer) -> type[Canvas]:
+    """A canvas that keeps each finished page until the document is saved, then draws every
+    footer knowing the page count: "Page X of Y" in one build instead of two."""
+
+    class FootedCanvas(Canvas):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._finished: list[dict[str, Any]] = []
+
+        def showPage(self) -> None:
+            self._finished.append(dict(self.__dict__))
+            self._startPage()
+
+        def save(self) -> None:
+            total = len(self._finished)
+            for number, page in enumerate(self._finished, start=1):
+                self.__dict__.update(page)
+                self.saveState()
+                footer(self, number, total)
+                self.restoreState()
+                super().showPage()
+            super().save()
+
+    return FootedCanvas
+
+
+def render_counted(story: Callable[[], list[Flowable]], footer: Footer, *, title: str, author: str,
+                   bottom_margin: float = PAGE_MARGIN) -> bytes:
+    """An A4 PDF of ``story`` whose every footer can say "Page X of Y" (``_footed_canvas``).
+    Byte-reproducible (``invariant``)."""
     buffer = BytesIO()
     doc = SimpleDocTemplate(
         buffer,
@@ -77,20 +106,5 @@ def _build(story: list[Flowable], footer: Footer, total: int | None, *, title: s
         creator="CellTrail",
         invariant=True,
     )
-
-    def draw(canvas: Canvas, document: SimpleDocTemplate) -> None:
-        canvas.saveState()
-        footer(canvas, document.page, total or document.page)
-        canvas.restoreState()
-
-    doc.build(story, onFirstPage=draw, onLaterPages=draw)
-    return buffer.getvalue(), doc.page
-
-
-def render_counted(story: Callable[[], list[Flowable]], footer: Footer, *, title: str, author: str,
-                   bottom_margin: float = PAGE_MARGIN) -> bytes:
-    """An A4 PDF of ``story`` built twice: the first pass counts the pages so that every
-    footer can say "Page X of Y". Byte-reproducible (``invariant``)."""
-    _, pages = _build(story(), footer, None, title=title, author=author, bottom_margin=bottom_margin)
-    pdf, _ = _build(story(), footer, pages, title=title, author=author, bottom_margin=bottom_margin)
-    return pdf
+    doc.build(story(), canvasmaker=_footed_canvas(footer))
+    return buffer.getvalue()
