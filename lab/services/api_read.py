@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import current_app, url_for
-from itsdangerous import BadData, URLSafeSerializer
+from flask import url_for
 from sqlalchemy import and_, or_, select
 from sqlalchemy.engine import Row
 from sqlalchemy.orm import contains_eager
@@ -26,7 +25,7 @@ from sqlalchemy.orm import contains_eager
 from lab.exceptions import InvalidInput
 from lab.extensions import db
 from lab.models import Batch, Patient, ProcessDefinitionRecord, Signature, StepValue, Submission, User
-from lab.services.batch_list import MAX_CURSOR, BadCursor, choices
+from lab.services.batch_list import BadCursor, choices, read_signed_cursor, signed_cursor
 from lab.services.progress import BatchOverview, EntryView, ValueView, batch_overview
 from lab.services.record_issue import snapshot
 from lab.services.release_status import QualityRecord, TestRow, quality_record
@@ -89,12 +88,8 @@ def parse_batch_query(args: Mapping[str, str]) -> BatchQuery:
     return BatchQuery(state, product, moment)
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=_SALT)
-
-
 def _cursor(batch: Batch) -> str:
-    return str(_serializer().dumps([iso_time(batch.updated_at), batch.id]))
+    return signed_cursor(_SALT, iso_time(batch.updated_at), batch.id)
 
 
 def _position(text: str) -> tuple[datetime, int] | None:
@@ -103,14 +98,8 @@ def _position(text: str) -> tuple[datetime, int] | None:
         return None
     refused = BadCursor("The cursor was altered or cut short.",
                         {"cursor": "Not a cursor this API gave: send next_cursor as it came, or start without one."})
-    if len(text) > MAX_CURSOR:
-        raise refused
-    try:
-        updated, batch_id = _serializer().loads(text)
-        when = datetime.fromisoformat(updated)
-    except (BadData, ValueError, TypeError):
-        raise refused from None
-    if not isinstance(batch_id, int) or when.tzinfo is None:
+    leading, when, batch_id = read_signed_cursor(_SALT, text, refused)
+    if leading:
         raise refused
     return when, batch_id
 

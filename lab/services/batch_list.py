@@ -156,12 +156,28 @@ def _date(text: str, key: str, today: date, errors: dict[str, str]) -> date | No
     return None
 
 
-def _serializer() -> URLSafeSerializer:
-    return URLSafeSerializer(current_app.config["SECRET_KEY"], salt=_SALT)
+def signed_cursor(salt: str, *parts: Any) -> str:
+    """``parts`` (ending with a row's time as ISO 8601 and its id) signed with the app's key."""
+    return str(URLSafeSerializer(current_app.config["SECRET_KEY"], salt=salt).dumps(list(parts)))
+
+
+def read_signed_cursor(salt: str, text: str, refused: BadCursor) -> tuple[list[Any], datetime, int]:
+    """What ``signed_cursor(salt, ...)`` signed: the leading parts, then the row's aware time and
+    id; raises ``refused`` when the text was altered, cut short or is too long."""
+    if len(text) > MAX_CURSOR:
+        raise refused
+    try:
+        *leading, moment, row_id = URLSafeSerializer(current_app.config["SECRET_KEY"], salt=salt).loads(text)
+        when = datetime.fromisoformat(moment)
+    except (BadData, ValueError, TypeError):
+        raise refused from None
+    if not isinstance(row_id, int) or when.tzinfo is None:
+        raise refused
+    return leading, when, row_id
 
 
 def make_cursor(direction: str, batch: Batch) -> str:
-    return str(_serializer().dumps([direction, batch.created_at.astimezone(UTC).isoformat(), batch.id]))
+    return signed_cursor(_SALT, direction, batch.created_at.astimezone(UTC).isoformat(), batch.id)
 
 
 def read_cursor(text: str) -> tuple[str, datetime, int] | None:
@@ -171,17 +187,10 @@ def read_cursor(text: str) -> tuple[str, datetime, int] | None:
         return None
     refused = BadCursor("That page link was altered or cut short.",
                         {"page": "That page link was altered or cut short; start again from the newest batches."})
-    if len(text) > MAX_CURSOR:
+    leading, when, batch_id = read_signed_cursor(_SALT, text, refused)
+    if leading not in (["older"], ["newer"]):
         raise refused
-    try:
-        payload: Any = _serializer().loads(text)
-        direction, created, batch_id = payload
-        when = datetime.fromisoformat(created)
-    except (BadData, ValueError, TypeError):
-        raise refused from None
-    if direction not in ("older", "newer") or not isinstance(batch_id, int) or when.tzinfo is None:
-        raise refused
-    return direction, when, batch_id
+    return leading[0], when, batch_id
 
 
 def _matching(filters: BatchFilter) -> list[ColumnElement[bool]]:
