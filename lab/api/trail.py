@@ -14,10 +14,9 @@ from werkzeug.wrappers import Response
 
 from lab.api.core import api_user, bp, limit_arg, query_args
 from lab.api.openapi import json_response, problems, query, ref
-from lab.exceptions import InvalidInput
 from lab.permissions import ACTIONS, require
 from lab.services.api_read import MAX_PAGE_SIZE, audit_entry
-from lab.services.audit_trail import FILTER_KEYS, PAGE_SIZE, page, parse_filter
+from lab.services.audit_trail import FILTER_KEYS, PAGE_SIZE, before_id, page, parse_filter
 from lab.services.progress import lab_timezone
 
 
@@ -28,18 +27,9 @@ def audit() -> Response:
     if not (args.get("batch") and user.can_act_as(*ACTIONS["read_batch_trail"])):
         require(user, "review_audit_trail", "review the audit trail")
     filters = parse_filter(args, today=datetime.now(lab_timezone()).date())
-    found = page(filters, before=_before(args.get("before", "")),
+    found = page(filters, before=before_id(args.get("before", ""), again="send next_before as it came"),
                  size=limit_arg(args, default=PAGE_SIZE, maximum=MAX_PAGE_SIZE))
     return jsonify({"items": [audit_entry(row) for row in found.rows], "next_before": found.next_before})
-
-
-def _before(text: str) -> int | None:
-    if not text:
-        return None
-    if not (text.isascii() and text.isdigit() and len(text) <= 18):
-        raise InvalidInput("Not a page of the audit trail.",
-                           {"before": f"{text[:30]!r} is not an entry id; send next_before as it came."})
-    return int(text)
 
 
 _DATE = {"type": "string", "format": "date"}

@@ -141,6 +141,17 @@ def _date(text: str, key: str, today: date, errors: dict[str, str]) -> date | No
     return value
 
 
+def before_id(text: str, *, again: str) -> int | None:
+    """The entry id a page of the trail ends before (``before``), or None for the newest page;
+    raises InvalidInput naming ``text`` and what to do ``again``."""
+    text = text.strip()
+    if not text:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 18):
+        raise InvalidInput("Not a page of the audit trail.", {"before": f"{text[:30]!r} is not an entry number; {again}."})
+    return int(text)
+
+
 def page(filters: TrailFilter, *, before: int | None = None, size: int = PAGE_SIZE) -> Page:
     """The ``size`` newest entries matching ``filters``, older than entry ``before`` if given.
 

@@ -29,6 +29,7 @@ from lab.services.audit_trail import (
     Page,
     TrailFilter,
     audited_tables,
+    before_id,
     page,
     parse_filter,
     readable,
@@ -83,7 +84,7 @@ def readable_entries(found: Page) -> list[Entry]:
 def index() -> tuple[str, int]:
     try:
         filters = _filters()
-        before = _before()
+        before = before_id(request.args.get("before", ""), again="start again from the newest entries")
         found = page(filters, before=before)
     except (InvalidInput, NotFoundInTrail) as error:
         return _refused(error)
@@ -110,16 +111,6 @@ def export() -> Response | tuple[str, int]:
 
 def _filters() -> TrailFilter:
     return parse_filter(request.args, today=datetime.now(lab_timezone()).date())
-
-
-def _before() -> int | None:
-    text = request.args.get("before", "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or len(text) > 18:
-        raise InvalidInput("Not a page of the audit trail.",
-                           {"before": f"{text[:30]!r} is not an entry number; start again from the newest entries."})
-    return int(text)
 
 
 def _refused(error: LabError) -> tuple[str, int]:
