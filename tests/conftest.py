@@ -166,6 +166,18 @@ def approve_processes(keys: tuple[str, ...] = ("cd19-car-t",)) -> None:
     db.session.commit()
 
 
+def setup_lab(app: Flask) -> None:
+    """The users of ROLES, the processes approved and the materials in stock, in ``app`` (for an
+    app other than the per-test one, such as ``shared_app``)."""
+    with app.app_context():
+        with audit.action("test.setup", actor=None):
+            db.session.add_all(User(username=name, full_name=full, role=role, password_hash=PASSWORD_HASH)
+                               for name, (role, full) in ROLES.items())
+            add_inventory(datetime.now(UTC).date(), PASSWORD)
+        db.session.commit()
+        approve_processes()
+
+
 @pytest.fixture
 def inventory(app: Flask, users: dict[str, int]) -> None:
     with app.app_context():

@@ -16,15 +16,14 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from lab import audit
 from lab.demo import Recorder
 from lab.extensions import db
-from lab.models import Submission, User
+from lab.models import Submission
 from lab.services.api_tokens import create_token
 from lab.services.batches import start_batch
 from lab.services.patients import PatientInput, register_patient
-from tests.conftest import ROLES, approve_processes
-from tests.factories import PASSWORD, PASSWORD_HASH, add_inventory, user
+from tests.conftest import setup_lab
+from tests.factories import PASSWORD, user
 
 pytestmark = pytest.mark.requirements("API-2", "API-3")
 SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "api_client.py"
@@ -33,13 +32,8 @@ SCRIPT = Path(__file__).resolve().parent.parent / "examples" / "api_client.py"
 def lab_with_batches(app: Flask) -> tuple[list[str], str, str]:
     """Users, materials and three batches (one in expansion); their numbers, the one in
     expansion, and a write token of tech1."""
+    setup_lab(app)
     with app.app_context():
-        with audit.action("test.setup", actor=None):
-            db.session.add_all(User(username=name, full_name=full, role=role, password_hash=PASSWORD_HASH)
-                               for name, (role, full) in ROLES.items())
-            add_inventory(datetime.now(UTC).date(), PASSWORD)
-        db.session.commit()
-        approve_processes()
         now = datetime.now(UTC)
         start = now - timedelta(days=8)
         numbers = []

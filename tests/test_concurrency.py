@@ -17,7 +17,7 @@ from flask import Flask
 from sqlalchemy import func, select
 
 from lab import audit
-from lab.demo import Recorder, add_inventory
+from lab.demo import Recorder
 from lab.exceptions import ConcurrentChangeError, SignatureError
 from lab.extensions import db
 from lab.models import Administration, AuditEvent, Container, Patient, SigningFailure, Site, StepEntry, User
@@ -28,21 +28,11 @@ from lab.services.signatures import LOCKOUT_AFTER, Credentials, reauthenticate, 
 from lab.services.site_receipt import ReceiptInput, receive_shipment
 from lab.services.steps import record_step
 from tests.clinic import find_shipment, ship
-from tests.conftest import ROLES, approve_processes
+from tests.conftest import ROLES, setup_lab
 from tests.factories import PASSWORD, PASSWORD_HASH, form_data, get_batch, step_values, user
 from tests.quality import record_results, release
 
 pytestmark = pytest.mark.requirements("PROC-6")
-
-
-def _setup_lab(app: Flask) -> None:
-    with app.app_context():
-        with audit.action("test.setup", actor=None):
-            db.session.add_all(User(username=name, full_name=full, role=role, password_hash=PASSWORD_HASH)
-                               for name, (role, full) in ROLES.items())
-            add_inventory(datetime.now(UTC).date(), PASSWORD)
-        db.session.commit()
-        approve_processes()
 
 
 def _race(app: Flask, work: Callable[[str, threading.Barrier], object], names: tuple[str, ...]) -> dict[str, object]:
@@ -69,7 +59,7 @@ def _race(app: Flask, work: Callable[[str, threading.Barrier], object], names: t
 
 
 def test_concurrent_saves_of_one_step_one_wins_the_other_is_told_who(shared_app: Flask) -> None:
-    _setup_lab(shared_app)
+    setup_lab(shared_app)
     with shared_app.app_context():
         tech1 = user("tech1")
         patient = register_patient(PatientInput("SLE-09", "AB", date(1980, 1, 1), 60, "SLE"), actor=tech1)
@@ -100,7 +90,7 @@ def test_concurrent_saves_of_one_step_one_wins_the_other_is_told_who(shared_app:
 
 @pytest.mark.requirements("COI-2")
 def test_concurrent_registrations_get_distinct_cois(shared_app: Flask) -> None:
-    _setup_lab(shared_app)
+    setup_lab(shared_app)
 
     def register(name: str, barrier: threading.Barrier) -> str:
         barrier.wait()
@@ -143,7 +133,7 @@ def test_simultaneous_wrong_signing_passwords_all_count_and_lock_once(shared_app
     """20 refused signatures at once, each on its own connection, as the signing views keep
     them: every one is counted (no lost update) and the LOCKOUT_AFTER-th locks the account;
     an attempt that starts after the lock is refused as locked, without counting."""
-    _setup_lab(shared_app)
+    setup_lab(shared_app)
     attempts = tuple(f"attempt-{n}" for n in range(20))
 
     def refuse(name: str, barrier: threading.Barrier) -> str:
@@ -177,7 +167,7 @@ def test_simultaneous_wrong_signing_passwords_all_count_and_lock_once(shared_app
 def test_two_infusions_of_one_bag_at_once_record_one(shared_app: Flask) -> None:
     """Two clinicians recording the same bag's infusion at the same moment: one infusion is kept,
     the other is refused as already done (the batch row is locked), never a second row or a 500."""
-    _setup_lab(shared_app)
+    setup_lab(shared_app)
     now = datetime.now(UTC)
     start = now - timedelta(days=14)
     with shared_app.app_context():
