@@ -25,6 +25,8 @@ class AuditEvent(Model):
     __table_args__ = (
         Index("ix_audit_events_occurred_at_id", "occurred_at", "id"),
         Index("ix_audit_events_batch_id_occurred_at", "batch_id", "occurred_at", "id"),
+        # A batch's newest entry marks its record's version (lab.services.record_marks).
+        Index("ix_audit_events_batch_id_id", "batch_id", "id"),
         Index("ix_audit_events_actor_id_occurred_at", "actor_id", "occurred_at", "id"),
         Index("ix_audit_events_action_occurred_at", "action", "occurred_at", "id"),
         Index("ix_audit_events_table_name_occurred_at", "table_name", "occurred_at", "id"),

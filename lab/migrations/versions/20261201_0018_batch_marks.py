@@ -1,0 +1,23 @@
+"""An index on the audit trail by batch and id: each batch's newest entry in one seek (issue 17)
+
+Revision ID: 0018
+Revises: 0017
+Create Date: 2026-12-01 06:30:00
+
+"""
+from alembic import op
+
+# revision identifiers, used by Alembic.
+revision = '0018'
+down_revision = '0017'
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    # An index is not an UPDATE of the append-only trail: its triggers stay in place.
+    op.create_index('ix_audit_events_batch_id_id', 'audit_events', ['batch_id', 'id'], unique=False)
+
+
+def downgrade():
+    op.drop_index('ix_audit_events_batch_id_id', table_name='audit_events')
