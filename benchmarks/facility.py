@@ -122,24 +122,28 @@ class Subjects:
     open_batch: str
     open_batch_id: int
     counts: int
+    early_batch: str  # an open batch with the fewest daily counts
+    early_counts: int
     closed_batch: str
     container: str
     batches: int
 
 
 def subjects() -> Subjects:
-    """The open batch with the most daily counts, a shipped batch, and a container of the open one."""
+    """The open batches with the most and the fewest daily counts, a shipped batch, and a container
+    of the first."""
     counted = (select(StepEntry.batch_id, func.count(StepValue.id).label("n")).join(StepValue)
                .where(StepEntry.step_key == "expansion").group_by(StepEntry.batch_id).subquery())
-    open_batch = db.session.execute(select(Batch, counted.c.n).join(counted, counted.c.batch_id == Batch.id)
-                                    .where(Batch.state == "in_process").order_by(counted.c.n.desc(), Batch.id)
-                                    .limit(1)).one()
+    in_process = select(Batch, counted.c.n).join(counted, counted.c.batch_id == Batch.id).where(
+        Batch.state == "in_process")
+    open_batch = db.session.execute(in_process.order_by(counted.c.n.desc(), Batch.id).limit(1)).one()
+    early = db.session.execute(in_process.order_by(counted.c.n, Batch.id).limit(1)).one()
     closed = db.session.scalars(select(Batch).where(Batch.state == "shipped").order_by(Batch.id).limit(1)).one()
     container = db.session.scalars(select(Container).where(Container.batch_id == open_batch[0].id)
                                    .order_by(Container.id.desc()).limit(1)).one()
     total = db.session.scalar(select(func.count(Batch.id))) or 0
-    return Subjects(open_batch[0].batch_number, open_batch[0].id, open_batch[1], closed.batch_number, container.code,
-                    total)
+    return Subjects(open_batch[0].batch_number, open_batch[0].id, open_batch[1], early[0].batch_number, early[1],
+                    closed.batch_number, container.code, total)
 
 
 def floor_pdf(pages: int) -> bytes:
@@ -181,7 +185,8 @@ def main() -> None:
     print(f"{subject.batches:,} batches on {dialect}; open batch {subject.open_batch} "
           f"({subject.counts} expansion values), shipped batch {subject.closed_batch}\n")
     pages = {
-        "batch page": ("tech1", f"/batches/{subject.open_batch}"),
+        f"batch page ({subject.counts} expansion values)": ("tech1", f"/batches/{subject.open_batch}"),
+        f"batch page ({subject.early_counts} expansion values)": ("tech1", f"/batches/{subject.early_batch}"),
         **{f"dashboard ({user})": (user, "/") for user in ROLES},
         "scan of a batch code (redirect)": ("tech1", f"/scan?code={subject.open_batch}"),
         "scan of a container code (redirect)": ("tech1", f"/scan?code={subject.container}"),
