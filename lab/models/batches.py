@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Float, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import Float, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.extensions import Model
@@ -42,6 +42,12 @@ class Batch(Audited, Model):
     """One manufacturing run for one patient; its ``state`` is decided by workflows/."""
 
     __tablename__ = "batches"
+    # The dashboard's and the quality alerts' newest batches of some states: each index is read
+    # from its newest end, its state checked in the index, until the page is full (no sort).
+    __table_args__ = (
+        Index("ix_batches_created_at_state", "created_at", "state"),
+        Index("ix_batches_updated_at_state", "updated_at", "state"),
+    )
     __audit_ignore__ = frozenset({"version", "updated_at", "updated_by_id"})
 
     id: Mapped[int] = mapped_column(primary_key=True)

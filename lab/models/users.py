@@ -83,8 +83,12 @@ class User(UserMixin, Audited, Model):
 
     def can_act_as(self, *roles: str) -> bool:
         """True when this active user holds one of ``roles`` (or acts for one)."""
-        mine = {self.role} | ACTS_AS.get(self.role, frozenset())
-        return self.is_active and bool(mine.intersection(roles))
+        return bool(self.roles.intersection(roles))
+
+    @property
+    def roles(self) -> frozenset[str]:
+        """The roles this user may act as now: none while inactive."""
+        return ({self.role} | ACTS_AS.get(self.role, frozenset())) if self.is_active else frozenset()
 
     def __repr__(self) -> str:
         return f"<User {self.username} ({self.role})>"

@@ -1,16 +1,20 @@
-"""What a batch's record looks like at a moment, named by one number: its mark.
+"""What a batch's record looks like at a moment, named by a mark.
 
 Every change to anything in a batch's record (its steps, values, containers, custody, results,
-deviations, decisions, signatures, shipments) writes an audit entry carrying the batch's id,
-in the same transaction, under the chain-head lock that hands out ids in order. So the id of a
-batch's newest audit entry changes whenever its record does, and only grows: it is the record's
-version, wider than ``Batch.version`` (which only counts changes to the batch row itself).
+deviations, decisions, signatures, shipments, submissions) writes an audit entry carrying the
+batch's id, in the same transaction, under the chain-head lock that hands out ids in order. So
+the id of a batch's newest audit entry changes whenever its record does, and only grows. Copies
+taken out (downloads, issued records: ``COPY_TABLES``) describe a printout, not the batch, and do
+not count. A correction of the patient's weight changes what the batch's record shows (the
+weight, what is computed from it) and writes its entries under the patient, not the batch; it
+moves each of the patient's batches' ``version`` instead. A batch's mark is the pair of both.
 
-What is derived from a batch's record alone (a dashboard row, a chart, a page section) is kept
-in a :class:`PerMark` cache keyed by the batch's id and mark, so a changed record is never shown
-from the cache: its new mark misses and the value is derived again. Read the mark *before*
-loading what the value is derived from; a change committed in between is then in the loaded
-data, and the value is stored under the older mark, which the next request no longer asks for.
+What is derived from a batch's record alone (a dashboard row, a page, a printed record's data)
+is kept in the app's :class:`PerMark` caches keyed by the batch's id and mark, so a changed record
+is never shown from a cache: its new mark misses and the value is derived again. Read the mark
+*before* loading what the value is derived from; a change committed in between is then in the
+loaded data, and the value is stored under the older mark, which the next request no longer
+asks for.
 """
 
 from __future__ import annotations
@@ -18,28 +22,46 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterable
 from threading import Lock
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import func, select
+from flask import current_app
+from sqlalchemy import ColumnElement, ScalarSelect, select
 
 from lab.extensions import db
-from lab.models import AuditEvent
+from lab.models import AuditEvent, Batch
 
 T = TypeVar("T")
+#: (id of the batch's newest audit entry that is not a copy taken out, ``Batch.version``)
+Mark = tuple[int, int]
+#: Tables that log copies taken out of CellTrail: they describe a printout, not the batch,
+#: so they stay out of the record's audit appendix and its mark (else every download would change them).
+COPY_TABLES = frozenset({"downloads", "issued_records"})
 
 
-def marks(batch_ids: Iterable[int]) -> dict[int, int]:
-    """Each batch's mark, in one query (index ``ix_audit_events_batch_id_id``: one seek a batch).
-    A batch without any audit entry (none exists in practice: its insert is audited) gets 0."""
+def newest_entry(batch_id: ColumnElement[int]) -> ScalarSelect[int | None]:
+    """The id of the newest audit entry of the batch ``batch_id`` names that is not a copy taken
+    out, as a column: the query that finds a batch (by its number, a container by its code) reads
+    it too, walking the index ``ix_audit_events_batch_id_id`` down from the top (a copy or two at
+    most are skipped), instead of a round trip of its own."""
+    return (select(AuditEvent.id).where(AuditEvent.batch_id == batch_id, AuditEvent.table_name.not_in(COPY_TABLES))
+            .order_by(AuditEvent.id.desc()).limit(1).scalar_subquery())
+
+
+def mark_of(entry: int | None, version: int) -> Mark:
+    """A mark from a row read with :func:`newest_entry` and ``Batch.version``."""
+    return entry or 0, version
+
+
+def marks(batch_ids: Iterable[int]) -> dict[int, Mark]:
+    """Each existing batch's mark, in one query of one index walk a batch."""
     ids = sorted(set(batch_ids))
     if not ids:
         return {}
-    found = dict(db.session.execute(select(AuditEvent.batch_id, func.max(AuditEvent.id))
-                                    .where(AuditEvent.batch_id.in_(ids)).group_by(AuditEvent.batch_id)).tuples())
-    return {batch_id: found.get(batch_id) or 0 for batch_id in ids}
+    rows = db.session.execute(select(Batch.id, newest_entry(Batch.id), Batch.version).where(Batch.id.in_(ids)))
+    return {batch_id: mark_of(entry, version) for batch_id, entry, version in rows}
 
 
-def mark(batch_id: int) -> int:
+def mark(batch_id: int) -> Mark:
     return marks([batch_id])[batch_id]
 
 
@@ -47,7 +69,7 @@ class PerMark(Generic[T]):
     """A bounded cache of values derived from one batch's record at one mark, per process.
 
     Keys are ``(batch_id, mark, *extra)``: ``extra`` names whatever else the value depends on
-    (a role, a definition version). Least recently used values go first past ``size``.
+    (a viewer's role, a container). Least recently used values go first past ``size``.
     """
 
     def __init__(self, size: int) -> None:
@@ -55,7 +77,7 @@ class PerMark(Generic[T]):
         self._values: OrderedDict[tuple[Hashable, ...], T] = OrderedDict()
         self._lock = Lock()
 
-    def get(self, batch_id: int, batch_mark: int, make: Callable[[], T], *extra: Hashable) -> T:
+    def get(self, batch_id: int, batch_mark: Mark, make: Callable[[], T], *extra: Hashable) -> T:
         key = (batch_id, batch_mark, *extra)
         with self._lock:
             if key in self._values:
@@ -68,6 +90,14 @@ class PerMark(Generic[T]):
                 self._values.popitem(last=False)
         return value
 
-    def clear(self) -> None:
+    def peek(self, batch_id: int, batch_mark: Mark, *extra: Hashable) -> T | None:
+        """The value kept under this key, if any, without making it."""
         with self._lock:
-            self._values.clear()
+            return self._values.get((batch_id, batch_mark, *extra))
+
+
+def cache(name: str, size: int) -> PerMark[Any]:
+    """The app's cache called ``name``: one per app, as two apps (tests, a restored copy) may
+    reuse batch ids and marks for different records."""
+    kept: PerMark[Any] = current_app.extensions.setdefault(f"per_mark.{name}", PerMark(size))
+    return kept

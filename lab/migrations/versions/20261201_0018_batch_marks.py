@@ -1,4 +1,5 @@
-"""An index on the audit trail by batch and id: each batch's newest entry in one seek (issue 17)
+"""Indexes for pages independent of the number of batches (issue 17): the audit trail by batch and id
+(each batch's newest entry in one seek), batches by creation and by last change, with their state
 
 Revision ID: 0018
 Revises: 0017
@@ -17,7 +18,11 @@ depends_on = None
 def upgrade():
     # An index is not an UPDATE of the append-only trail: its triggers stay in place.
     op.create_index('ix_audit_events_batch_id_id', 'audit_events', ['batch_id', 'id'], unique=False)
+    op.create_index('ix_batches_created_at_state', 'batches', ['created_at', 'state'], unique=False)
+    op.create_index('ix_batches_updated_at_state', 'batches', ['updated_at', 'state'], unique=False)
 
 
 def downgrade():
+    op.drop_index('ix_batches_updated_at_state', table_name='batches')
+    op.drop_index('ix_batches_created_at_state', table_name='batches')
     op.drop_index('ix_audit_events_batch_id_id', table_name='audit_events')
