@@ -4,14 +4,18 @@ as paragraphs, the vector QR flowable, and the footers that say "Page X of Y".""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from io import BytesIO
 from typing import Any
 from xml.sax.saxutils import escape
 
+from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate
+from reportlab.platypus.paragraph import _leftDrawParaLine
+from reportlab.platypus.paraparser import ParaFrag
 
 from labels.layout import MM
 from labels.qr import draw_qr
@@ -22,6 +26,8 @@ FRAME_PADDING = 6  # platypus' default inside the page margins
 TEXT_WIDTH = A4[0] - 2 * (PAGE_MARGIN + FRAME_PADDING)
 LEFT = PAGE_MARGIN + FRAME_PADDING
 RIGHT = A4[0] - PAGE_MARGIN - FRAME_PADDING
+#: What escape() changes: a line holding none of them is plain text to Paragraph's parser too.
+MARKUP = frozenset("&<>")
 
 #: Draws one page's footer: (canvas, page number, page count).
 Footer = Callable[[Canvas, int, int], None]
@@ -56,11 +62,67 @@ class QrFlowable(Flowable):
         draw_qr(self.canv, self.payload, 0, 0, self.size)
 
 
+class _Paragraph(Paragraph):
+    """A Paragraph that breaks its lines once per width, and draws plain text with one text object.
+
+    A table asks each cell for its size several times (column sizing, row heights, each split
+    across pages, drawing), always at the column's width, and every wrap measured every word
+    again: most of a long record's time. The lines depend on the width alone.
+    """
+
+    _wrapped: tuple[float, tuple[float, float]] | None = None  # the last width wrapped at, and the size
+
+    def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
+        if self._wrapped is None or self._wrapped[0] != available_width or not hasattr(self, "blPara"):
+            self._wrapped = available_width, super().wrap(available_width, available_height)  # split() may drop blPara
+        return self._wrapped[1]
+
+    def drawOn(self, canvas: Canvas, x: float, y: float, _sW: float = 0) -> None:
+        """Lines of one font and colour (``blPara.kind`` 0) drawn where Paragraph draws them (first
+        baseline one font size below the top, left-aligned), without its two saved graphics states,
+        translation and per-paragraph set-up for each of a record's thousands of cells."""
+        lines = self.blPara
+        if lines.kind != 0 or not _plain_style(self.style) or self.bulletText:
+            super().drawOn(canvas, x, y, _sW)
+            return
+        canvas.saveState()
+        canvas.setFillColor(lines.textColor)
+        text = canvas.beginText(self._hAlignAdjust(x, _sW), y + self.height - lines.fontSize)
+        text.setFont(lines.fontName, lines.fontSize, self.style.leading)
+        for extra_space, words in lines.lines:
+            _leftDrawParaLine(text, 0, extra_space, words)  # spaces shrunk as Paragraph does (spaceShrinkage)
+        canvas.drawText(text)
+        canvas.restoreState()
+
+
+@cache
+def _plain_style(style: ParagraphStyle) -> bool:
+    """Whether ``style`` draws nothing but left-aligned lines: no indent, background, border or leading rule."""
+    return (style.alignment == TA_LEFT and not (style.leftIndent or style.firstLineIndent or style.backColor
+                                                or style.borderWidth or getattr(style, "autoLeading", "") not in ("", "off")))
+
+
+@cache
+def _fragment(style: ParagraphStyle) -> ParaFrag:
+    """What Paragraph's markup parser makes of one plain word in ``style``: the fragment a line
+    of plain text becomes, but for its text."""
+    fragment: ParaFrag = Paragraph("x", style).frags[0]
+    return fragment
+
+
+def _plain(line: str, style: ParagraphStyle) -> Paragraph:
+    """The paragraph of one line free of markup characters, built as the parser would build it
+    (one fragment) without running the parser, the other half of a record's time."""
+    return _Paragraph(line, style, frags=[_fragment(style).clone(text=line, link=[], us_lines=[])])
+
+
 def paragraph(text: str, style: ParagraphStyle) -> Paragraph:
     """A paragraph of user text: escaped (Paragraph parses markup), line breaks kept.
     Raises UnprintableText for characters the font lacks."""
-    lines = [escape(clean(line, style.fontName)) for line in text.splitlines()]
-    return Paragraph("<br/>".join(lines), style)
+    lines = [clean(line, style.fontName) for line in text.splitlines()]
+    if len(lines) == 1 and lines[0] and not MARKUP & set(lines[0]):
+        return _plain(lines[0], style)
+    return _Paragraph("<br/>".join(escape(line) for line in lines), style)
 
 
 def _footed_canvas(footer: Footer) -> type[Canvas]:

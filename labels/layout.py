@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from functools import lru_cache
 
 from reportlab.pdfbase.pdfmetrics import stringWidth
 
@@ -105,17 +106,25 @@ class _Field:
     style: _Style
 
 
-def _wrap(text: str, font: str, size: float, width: float) -> list[str] | None:
-    """Greedy word wrap; None when one word alone is wider than ``width``."""
+@lru_cache(maxsize=1 << 16)
+def _width(text: str, font: str, size: float) -> float:
+    """``stringWidth``, remembered: laying one label out tries a dozen QR and font sizes, each
+    measuring the same words and lines again, and a sheet's labels share most of their words."""
+    return stringWidth(text, font, size)
+
+
+@lru_cache(maxsize=1 << 14)
+def _wrap(text: str, font: str, size: float, width: float) -> tuple[str, ...] | None:
+    """Greedy word wrap; None when one word alone is wider than ``width``. Remembered, as ``_width``."""
     lines: list[str] = []
     for word in text.split(" "):
-        if stringWidth(word, font, size) > width + EPSILON:
+        if _width(word, font, size) > width + EPSILON:
             return None
-        if lines and stringWidth(f"{lines[-1]} {word}", font, size) <= width + EPSILON:
+        if lines and _width(f"{lines[-1]} {word}", font, size) <= width + EPSILON:
             lines[-1] = f"{lines[-1]} {word}"
         else:
             lines.append(word)
-    return lines
+    return tuple(lines)
 
 
 def _padding(style: _Style, size: float) -> float:
@@ -143,7 +152,7 @@ class _Area:
         return cls(top, x, width, top - height, x, width, top - height, top - height)
 
 
-def _block(field: _Field, size: float, lines: list[str], x: float, width: float, top: float,
+def _block(field: _Field, size: float, lines: Sequence[str], x: float, width: float, top: float,
            leading: float) -> TextBlock:
     slot = size * leading
     # Centre the em box (0.76 above, 0.24 below the baseline) in each line's slot.
@@ -154,8 +163,9 @@ def _block(field: _Field, size: float, lines: list[str], x: float, width: float,
 
 
 def _try_fit(fields: Sequence[_Field], sizes: Sequence[float], area: _Area, leading: float) -> list[TextBlock] | None:
-    """The blocks of ``fields`` at ``sizes`` flowed into ``area``, or None when they do not fit."""
-    blocks = []
+    """The blocks of ``fields`` at ``sizes`` flowed into ``area``, or None when they do not fit.
+    Blocks are made only once all fit: most tries (``largest_qr``, growing, shrinking) fail."""
+    placed = []
     top = area.top
     beside = True
     for field, size in zip(fields, sizes, strict=True):
@@ -163,7 +173,7 @@ def _try_fit(fields: Sequence[_Field], sizes: Sequence[float], area: _Area, lead
         if beside:
             lines = _wrap(field.text, field.style.font, size, area.beside_width - 2 * pad)
             if lines is not None and top - len(lines) * slot >= area.beside_bottom - EPSILON:
-                blocks.append(_block(field, size, lines, area.beside_x, area.beside_width, top, leading))
+                placed.append((field, size, lines, area.beside_x, area.beside_width, top))
                 top -= len(lines) * slot
                 continue
             beside = False
@@ -171,9 +181,10 @@ def _try_fit(fields: Sequence[_Field], sizes: Sequence[float], area: _Area, lead
         lines = _wrap(field.text, field.style.font, size, area.below_width - 2 * pad)
         if lines is None or top - len(lines) * slot < area.bottom - EPSILON:
             return None
-        blocks.append(_block(field, size, lines, area.below_x, area.below_width, top, leading))
+        placed.append((field, size, lines, area.below_x, area.below_width, top))
         top -= len(lines) * slot
-    return blocks
+    return [_block(field, size, lines, x, width, block_top, leading)
+            for field, size, lines, x, width, block_top in placed]
 
 
 def _overflow_message(fields: Sequence[_Field], area: _Area, leading: float) -> str:
@@ -181,12 +192,12 @@ def _overflow_message(fields: Sequence[_Field], area: _Area, leading: float) -> 
     for field in fields:
         size = field.style.minimum
         for word in field.text.split(" "):
-            if stringWidth(word, field.style.font, size) > width - 2 * _padding(field.style, size) + EPSILON:
+            if _width(word, field.style.font, size) > width - 2 * _padding(field.style, size) + EPSILON:
                 return f"{word!r} is wider than the label's text area even at {size:g} pt"
     needed = 0.0
     for field in fields:
         size = field.style.minimum
-        lines = _wrap(field.text, field.style.font, size, width - 2 * _padding(field.style, size)) or []
+        lines = _wrap(field.text, field.style.font, size, width - 2 * _padding(field.style, size)) or ()
         needed += len(lines) * size * leading
     height = area.top - area.bottom
     return f"its text needs {needed / MM:.1f} mm of height at the smallest font size, and {height / MM:.1f} mm is left"
@@ -306,9 +317,15 @@ def _tube_fields(label: LabelData) -> tuple[list[_Field], list[_Field]]:
     return [_field(label.code, _Style(MONO_BOLD, 9, minimum))], side
 
 
-def _layout(label: LabelData, qr_size: float, shrink: bool, scale: float = 1.0) -> LabelLayout:
-    """``label`` laid out around a QR of ``qr_size`` points; the text beside and below the QR at ``scale``
-    times its size, smaller only if ``shrink``."""
+def _label_fields(label: LabelData) -> tuple[list[_Field], list[_Field]]:
+    """The fields on top of ``label`` (full width) and the fields beside (and, on bags, below) its QR."""
+    return _bag_fields(label) if label.stock is Stock.BAG else _tube_fields(label)
+
+
+def _layout(label: LabelData, fields: tuple[list[_Field], list[_Field]], qr_size: float, shrink: bool,
+            scale: float = 1.0) -> LabelLayout:
+    """``label`` (its ``fields``) laid out around a QR of ``qr_size`` points; the text beside and below the QR
+    at ``scale`` times its size, smaller only if ``shrink``."""
     stock = label.stock
     width, height = (side * MM for side in stock.size_mm)
     margin, gap, leading, inset = MARGIN[stock], GAP[stock], LEADING[stock], QR_INSET[stock]
@@ -316,7 +333,7 @@ def _layout(label: LabelData, qr_size: float, shrink: bool, scale: float = 1.0) 
     top = height - margin
 
     if stock is Stock.BAG:
-        header_fields, body_fields = _bag_fields(label)
+        header_fields, body_fields = fields
         header = _region(header_fields, _Area.column(margin, top, inner_width, height / 4), leading, "header",
                          shrink)
         qr = Box(inset, header[-1].box.y - gap - qr_size, qr_size, qr_size)
@@ -327,7 +344,7 @@ def _layout(label: LabelData, qr_size: float, shrink: bool, scale: float = 1.0) 
         body = _region(body_fields, area, leading, "text beside and below the QR", shrink, scale)
         return LabelLayout(width, height, qr, header + body)
 
-    header_fields, side_fields = _tube_fields(label)
+    header_fields, side_fields = fields
     qr = Box(inset, inset, qr_size, qr_size)
     header = _region(header_fields, _Area.column(margin, top, inner_width, top - qr.y1 - gap), leading, "code line",
                      shrink)
@@ -338,9 +355,9 @@ def _layout(label: LabelData, qr_size: float, shrink: bool, scale: float = 1.0) 
     return LabelLayout(width, height, qr, header + side)
 
 
-def _fits(label: LabelData, qr_size: float) -> bool:
+def _fits(label: LabelData, fields: tuple[list[_Field], list[_Field]], qr_size: float) -> bool:
     try:
-        _layout(label, qr_size, shrink=False)
+        _layout(label, fields, qr_size, shrink=False)
     except LabelOverflow:
         return False
     return True
@@ -353,18 +370,22 @@ def largest_qr(label: LabelData) -> float:
     On bags the QR leaves the COI and batch lines room beside it. Found by bisection: more QR
     leaves less room for text, so what fits at one size fits at any smaller one.
     """
+    return _largest_qr(label, _label_fields(label))
+
+
+def _largest_qr(label: LabelData, fields: tuple[list[_Field], list[_Field]]) -> float:
     stock = label.stock
     width, height = (side * MM for side in stock.size_mm)
     largest = min(width, height) - 2 * QR_INSET[stock]
     if stock is Stock.BAG:
-        widest = max(stringWidth(text, SANS, IDENTITY_SIZE) for text in _identity_texts(label))
+        widest = max(_width(text, SANS, IDENTITY_SIZE) for text in _identity_texts(label))
         largest = min(largest, width - QR_INSET[stock] - GAP[stock] - MARGIN[stock] - widest)
     low, high = 0, int((largest - QR_MINIMUM[stock]) // QR_STEP)  # in steps above the minimum
-    if high <= 0 or not _fits(label, QR_MINIMUM[stock]):
+    if high <= 0 or not _fits(label, fields, QR_MINIMUM[stock]):
         return QR_MINIMUM[stock]
     while low < high:  # invariant: low fits
         middle = (low + high + 1) // 2
-        if _fits(label, QR_MINIMUM[stock] + middle * QR_STEP):
+        if _fits(label, fields, QR_MINIMUM[stock] + middle * QR_STEP):
             low = middle
         else:
             high = middle - 1
@@ -379,13 +400,14 @@ def layout_label(label: LabelData, qr_size: float | None = None) -> LabelLayout:
     has no empty band; text that does not fit shrinks. Raises LabelOverflow when the text
     cannot fit even at its smallest size, and ValueError for a QR below the stock's minimum.
     """
+    fields = _label_fields(label)
     if qr_size is None:
-        qr_size = largest_qr(label)
+        qr_size = _largest_qr(label, fields)
     if qr_size < QR_MINIMUM[label.stock] - EPSILON:
         raise ValueError(f"A {label.stock} label's QR must be at least {QR_MINIMUM[label.stock] / MM:.0f} mm.")
     for step in range(round((MAX_GROW - 1) / GROW_STEP), -1, -1):
         try:
-            return _layout(label, qr_size, shrink=False, scale=1 + step * GROW_STEP)
+            return _layout(label, fields, qr_size, shrink=False, scale=1 + step * GROW_STEP)
         except LabelOverflow:
             continue
-    return _layout(label, qr_size, shrink=True)
+    return _layout(label, fields, qr_size, shrink=True)

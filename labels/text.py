@@ -40,7 +40,7 @@ def clean(text: str, font: str = SANS) -> str:
     """Collapse whitespace (line breaks included) to single spaces; refuse characters ``font`` lacks."""
     text = " ".join(text.split())
     face = pdfmetrics.getFont(font).face
-    missing = sorted({char for char in text if ord(char) not in face.charToGlyph})
+    missing = sorted(char for char in set(text) if ord(char) not in face.charToGlyph)  # each character once
     if missing:
         raise UnprintableText(f"{text!r} holds characters the label font cannot print: {''.join(missing)!r}.")
     return text
