@@ -12,7 +12,9 @@ through an API token also has the field ``via`` (the token's label); an entry wi
 ``via`` key at all, so entries written before the API existed keep their hashes.
 
 Appends are serialized: the writer locks the one ``audit_chain_head`` row (SELECT ... FOR
-UPDATE on PostgreSQL) and holds it until its transaction ends. On SQLite the flush that
+UPDATE on PostgreSQL) and holds it until its transaction ends. A transaction of several
+flushes locks it once, inserts each flush's entries, and moves it once, before it commits
+(lab.audit). On SQLite the flush that
 produced the entries already holds the database's write lock when the head is read, which
 serializes writers the same way.
 """
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from json.encoder import encode_basestring
 from typing import Any
 
 from sqlalchemy import Connection, exists, insert, select, update
@@ -35,6 +38,10 @@ GENESIS = "0" * 64
 HASHED_FIELDS = ("id", "prev_hash", "occurred_at", "actor_id", "actor_username", "action", "operation",
                  "table_name", "row_id", "field", "old_value", "new_value", "reason", "batch_id")
 HEAD_ID = 1
+#: The hashed fields and ``via`` in the order of the canonical form (sorted: ``via`` comes last).
+CANONICAL_ORDER = tuple(sorted((*HASHED_FIELDS, "via")))
+_OBJECT_WITH_VIA = "{" + ",".join(f'"{name}":%s' for name in CANONICAL_ORDER) + "}"
+_OBJECT = _OBJECT_WITH_VIA.replace(',"via":%s}', "}")
 
 
 class ChainHeadMissing(LabError):
@@ -46,12 +53,43 @@ class ChainHeadMissing(LabError):
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
     """The bytes an entry's hash covers (module docstring)."""
-    content = {name: entry[name] for name in HASHED_FIELDS}
-    if entry.get("via") is not None:
-        content["via"] = entry["via"]
-    when: datetime = content["occurred_at"]
-    content["occurred_at"] = when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return canonical_values([entry.get("via") if name == "via" else entry[name] for name in CANONICAL_ORDER])
+
+
+def canonical_values(values: Sequence[Any]) -> bytes:
+    """:func:`canonical` of an entry given as its values in CANONICAL_ORDER (a row read in that
+    column order), ``occurred_at`` as a datetime or as its UTC text (:func:`utc_text`).
+
+    The JSON object is written key by key in sorted order, each value by the encoder
+    ``json.dumps`` itself uses: the same bytes as ``json.dumps(..., sort_keys=True)``, without
+    building a dict per entry (the verifier hashes millions).
+    """
+    texts = [_json(value) for value in values]
+    if values[-1] is None:  # no via: no key at all
+        texts.pop()
+        return (_OBJECT % tuple(texts)).encode("utf-8")
+    return (_OBJECT_WITH_VIA % tuple(texts)).encode("utf-8")
+
+
+def utc_text(when: datetime) -> str:
+    """``occurred_at`` as the canonical form writes it: ``YYYY-MM-DDTHH:MM:SS.ffffffZ`` in UTC."""
+    if when.tzinfo is not UTC:
+        when = when.astimezone(UTC)
+    if when.year < 1000:  # strftime does not pad the year to four digits: keep its text
+        return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return when.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+def _json(value: Any) -> str:
+    if type(value) is str:
+        return encode_basestring(value)
+    if value is None:
+        return "null"
+    if type(value) is int:
+        return repr(value)
+    if isinstance(value, datetime):
+        return f'"{utc_text(value)}"'
+    return json.dumps(value, ensure_ascii=False)
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
@@ -59,16 +97,41 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
 
 
 def append(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Number, chain and insert ``rows`` (every field of HASHED_FIELDS but the first two),
-    leaving the chain head locked by this transaction until it commits or rolls back."""
-    last_id, last_hash = _lock_head(connection)
+    """Number, chain and insert ``rows`` (every field of HASHED_FIELDS but the first two) and
+    move the head to the last, leaving it locked by this transaction until it ends."""
+    save_head(connection, chain_on(connection, lock_head(connection), rows))
+
+
+def chain_on(connection: Connection, tail: tuple[int, str], rows: list[dict[str, Any]]) -> tuple[int, str]:
+    """Number, chain and insert ``rows`` after ``tail`` (the id and hash of the chain's last
+    entry, the head locked by this transaction); return the new tail. The head is not moved:
+    :func:`save_head` does, once, before the transaction commits."""
+    last_id, last_hash = tail
     for row in rows:
         last_id += 1
         row.update(id=last_id, prev_hash=last_hash)
         row["hash"] = last_hash = entry_hash(row)
     connection.execute(insert(AuditEvent), rows)
+    return last_id, last_hash
+
+
+def save_head(connection: Connection, tail: tuple[int, str]) -> None:
+    last_id, last_hash = tail
     connection.execute(update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
                        .values(last_id=last_id, last_hash=last_hash))
+
+
+def lock_head(connection: Connection, *, own_entries: bool = False) -> tuple[int, str]:
+    """Lock the chain head for this transaction; return the chain's tail. ``own_entries``: this
+    transaction may have appended entries the head does not name yet (a savepoint rolled back
+    after them): the tail is then its last entry, the only ones beyond the locked head."""
+    last_id, last_hash = _lock_head(connection)
+    if own_entries:
+        newer = connection.execute(select(AuditEvent.id, AuditEvent.hash).where(AuditEvent.id > last_id)
+                                   .order_by(AuditEvent.id.desc()).limit(1)).one_or_none()
+        if newer is not None:
+            return newer.id, newer.hash
+    return last_id, last_hash
 
 
 def _lock_head(connection: Connection) -> tuple[int, str]:

@@ -1,7 +1,7 @@
 """Checks behind ``flask --app lab verify-audit``: is the trail the one the application wrote,
 and does every signature still match what it signs?
 
-Chain: entries are read in id order, a thousand at a time (constant memory). An entry whose
+Chain: entries are read in id order, ten thousand at a time (constant memory). An entry whose
 content no longer gives its hash was edited; one whose ``prev_hash`` is not the previous
 entry's hash follows a deleted, inserted or rewritten entry; the chain head must name the
 last entry, which catches entries deleted from or added to the end.
@@ -24,17 +24,19 @@ needs such a decision with a matching signature of the decision's meaning.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select, true
+from sqlalchemy import Dialect, func, select, text
 from sqlalchemy.orm import selectinload
 
 from lab.audit import as_text
-from lab.audit_chain import GENESIS, HEAD_ID, entry_hash
+from lab.audit_chain import CANONICAL_ORDER, GENESIS, HEAD_ID, canonical_values
 from lab.extensions import db
 from lab.models import AuditChainHead, AuditEvent, Batch, Deviation, Disposition, QcResult, Signature, StepEntry
 from lab.models.patients import WeightCorrection
@@ -43,6 +45,8 @@ from lab.services.signatures import HASH_SCHEMES, RECORD_TYPES, Signable, digest
 from workflows.model import DecisionSpec, ProcessDefinition
 
 CHUNK = 1000
+#: Entries read at a time by the chain walk.
+TRAIL_CHUNK = 10_000
 #: Problems listed in full; the rest are counted.
 SHOWN = 20
 
@@ -120,20 +124,53 @@ def _head() -> Any:
 
 
 def _walk(report: ChainReport) -> int:
-    """Check the entries after ``report.last_id``; return how many there were."""
+    """Check the entries after ``report.last_id``; return how many there were.
+
+    Read by a textual query (no ORM, no type processing), only the hashed columns, in
+    CANONICAL_ORDER: the values go to the hash as read, with no model or mapping per entry."""
     walked = 0
-    table = AuditEvent.__table__
-    while rows := db.session.execute(select(table).where(table.c.id > report.last_id if report.entries else true())
-                                     .order_by(table.c.id).limit(CHUNK)).mappings().all():
+    connection = db.session.connection()
+    time_text = _time_text(connection.dialect)
+    while rows := connection.execute(_NEXT_ENTRIES if report.entries else _FIRST_ENTRIES,
+                                     {"after": report.last_id}).all():
         for row in rows:
-            _check_entry(report, row)
+            values = list(row)
+            stored_hash = values.pop()
+            values[_AT] = time_text(values[_AT])
+            _check_entry(report, values[_ID], values[_PREV], stored_hash,
+                         hashlib.sha256(canonical_values(values)).hexdigest())
         walked += len(rows)
     return walked
 
 
-def _check_entry(report: ChainReport, row: Any) -> None:
-    entry_id = row["id"]
-    if row["prev_hash"] != report.last_hash:
+_COLUMNS = ", ".join((*CANONICAL_ORDER, "hash"))
+_FIRST_ENTRIES = text(f"SELECT {_COLUMNS} FROM audit_events ORDER BY id LIMIT {TRAIL_CHUNK}")
+_NEXT_ENTRIES = text(f"SELECT {_COLUMNS} FROM audit_events WHERE id > :after ORDER BY id LIMIT {TRAIL_CHUNK}")
+_ID, _PREV, _AT = (CANONICAL_ORDER.index(name) for name in ("id", "prev_hash", "occurred_at"))
+#: How SQLite stores every ``occurred_at`` the application writes (SQLAlchemy's format, in UTC).
+_SQLITE_TIME = re.compile(r"[1-9]\d{3}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
+
+
+def _time_text(dialect: Dialect) -> Callable[[Any], Any]:
+    """What turns an ``occurred_at`` as the driver hands it into what canonical_values takes:
+    the column's own reader (the ORM's datetime), except that SQLite's usual text is rewritten
+    as the canonical text directly (the same text, without parsing and formatting a datetime)."""
+    read = AuditEvent.__table__.c.occurred_at.type.dialect_impl(dialect).result_processor(dialect, None)
+    assert read is not None  # UTCDateTime reads every value
+    if dialect.name != "sqlite":
+        return read
+
+    def sqlite_time(value: Any) -> Any:
+        if type(value) is str and _SQLITE_TIME.fullmatch(value):
+            return f"{value[:10]}T{value[11:]}Z"
+        return read(value)
+
+    return sqlite_time
+
+
+def _check_entry(report: ChainReport, entry_id: int, prev_hash: str, stored_hash: str, content_hash: str) -> None:
+    """Check an entry whose content hashes to ``content_hash`` and follows the last one checked."""
+    if prev_hash != report.last_hash:
         if not report.entries:
             where = "it starts the trail, but does not link to the start of the chain: entries before it were deleted"
         elif entry_id > report.last_id + 1 and report.last_id > 0:
@@ -144,11 +181,11 @@ def _check_entry(report: ChainReport, row: Any) -> None:
             where = (f"its link to entry {report.last_id} is broken: that entry was rewritten or inserted, or "
                      "an entry between them deleted")
         report.findings.add(f"Entry {entry_id}: {where} in the database.")
-    if entry_hash(row) != row["hash"]:
+    if content_hash != stored_hash:
         report.findings.add(f"Entry {entry_id}: its content does not match its hash: edited or inserted in the "
                             "database.")
     report.entries += 1
-    report.last_id, report.last_hash = entry_id, row["hash"]
+    report.last_id, report.last_hash = entry_id, stored_hash
 
 
 # --- signatures -------------------------------------------------------------------------------
@@ -234,18 +271,18 @@ def _check_against_trail(findings: Findings) -> None:
     """Compare every signature the trail says was made with its row, a thousand at a time;
     then look for rows the trail never recorded (inserted in the database)."""
     table = AuditEvent.__table__
-    after = 0
     recorded: set[int] = set()  # ids only: a few bytes a signature
-    while rows := db.session.execute(select(table.c.id, table.c.row_id, table.c.new_value)
-                                     .where(table.c.table_name == Signature.__tablename__,
-                                            table.c.operation == "insert", table.c.id > after)
-                                     .order_by(table.c.id).limit(CHUNK)).all():
+    # One query, streamed: paging it by id would sort every signature entry again for each page.
+    made_entries = db.session.execute(select(table.c.id, table.c.row_id, table.c.new_value)
+                                      .where(table.c.table_name == Signature.__tablename__,
+                                             table.c.operation == "insert")
+                                      .order_by(table.c.id).execution_options(yield_per=CHUNK))
+    for rows in made_entries.partitions():
         made = {int(row.row_id): row for row in rows if row.row_id.isdigit()}
         recorded.update(made)
         stored = {s.id: s for s in db.session.scalars(select(Signature).where(Signature.id.in_(made)))}
         for signature_id, row in made.items():
             _compare_with_trail(findings, signature_id, row.id, row.new_value, stored.get(signature_id))
-        after = rows[-1].id
         db.session.expunge_all()
     after = 0
     while rows := db.session.execute(select(Signature.id, Signature.meaning, Signature.printed_name,
