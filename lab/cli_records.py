@@ -11,16 +11,14 @@ from flask.cli import with_appcontext
 
 from lab.cli_support import refuse
 from lab.extensions import db
-from lab.models import utcnow
+from lab.models import Batch, utcnow
 from lab.services.exports import (
-    ExportedRecord,
     ExportRefused,
+    ExportWriter,
     check_destination,
     check_range,
-    export_record,
     select_batches,
     verify_export,
-    write_export,
 )
 from labels.text import UnprintableText
 
@@ -43,18 +41,15 @@ def export_records(since: datetime, until: datetime, out: Path) -> None:
         check_destination(out)
     except ExportRefused as error:
         refuse(str(error))
-    batches = select_batches(first, last)
-    if not batches:
+    batch_ids = select_batches(first, last)
+    if not batch_ids:
         refuse(f"No batch was started or changed from {first} to {last} (UTC).")
-    records: list[ExportedRecord] = []
-    with click.progressbar(batches, label=f"Rendering {len(batches)} batch records", show_pos=True) as bar:
-        for batch in bar:
-            try:
-                records.append(export_record(batch, now=now))
-            except UnprintableText as error:
-                refuse(f"The record of batch {batch.batch_number} cannot be printed: {error}")
     try:
-        temporary = write_export(out, records, since=first, until=last, now=now)
+        with ExportWriter(out, since=first, until=last, now=now) as writer:
+            with click.progressbar(batch_ids, label=f"Rendering {len(batch_ids)} batch records", show_pos=True) as bar:
+                for batch_id in bar:
+                    _export_one(writer, batch_id)
+            temporary = writer.finish()
     except ExportRefused as error:
         refuse(str(error))
     try:
@@ -67,8 +62,19 @@ def export_records(since: datetime, until: datetime, out: Path) -> None:
     except Exception:
         out.unlink(missing_ok=True)  # an export the log does not know would never verify
         raise
-    click.echo(f"Exported the records of {len(records)} batches to {out}. Check it with "
+    click.echo(f"Exported the records of {len(batch_ids)} batches to {out}. Check it with "
                f"`flask --app lab verify-export {out}`.")
+
+
+def _export_one(writer: ExportWriter, batch_id: int) -> None:
+    """Add one batch's record to the export, then let go of everything loaded for it (its rows
+    are flushed), so that memory does not grow with the number of batches."""
+    batch = db.session.get_one(Batch, batch_id)
+    try:
+        writer.add(batch)
+    except UnprintableText as error:
+        refuse(f"The record of batch {batch.batch_number} cannot be printed: {error}")
+    db.session.expunge_all()
 
 
 @click.command("verify-export")

@@ -4,20 +4,40 @@ It reads what the batch page and the release pages read (``progress.batch_overvi
 ``release_status.quality_record``) plus the batch's audit trail, and writes nothing. The
 snapshot depends on the database only, never on the time or the reader, so an unchanged
 batch always gives the same snapshot and the same digest.
+
+What is derived from the batch's own record (its steps, containers, custody, quality record,
+audit trail) is kept per mark (``lab.services.record_marks``); what also depends on other
+records (the patient, the lots' and instruments' later history, the patient's other batches,
+audit reviews) is read again for every record.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+from dataclasses import replace
+
 from flask import current_app
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
-from lab.models import Attachment, AuditEvent, Batch, Container, QcResult, Signature, StepValue, Submission
+from lab.models import (
+    Attachment,
+    AuditEvent,
+    Batch,
+    Container,
+    QcResult,
+    Signature,
+    StepEntry,
+    StepValue,
+    Submission,
+)
 from lab.services.deviations import SOURCES
 from lab.services.expansion import expansion_chart
 from lab.services.labels import bag_dose, label_dates
-from lab.services.progress import ContainerView, EntryView, StepView, ValueView, batch_overview
+from lab.services.progress import ContainerView, EntryView, StepView, ValueView, batch_overview, definition_for
 from lab.services.record_distribution import distribution_record
+from lab.services.record_marks import COPY_TABLES, cache, mark
 from lab.services.record_materials import materials_used
 from lab.services.release_status import QualityRecord, TestRow, quality_record
 from labels.record_data import (
@@ -43,18 +63,36 @@ from workflows.engine_types import FieldValue
 from workflows.formatting import format_number, format_quantity
 from workflows.model import ProcessDefinition
 
-#: Tables that log copies taken out of CellTrail: they describe a printout, not the batch,
-#: so they stay out of the record's audit appendix (else every download would change it).
-COPY_TABLES = frozenset({"downloads", "issued_records"})
 FIELD_KINDS = {"lot": "material", "equipment": "equipment", "container": "container", "containers": "container"}
+#: Batch records kept per process (the part derived from the batch's own record).
+CACHE_SIZE = 32
 
 
 def batch_record(batch: Batch) -> BatchRecordData:
     """The executed batch record of ``batch`` as it stands in the database."""
+    return keyed_record(batch)[1]
+
+
+def keyed_record(batch: Batch) -> tuple[tuple[Hashable, ...], BatchRecordData]:
+    """The record of ``batch`` and a key naming it: the batch's id and mark, then what else the
+    record holds. Records with equal keys are equal, so what is derived from a record alone
+    (its canonical JSON) may be kept under its key (``PerMark``)."""
+    batch_mark = mark(batch.id)  # before loading anything the kept part is derived from
+    definition = definition_for(batch)
+    lots, equipment = materials_used(batch, definition)
+    own = cache("batch_records", CACHE_SIZE).get(batch.id, batch_mark, lambda: _own_record(batch))
+    others = {"coi": batch.patient.coi, "patient_ref": batch.patient.patient_ref, "lots": lots,
+              "equipment": equipment, "trail_review": _trail_review(batch), "distribution": distribution_record(batch)}
+    return (batch.id, batch_mark, *others.values()), replace(own, **others)
+
+
+def _own_record(batch: Batch) -> BatchRecordData:
+    """The record as derived from the batch's own record alone; :func:`batch_record` fills in the rest."""
+    loaded = _load_rows(batch)  # held while the overview reads them
     overview = batch_overview(batch)
+    del loaded
     definition = overview.definition
     quality = quality_record(batch, definition)
-    lots, equipment = materials_used(batch, definition)
     files = _original_files(batch)
     return BatchRecordData(
         batch_number=batch.batch_number,
@@ -80,12 +118,21 @@ def batch_record(batch: Batch) -> BatchRecordData:
         release_tests=tuple(_release_test(row) for row in quality.panel),
         decisions=_decisions(quality, definition),
         audit=_audit(batch),
-        lots=lots,
-        equipment=equipment,
         expansion=expansion_chart(batch, definition),
-        trail_review=_trail_review(batch),
-        distribution=distribution_record(batch),
     )
+
+
+def _load_rows(batch: Batch) -> list[StepEntry | Container]:
+    """The batch's entries with their values and its containers with their label prints, in a
+    fixed number of queries: while the caller holds them, the overview reads them from the session
+    instead of loading each entry's values and each container's prints on its own."""
+    values = selectinload(StepEntry.values)
+    entries = db.session.scalars(select(StepEntry).where(StepEntry.batch_id == batch.id).options(
+        values.selectinload(StepValue.recorded_by), values.selectinload(StepValue.lot),
+        values.selectinload(StepValue.equipment)))
+    containers = db.session.scalars(select(Container).where(Container.batch_id == batch.id)
+                                    .options(selectinload(Container.prints), selectinload(Container.created_entry)))
+    return [*entries, *containers]
 
 
 def _signed(signatures: list[tuple[Signature, bool]]) -> tuple[Signed, ...]:

@@ -17,10 +17,11 @@ import json
 import os
 import tempfile
 import zipfile
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from sqlalchemy import or_, select
 
@@ -29,7 +30,7 @@ from lab.models import AuditEvent, Batch, Download
 from lab.services.audit_trail import EARLIEST
 from lab.services.batch_record import COPY_TABLES
 from lab.services.downloads import record_download
-from lab.services.record_issue import Snapshot, issue_record, snapshot, verify_digest
+from lab.services.record_issue import issue_record, snapshot, verify_digest
 from labels.digest import sha256_hex
 from labels.record import render_record
 from labels.record_data import Issue
@@ -42,17 +43,6 @@ SELECTION = "batches started, or changed (any audit trail entry), from since 00:
 
 class ExportRefused(Exception):
     """The export cannot be written, or the ZIP does not check out; the message says why."""
-
-
-@dataclass(frozen=True)
-class ExportedRecord:
-    batch: Batch
-    copy: Snapshot
-    pdf: bytes
-
-    @property
-    def stem(self) -> str:
-        return f"records/{self.batch.batch_number.replace('*', '_')}"
 
 
 def check_range(since: date, until: date, *, today: date) -> None:
@@ -78,54 +68,94 @@ def check_destination(out: Path) -> None:
         raise ExportRefused(f"Cannot write {out}: the folder {folder} is not writable.")
 
 
-def select_batches(since: date, until: date) -> list[Batch]:
-    """Batches started, or with an audit trail entry, between the two UTC dates inclusive."""
+def select_batches(since: date, until: date) -> list[int]:
+    """The ids of the batches started, or with an audit trail entry, between the two UTC dates inclusive."""
     start = datetime.combine(since, time(), UTC)
     end = datetime.combine(until + timedelta(days=1), time(), UTC)
     changed = select(AuditEvent.batch_id).where(
         AuditEvent.occurred_at >= start, AuditEvent.occurred_at < end, AuditEvent.batch_id.is_not(None),
         AuditEvent.table_name.not_in(COPY_TABLES))
     started = (Batch.created_at >= start) & (Batch.created_at < end)
-    return list(db.session.scalars(select(Batch).where(or_(started, Batch.id.in_(changed))).order_by(Batch.id)))
+    return list(db.session.scalars(select(Batch.id).where(or_(started, Batch.id.in_(changed))).order_by(Batch.id)))
 
 
-def export_record(batch: Batch, *, now: datetime) -> ExportedRecord:
-    """One batch's record, rendered. Raises UnprintableText."""
-    copy = snapshot(batch)
-    return ExportedRecord(batch, copy, render_record(copy.record, Issue(EXPORTER, now, verb="Exported")))
+def file_stem(batch_number: str) -> str:
+    return f"records/{batch_number.replace('*', '_')}"
 
 
-def write_export(out: Path, records: list[ExportedRecord], *, since: date, until: date, now: datetime) -> Path:
-    """Write the ZIP beside ``out`` under a temporary name and log the export (flushes).
+class ExportWriter:
+    """An export being written: each record goes into the ZIP (under a temporary name beside
+    ``out``) as soon as it is rendered and is then let go, so memory does not grow with the
+    number of batches; only names and digests are kept, for the manifest written last.
 
-    Returns the temporary file, for the caller to rename to ``out`` and then commit.
-    Raises ExportRefused when the file cannot be written (nothing is left behind).
+    Use it as a context manager: leaving it without :meth:`finish` (a refusal, an error) removes
+    the temporary file. Raises ExportRefused when the file cannot be written.
     """
-    files = {name: data for r in records
-             for name, data in ((f"{r.stem}.pdf", r.pdf), (f"{r.stem}.json", r.copy.canonical))}
-    manifest = json.dumps({
-        "format": FORMAT,
-        "exported_at": now.astimezone(UTC).isoformat(),
-        "selection": {"since": since.isoformat(), "until": until.isoformat(), "rule": SELECTION},
-        "files": {name: sha256_hex(data) for name, data in files.items()},
-        "records": [{"batch": r.batch.batch_number, "digest": r.copy.digest, "pdf": f"{r.stem}.pdf",
-                     "json": f"{r.stem}.json"} for r in records],
-    }, indent=2, sort_keys=True).encode("utf-8")
-    handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
-    temporary = Path(name)
-    try:
-        with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(MANIFEST, manifest)
-            for member, data in files.items():
-                archive.writestr(member, data)
-    except OSError as error:
-        temporary.unlink(missing_ok=True)
-        raise ExportRefused(f"Cannot write {out}: {error.strerror or error}.") from None
-    for r in records:
-        issue_record(r.batch, r.copy, actor=None, now=now, detail=f"in export {out.name}")
-    record_download(None, "record_export", digest=sha256_hex(manifest), now=now,
-                    detail=f"{out.name}: {len(records)} batch records, {since} to {until}")
-    return temporary
+
+    def __init__(self, out: Path, *, since: date, until: date, now: datetime) -> None:
+        self.out, self.since, self.until, self.now = out, since, until, now
+        self.files: dict[str, str] = {}  # name -> SHA-256
+        self.records: list[dict[str, str]] = []
+        handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        self.temporary = Path(name)
+        self._raw = os.fdopen(handle, "wb")
+        self._archive = zipfile.ZipFile(self._raw, "w", zipfile.ZIP_DEFLATED)
+        self._finished = False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not self._finished:
+            with suppress(OSError):
+                self._archive.close()
+            with suppress(OSError):
+                self._raw.close()
+            self.temporary.unlink(missing_ok=True)
+
+    def add(self, batch: Batch) -> None:
+        """Render ``batch``'s record into the ZIP and log it as issued in this export (flushes).
+        Raises UnprintableText."""
+        copy = snapshot(batch)
+        pdf = render_record(copy.record, Issue(EXPORTER, self.now, verb="Exported"))
+        stem = file_stem(batch.batch_number)
+        self._write(f"{stem}.pdf", pdf)
+        self._write(f"{stem}.json", copy.canonical)
+        self.records.append({"batch": batch.batch_number, "digest": copy.digest, "pdf": f"{stem}.pdf",
+                             "json": f"{stem}.json"})
+        issue_record(batch, copy, actor=None, now=self.now, detail=f"in export {self.out.name}")
+
+    def finish(self) -> Path:
+        """Write the manifest, close the ZIP and log the export (flushes). Returns the temporary
+        file, for the caller to rename to ``out`` and then commit."""
+        manifest = json.dumps({
+            "format": FORMAT,
+            "exported_at": self.now.astimezone(UTC).isoformat(),
+            "selection": {"since": self.since.isoformat(), "until": self.until.isoformat(), "rule": SELECTION},
+            "files": self.files,
+            "records": self.records,
+        }, indent=2, sort_keys=True).encode("utf-8")
+        self._write(MANIFEST, manifest, listed=False)
+        try:
+            self._archive.close()
+            self._raw.close()
+        except OSError as error:
+            raise self._refusal(error) from None
+        self._finished = True
+        record_download(None, "record_export", digest=sha256_hex(manifest), now=self.now,
+                        detail=f"{self.out.name}: {len(self.records)} batch records, {self.since} to {self.until}")
+        return self.temporary
+
+    def _write(self, name: str, data: bytes, *, listed: bool = True) -> None:
+        try:
+            self._archive.writestr(name, data)
+        except OSError as error:
+            raise self._refusal(error) from None
+        if listed:
+            self.files[name] = sha256_hex(data)
+
+    def _refusal(self, error: OSError) -> ExportRefused:
+        return ExportRefused(f"Cannot write {self.out}: {error.strerror or error}.")
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,10 @@ or the reader), so an unchanged batch keeps its digest.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
@@ -24,11 +25,12 @@ from lab.models.clinic import (
     BedsideCheck,
     Shipment,
     ShipmentBag,
+    ShipmentDecision,
     ShipmentReceipt,
     SiteNotice,
 )
 from lab.services.chain import position
-from lab.services.signatures import record_signatures
+from lab.services.signatures import RECORD_TYPES, Signable, marked
 from labels.distribution_data import (
     BagRecord,
     BedsideRecord,
@@ -47,9 +49,27 @@ METHODS = {"wristband": "Wristband COI scanned", "identifiers": "Patient referen
 SITE_DECISIONS = {"release": "Released for use", "reject": "Rejected"}
 
 
-def _signed(record: object) -> tuple[Signed, ...]:
-    pairs: list[tuple[Signature, bool]] = record_signatures(record)  # type: ignore[arg-type]
-    return tuple(Signed(s.printed_name, s.meaning, s.signed_at, valid) for s, valid in pairs)
+Signatures = dict[tuple[str, int], list[Signature]]
+
+
+def signatures_of(records: Sequence[Signable]) -> Signatures:
+    """The signatures of ``records``, by (record type, record id), oldest first, in one query
+    (these records' signatures carry no batch, so the batch's own cannot be asked for)."""
+    ids: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        ids[RECORD_TYPES[type(record)]].append(record.id)
+    found: Signatures = defaultdict(list)
+    if not ids:
+        return found
+    for signature in db.session.scalars(select(Signature).where(or_(*(
+            and_(Signature.record_type == kind, Signature.record_id.in_(record_ids))
+            for kind, record_ids in ids.items()))).order_by(Signature.id)):
+        found[(signature.record_type, signature.record_id)].append(signature)
+    return found
+
+
+def _signed(record: Signable, signatures: Signatures) -> tuple[Signed, ...]:
+    return tuple(Signed(s.printed_name, s.meaning, s.signed_at, valid) for s, valid in marked(record, signatures))
 
 
 def shipping_range(shipment: Shipment) -> str:
@@ -77,11 +97,14 @@ def duration_text(span: timedelta) -> str:
 
 def distribution_record(batch: Batch) -> DistributionRecord | None:
     """What happened to ``batch``'s product after it left the lab; None when nothing was ever packed."""
+    receipt = selectinload(Shipment.receipt)
     shipments = db.session.scalars(
         select(Shipment).where(Shipment.batch_id == batch.id)
         .options(selectinload(Shipment.bags).selectinload(ShipmentBag.container), selectinload(Shipment.site),
-                 selectinload(Shipment.receipt).selectinload(ShipmentReceipt.received_by),
-                 selectinload(Shipment.decisions))
+                 selectinload(Shipment.packed_by), selectinload(Shipment.verified_by),
+                 receipt.selectinload(ShipmentReceipt.received_by), receipt.selectinload(ShipmentReceipt.logger_file),
+                 receipt.selectinload(ShipmentReceipt.deviation),
+                 selectinload(Shipment.decisions).selectinload(ShipmentDecision.decided_by))
         .order_by(Shipment.id)).all()
     notices = db.session.scalars(select(SiteNotice).where(SiteNotice.batch_id == batch.id)
                                  .options(selectinload(SiteNotice.site), selectinload(SiteNotice.acknowledged_by))
@@ -90,12 +113,19 @@ def distribution_record(batch: Batch) -> DistributionRecord | None:
         return None
     checks: dict[int, list[BedsideCheck]] = defaultdict(list)
     for check in db.session.scalars(select(BedsideCheck).where(BedsideCheck.batch_id == batch.id)
+                                    .options(selectinload(BedsideCheck.first), selectinload(BedsideCheck.second))
                                     .order_by(BedsideCheck.id)):
         checks[check.container_id].append(check)
     infusions = {a.container_id: a for a in db.session.scalars(
-        select(Administration).where(Administration.batch_id == batch.id))}
+        select(Administration).where(Administration.batch_id == batch.id)
+        .options(selectinload(Administration.administered_by), selectinload(Administration.deviation)))}
     disposals = {d.container_id: d for d in db.session.scalars(
-        select(BagDisposal).where(BagDisposal.batch_id == batch.id))}
+        select(BagDisposal).where(BagDisposal.batch_id == batch.id)
+        .options(selectinload(BagDisposal.recorded_by), selectinload(BagDisposal.witness)))}
+    signatures = signatures_of([*shipments, *(s.receipt for s in shipments if s.receipt),
+                                *(d for s in shipments for d in s.decisions), *notices,
+                                *(c for found in checks.values() for c in found), *infusions.values(),
+                                *disposals.values()])
     bags = []
     seen: set[int] = set()
     for shipment in shipments:
@@ -109,9 +139,9 @@ def distribution_record(batch: Batch) -> DistributionRecord | None:
             infusion = infusions.get(container.id)
             disposal = disposals.get(container.id)
             bags.append(BagRecord(container.code, container.status,
-                                  tuple(_bedside(c) for c in checks.get(container.id, [])),
-                                  _infusion(infusion) if infusion else None,
-                                  _disposal(disposal) if disposal else None))
+                                  tuple(_bedside(c, signatures) for c in checks.get(container.id, [])),
+                                  _infusion(infusion, signatures) if infusion else None,
+                                  _disposal(disposal, signatures) if disposal else None))
     chain = position(batch.patient)
     own = chain.batch is not None and chain.batch.id == batch.id
     if not own:
@@ -128,17 +158,17 @@ def distribution_record(batch: Batch) -> DistributionRecord | None:
         else:
             vein = "Running: the chain closes when every shipped bag is infused, returned, destroyed or kept unused."
     return DistributionRecord(
-        shipments=tuple(_shipment(s) for s in shipments),
+        shipments=tuple(_shipment(s, signatures) for s in shipments),
         bags=tuple(bags),
         collection_end=collection_end,
         infused_at=infused_at,
         chain_closed=closed,
         vein_to_vein=vein,
-        notices=tuple(notice_record(n) for n in notices),
+        notices=tuple(notice_record(n, signatures) for n in notices),
     )
 
 
-def _shipment(shipment: Shipment) -> ShipmentRecord:
+def _shipment(shipment: Shipment, signatures: Signatures) -> ShipmentRecord:
     site = shipment.site
     return ShipmentRecord(
         number=shipment.number, consignee=f"{site.code} {site.name}", address=site.address,
@@ -148,15 +178,15 @@ def _shipment(shipment: Shipment) -> ShipmentRecord:
         shipping_range=shipping_range(shipment), packed_by=shipment.packed_by.full_name,
         packed_at=shipment.packed_at,
         verified_by=shipment.verified_by.full_name if shipment.verified_by else None,
-        verified_at=shipment.verified_at, signatures=_signed(shipment),
-        receipt=_receipt(shipment.receipt) if shipment.receipt else None,
+        verified_at=shipment.verified_at, signatures=_signed(shipment, signatures),
+        receipt=_receipt(shipment.receipt, signatures) if shipment.receipt else None,
         decisions=tuple(SiteDecisionRecord(SITE_DECISIONS.get(d.decision, d.decision), d.reason,
-                                           d.decided_by.full_name, d.decided_at, _signed(d))
+                                           d.decided_by.full_name, d.decided_at, _signed(d, signatures))
                         for d in shipment.decisions),
     )
 
 
-def _receipt(receipt: ShipmentReceipt) -> ReceiptRecord:
+def _receipt(receipt: ShipmentReceipt, signatures: Signatures) -> ReceiptRecord:
     shipment = receipt.shipment
     if receipt.quarantine_reason:
         verdict = f"QUARANTINED at the site: {receipt.quarantine_reason}"
@@ -171,16 +201,17 @@ def _receipt(receipt: ShipmentReceipt) -> ReceiptRecord:
         missing=tuple(receipt.missing_codes or ()), verdict=verdict,
         deviation=receipt.deviation.number if receipt.deviation else None, comment=receipt.comment or "",
         logger_file_sha256=receipt.logger_file.sha256 if receipt.logger_file else None,
-        signatures=_signed(receipt),
+        signatures=_signed(receipt, signatures),
     )
 
 
-def _bedside(check: BedsideCheck) -> BedsideRecord:
+def _bedside(check: BedsideCheck, signatures: Signatures) -> BedsideRecord:
     return BedsideRecord(METHODS.get(check.method, check.method), check.patient_evidence, check.bag_scanned,
-                         check.checked_at, check.first.full_name, check.second.full_name, _signed(check))
+                         check.checked_at, check.first.full_name, check.second.full_name,
+                         _signed(check, signatures))
 
 
-def _infusion(record: Administration) -> InfusionRecord:
+def _infusion(record: Administration, signatures: Signatures) -> InfusionRecord:
     taken = duration_text(record.infusion_end - record.thaw_start)
     if record.limit_minutes is None:
         limit = f"No thaw-to-infusion limit set by the process ({taken} from the start of thawing to the end of infusion)."
@@ -192,15 +223,20 @@ def _infusion(record: Administration) -> InfusionRecord:
                  f"{record.limit_minutes} minutes.")
     return InfusionRecord(record.thaw_start, record.thaw_end, record.infusion_start, record.infusion_end, limit,
                           record.limit_exceeded, record.deviation.number if record.deviation else None,
-                          record.reactions or "", record.administered_by.full_name, _signed(record))
+                          record.reactions or "", record.administered_by.full_name,
+                          _signed(record, signatures))
 
 
-def _disposal(record: BagDisposal) -> DisposalRecord:
+def _disposal(record: BagDisposal, signatures: Signatures) -> DisposalRecord:
     return DisposalRecord(DISPOSAL_OUTCOMES.get(record.outcome, record.outcome), record.reason, record.happened_at,
-                          record.recorded_by.full_name, record.witness.full_name, _signed(record))
+                          record.recorded_by.full_name, record.witness.full_name,
+                          _signed(record, signatures))
 
 
-def notice_record(notice: SiteNotice) -> NoticeRecord:
+def notice_record(notice: SiteNotice, signatures: Signatures | None = None) -> NoticeRecord:
+    """``notice`` for a printed record; ``signatures`` as :func:`signatures_of` gives them (read here when None)."""
+    if signatures is None:
+        signatures = signatures_of([notice])
     return NoticeRecord(notice.id, f"{notice.site.code} {notice.site.name}", notice.what, notice.created_at,
                         notice.acknowledged_by.full_name if notice.acknowledged_by else None,
-                        notice.acknowledged_at, _signed(notice))
+                        notice.acknowledged_at, _signed(notice, signatures))

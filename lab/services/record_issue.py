@@ -18,8 +18,9 @@ from sqlalchemy import func, select
 from lab import audit
 from lab.extensions import db
 from lab.models import Batch, Download, IssuedRecord, User
-from lab.services.batch_record import batch_record
+from lab.services.batch_record import CACHE_SIZE, keyed_record
 from lab.services.downloads import record_download
+from lab.services.record_marks import cache
 from labels.coi_report import is_coi_canonical
 from labels.digest import canonical_json, sha256_hex
 from labels.record_data import BatchRecordData
@@ -38,8 +39,15 @@ class Snapshot:
     digest: str
 
 
+
+
 def snapshot(batch: Batch) -> Snapshot:
-    record = batch_record(batch)
+    """``batch``'s record as it stands; its canonical JSON is made once for each version of the record."""
+    (batch_id, batch_mark, *others), record = keyed_record(batch)
+    return cache("record_snapshots", CACHE_SIZE).get(batch_id, batch_mark, lambda: _snapshot_of(record), *others)
+
+
+def _snapshot_of(record: BatchRecordData) -> Snapshot:
     canonical = canonical_json(record)
     return Snapshot(record, canonical, sha256_hex(canonical))
 

@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import date
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import aliased, contains_eager, selectinload
 
 from lab.extensions import db
 from lab.models import Batch, Equipment, MaterialLot, StepEntry, StepValue
 from lab.models.inventory import LotConsumption, LotDecision
-from lab.services.signatures import current_values
 from labels.record_data import EquipmentUsed, LotUsed
 from workflows.formatting import format_quantity, format_utc
 from workflows.model import ProcessDefinition
@@ -26,14 +25,15 @@ from workflows.model import ProcessDefinition
 def materials_used(batch: Batch, definition: ProcessDefinition) -> tuple[tuple[LotUsed, ...], tuple[EquipmentUsed, ...]]:
     """The lots and equipment named by ``batch``'s current values (a value corrected away names
     nothing the batch used), in the order first used."""
-    entries = db.session.scalars(
-        select(StepEntry).where(StepEntry.batch_id == batch.id)
-        .options(selectinload(StepEntry.values).selectinload(StepValue.lot).selectinload(MaterialLot.decisions)
-                 .selectinload(LotDecision.decided_by),
-                 selectinload(StepEntry.values).selectinload(StepValue.equipment).selectinload(Equipment.log))).all()
-    current = sorted((value for entry in entries for value in current_values(entry).values()
-                      if value.lot_id is not None or value.equipment_id is not None),
-                     key=lambda value: (value.recorded_at, value.id))
+    correction = aliased(StepValue)
+    current = db.session.scalars(
+        select(StepValue).join(StepValue.entry).where(
+            StepEntry.batch_id == batch.id, or_(StepValue.lot_id.is_not(None), StepValue.equipment_id.is_not(None)),
+            ~exists().where(correction.supersedes_id == StepValue.id))
+        .options(contains_eager(StepValue.entry),
+                 selectinload(StepValue.lot).selectinload(MaterialLot.decisions).selectinload(LotDecision.decided_by),
+                 selectinload(StepValue.equipment).selectinload(Equipment.log))
+        .order_by(StepValue.recorded_at, StepValue.id)).all()
     taken: dict[int, list[LotConsumption]] = defaultdict(list)
     for use in db.session.scalars(select(LotConsumption).where(LotConsumption.batch_id == batch.id)
                                   .order_by(LotConsumption.id)):
