@@ -11,6 +11,7 @@ from lab.demo import LN2_FREEZER, PROCESSOR, equipment_code
 from lab.extensions import db
 from lab.models import AuditEvent, Container, CustodyEvent, StepEntry
 from tests.factories import entries, get_batch, page_text, post_step, signature, snapshot
+from tests.queries import statements
 
 pytestmark = pytest.mark.requirements("COI-3", "COI-4")
 
@@ -144,6 +145,28 @@ def test_a_scan_that_no_step_needs_opens_the_container_page(app, make_batch, log
     apheresis = container(app, number, "apheresis_bag")  # consumed at enrichment
     response = login("tech1").get("/scan", query_string={"code": apheresis})
     assert response.headers["Location"] == f"/containers/{apheresis}"
+
+
+def _scan(app, client, code):
+    """Where a scan of ``code`` leads, and the queries it took."""
+    with statements(app) as found:
+        response = client.get("/scan", query_string={"code": code})
+    assert response.status_code == 302
+    return response.headers["Location"], len(found)
+
+
+def test_a_container_scan_leads_where_the_record_now_says_in_a_fixed_number_of_queries(app, make_batch, login):
+    number = make_batch(until="activation")
+    culture = container(app, number, "culture_bag")
+    tech = login("tech1")
+    first, drawn = _scan(app, tech, culture)
+    assert first == f"/batches/{number}/steps/activation?field-culture_bag={culture}"
+    assert _scan(app, tech, culture) == (first, 2)  # again: the reader, and the container with its batch's mark
+    assert post_step(app, tech, number, "activation").status_code == 302
+    analyst = login("qc1")  # another reader, of another role: the activation is on record, the bag awaits transduction
+    now = f"/batches/{number}/steps/transduction?field-culture_bag={culture}"
+    assert _scan(app, analyst, culture) == (now, drawn)
+    assert _scan(app, analyst, culture) == (now, 2)
 
 
 def test_the_label_scan_back_on_the_container_page(app, make_batch, login):

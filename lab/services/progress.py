@@ -13,7 +13,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
@@ -22,6 +22,7 @@ from lab.models import (
     Container,
     CustodyEvent,
     Equipment,
+    LabelPrint,
     MaterialLot,
     Signature,
     StepEntry,
@@ -197,6 +198,32 @@ class ContainerView:
     title: str  # "Final product bag 1 of 2"
     printed: int  # first prints
     reprinted: int
+    label_outdated: bool  # Container.label_outdated, told from the newest print's time
+
+
+@dataclass(frozen=True)
+class Prints:
+    """How often a container's label was printed, and when last."""
+
+    first: int = 0
+    reprints: int = 0
+    newest_at: datetime | None = None
+
+
+def label_prints(batch_id: int) -> dict[int, Prints]:
+    """container id -> its label prints, counted in one query: a label printed again and again
+    costs the batch page no more rows than one printed once."""
+    reprints = func.sum(case((LabelPrint.is_reprint, 1), else_=0))
+    rows = db.session.execute(
+        select(LabelPrint.container_id, func.count(), reprints, func.max(LabelPrint.printed_at))
+        .where(LabelPrint.batch_id == batch_id).group_by(LabelPrint.container_id))
+    return {container_id: Prints(total - again, again, newest) for container_id, total, again, newest in rows}
+
+
+def container_view(container: Container, definition: ProcessDefinition, prints: Prints) -> ContainerView:
+    since = container.label_outdated_at  # outdated until printed again, as Container.label_outdated says
+    outdated = since is not None and (prints.newest_at is None or prints.newest_at < since)
+    return ContainerView(container, container_title(container, definition), prints.first, prints.reprints, outdated)
 
 
 @dataclass
@@ -211,9 +238,9 @@ class BatchOverview:
 def batch_overview(batch: Batch) -> BatchOverview:
     """Everything the batch page shows, step by step, in process order."""
     definition = definition_for(batch)
-    progress = batch_progress(batch, definition)
-    states = step_states(definition, progress)
     signatures = signatures_by_entry(batch)
+    progress = batch_progress(batch, definition, signatures)
+    states = step_states(definition, progress)
     steps = [StepView(s, states[s.key], can_start(definition, s.key, progress, batch.state))
              for s in definition.steps]
     by_key = {view.spec.key: view for view in steps}
@@ -221,8 +248,8 @@ def batch_overview(batch: Batch) -> BatchOverview:
     for entry in batch.entries:
         view = by_key[entry.step_key]
         view.entries.append(_entry_view(batch, definition, view.spec, entry, signatures.get(entry.id, []), typed))
-    containers = [ContainerView(c, container_title(c, definition), sum(not p.is_reprint for p in c.prints),
-                                sum(p.is_reprint for p in c.prints)) for c in batch.containers]
+    prints = label_prints(batch.id)
+    containers = [container_view(c, definition, prints.get(c.id, Prints())) for c in batch.containers]
     custody = list(db.session.scalars(
         select(CustodyEvent).where(CustodyEvent.batch_id == batch.id).order_by(CustodyEvent.id)
         .options(selectinload(CustodyEvent.container), selectinload(CustodyEvent.actor))

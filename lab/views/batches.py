@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
+from typing import NoReturn
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import select
@@ -12,12 +14,13 @@ from werkzeug.wrappers import Response
 from lab.exceptions import StepNotAllowed
 from lab.extensions import db
 from lab.forms import CorrectionForm, StepEntryForm, VerifyForm
-from lab.models import Batch, Container, Patient, StepEntry
+from lab.models import Batch, Container, Patient, StepEntry, StepValue
 from lab.permissions import require_role
 from lab.services.batches import with_batch_dose
 from lab.services.containers import computed_creates, record_mismatches
 from lab.services.expansion import expansion_chart
 from lab.services.progress import batch_overview, batch_progress, current_step, definition_for, entry_view
+from lab.services.record_marks import cache, mark_of, newest_entry
 from lab.services.release_status import quality_record
 from lab.services.signatures import current_values
 from lab.services.step_context import step_context
@@ -33,24 +36,41 @@ from workflows.engine_types import EntryResult
 from workflows.model import StepSpec
 
 bp = Blueprint("batches", __name__, url_prefix="/batches")
+#: Rendered batch pages kept per process, each at most this many (batch, mark, viewer)s.
+PAGES_KEPT = 128
 
 
-def get_batch_or_404(batch_number: str) -> Batch:
-    """The batch named in the URL: 400 for a malformed number or wrong check character."""
+def batch_code(batch_number: str) -> str:
+    """The batch number in the URL, canonical: 400 for a malformed one or a wrong check character."""
     try:
-        code = str(parse_code(batch_number, CodeKind.BATCH))
+        return str(parse_code(batch_number, CodeKind.BATCH))
     except CodeError as error:
         abort(400, str(error))
+
+
+def get_batch_or_404(batch_number: str, *, prints: bool = True) -> Batch:
+    """The batch named in the URL, with its entries (their performers, values, lots and instruments), containers
+    (and their label prints, unless ``prints`` is False: the batch page counts them in a query of
+    its own), deviations and patient loaded in a fixed number of queries."""
+    code = batch_code(batch_number)
+    entries = selectinload(Batch.entries)
+    values = entries.selectinload(StepEntry.values)
+    containers = selectinload(Batch.containers)
     batch = db.session.scalar(
         select(Batch)
         .where(Batch.batch_number == code)
-        .options(selectinload(Batch.entries).selectinload(StepEntry.values),
-                 selectinload(Batch.containers).selectinload(Container.prints),
+        .options(entries.selectinload(StepEntry.performed_by), values.selectinload(StepValue.lot),
+                 values.selectinload(StepValue.equipment),
+                 containers.selectinload(Container.prints) if prints else containers,
                  selectinload(Batch.deviations), selectinload(Batch.patient).selectinload(Patient.batches))
     )
     if batch is None:
-        abort(404, f"No batch {code} is registered in this lab.")
+        _not_registered(code)
     return batch
+
+
+def _not_registered(code: str) -> NoReturn:
+    abort(404, f"No batch {code} is registered in this lab.")
 
 
 def get_step_or_404(batch: Batch, step_key: str) -> StepSpec:
@@ -69,13 +89,32 @@ def get_entry_or_404(batch: Batch, entry_id: int) -> StepEntry:
 
 @bp.route("/<batch_number>")
 def detail(batch_number: str) -> str:
-    batch = get_batch_or_404(batch_number)
+    """The batch's page. What it shows of the batch depends on its record and on who reads it
+    (their role says what they may do, their id whether they may verify an entry), so it is
+    rendered once per mark and viewer; a refused label print's form, as typed, is this request's alone."""
+    code = batch_code(batch_number)
+    found = db.session.execute(select(Batch.id, newest_entry(Batch.id), Batch.version)
+                               .where(Batch.batch_number == code)).first()
+    if found is None:
+        _not_registered(code)
+    batch_id, entry, version = found  # the mark, read before the record: see lab.services.record_marks
+    if g.get("label_refusal") is not None:
+        record = _record(code)
+    else:
+        record = cache("batch_pages", PAGES_KEPT).get(batch_id, mark_of(entry, version), lambda: _record(code),
+                                                       current_user.id, current_user.role, current_user.is_active)
+    return render_template("batches/detail.html", batch_number=code, record=record)
+
+
+def _record(code: str) -> Markup:
+    """The batch page's content: steps, containers, shipments, expansion, quality, timeline, audit."""
+    batch = get_batch_or_404(code, prints=False)
     overview, quality = batch_overview(batch), quality_record(batch)
     expansion = expansion_chart(batch, overview.definition)
-    return render_template("batches/detail.html", overview=overview, quality=quality,
-                           current=current_step(overview.steps), timeline=batch_timeline(overview, quality),
-                           expansion=expansion, waiting=[view_of(s) for s in pending_of(batch)],
-                           expansion_svg=Markup(expansion_svg(expansion)) if expansion else None)
+    return Markup(render_template(
+        "batches/_record.html", overview=overview, quality=quality, current=current_step(overview.steps),
+        timeline=batch_timeline(overview, quality), expansion=expansion, waiting=[view_of(s) for s in pending_of(batch)],
+        expansion_svg=Markup(expansion_svg(expansion)) if expansion else None))
 
 
 @bp.route("/<batch_number>/steps/<step_key>", methods=["GET", "POST"])
