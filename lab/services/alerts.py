@@ -10,47 +10,44 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
-from lab.models import Batch, Deviation, Patient, QcResult, Shipment
-from lab.services.progress import definition_for
-from lab.services.release_status import as_current, current_results
-from workflows.release import pending
+from lab.models import Batch, Shipment
+from lab.services.batch_summary import Listed, OpenDeviation, listed, summaries
+
+#: How many batches past manufacturing are looked at, most recently changed first.
+LIMIT = 200
 
 
 @dataclass
 class QualityAlerts:
     #: Batches released, then put on hold by a failing result: each with its open deviations.
-    late_failures: list[tuple[Batch, list[Deviation]]] = field(default_factory=list)
+    late_failures: list[tuple[Listed, tuple[OpenDeviation, ...]]] = field(default_factory=list)
     #: Batches whose results are in, waiting for a QA decision.
-    awaiting_review: list[Batch] = field(default_factory=list)
+    awaiting_review: list[Listed] = field(default_factory=list)
     #: Released batches and the titles of the results still to come (sterility at day 14).
-    results_to_come: list[tuple[Batch, list[str]]] = field(default_factory=list)
+    results_to_come: list[tuple[Listed, tuple[str, ...]]] = field(default_factory=list)
     #: Shipments received with an excursion, a missing bag or a damaged shipper: QA decides.
     quarantined_shipments: list[Shipment] = field(default_factory=list)
 
 
 def quality_alerts() -> QualityAlerts:
-    """The release-side alerts over the batches past manufacturing."""
+    """The release-side alerts over the batches past manufacturing, from their summaries
+    (lab/services/batch_summary.py): a fixed number of queries."""
     alerts = QualityAlerts()
-    batches = db.session.scalars(
-        select(Batch).where(Batch.state.not_in(("scheduled", "in_process", "rejected")))
-        .options(selectinload(Batch.patient).selectinload(Patient.batches), selectinload(Batch.definition),
-                 selectinload(Batch.deviations), selectinload(Batch.results).selectinload(QcResult.recorded_by))
-        .order_by(Batch.updated_at.desc()).limit(200))
+    batches = listed(Batch.state.not_in(("scheduled", "in_process", "rejected")),
+                     order_by=(Batch.updated_at.desc(),), limit=LIMIT)
+    summary = summaries([b.id for b in batches])
     for batch in batches:
-        definition = definition_for(batch)
+        found = summary[batch.id]
+        definition = found.definition
         rules = definition.release
         if rules is None:
             continue
-        released = batch.state in rules.released_states
-        if batch.held_from in rules.released_states:
-            alerts.late_failures.append((batch, [d for d in batch.deviations if d.is_open]))
-        elif any(batch.state in d.source and d.requires == "release" for d in definition.decisions):
+        if found.held_from in rules.released_states:
+            alerts.late_failures.append((batch, found.open_deviations))
+        elif any(found.state in d.source and d.requires == "release" for d in definition.decisions):
             alerts.awaiting_review.append(batch)
-        if released:
-            results = {key: as_current(r) for key, r in current_results(batch).items()}
-            to_come = [t.title for t in pending(definition, results)]
-            if to_come:
-                alerts.results_to_come.append((batch, to_come))
+        if found.state in rules.released_states and found.tests_pending:
+            alerts.results_to_come.append((batch, found.tests_pending))
     alerts.quarantined_shipments = list(db.session.scalars(
         select(Shipment).where(Shipment.status == "quarantined")
         .options(selectinload(Shipment.site), selectinload(Shipment.receipt),

@@ -19,18 +19,17 @@ from typing import Any
 from flask import current_app
 from itsdangerous import BadData, URLSafeSerializer
 from sqlalchemy import Select, and_, func, or_, select
-from sqlalchemy.orm import contains_eager, selectinload
+from sqlalchemy.orm import contains_eager
 from sqlalchemy.sql.elements import ColumnElement
 
 from lab.exceptions import InvalidInput
 from lab.extensions import db
-from lab.models import Batch, Patient, ProcessDefinitionRecord, StepEntry
-from lab.services.progress import batch_progress, definition_for, entry_signatures, lab_timezone
+from lab.models import Batch, Patient, ProcessDefinitionRecord
+from lab.services.batch_summary import BatchSummary, summaries
+from lab.services.progress import lab_timezone
 from lab.workflow_registry import pinned_definition
 from workflows.codes import normalize
-from workflows.engine import step_states
 from workflows.model import ProcessDefinition
-from workflows.timing import current_step
 
 PAGE_SIZE = 50
 #: Longest search term: a batch number, patient reference or COI is at most 32 characters.
@@ -224,9 +223,8 @@ def batch_page(filters: BatchFilter, cursor: str = "", *, size: int = PAGE_SIZE)
     size = max(1, min(size, PAGE_SIZE))
     position = read_cursor(cursor)
     conditions = _matching(filters)
-    query = _joined(select(Batch)).where(*conditions).options(
-        contains_eager(Batch.patient), contains_eager(Batch.definition),
-        selectinload(Batch.entries).selectinload(StepEntry.values))
+    query = _joined(select(Batch)).where(*conditions).options(contains_eager(Batch.patient),
+                                                              contains_eager(Batch.definition))
     going_newer = position is not None and position[0] == "newer"
     if position is not None:
         _, when, batch_id = position
@@ -241,8 +239,8 @@ def batch_page(filters: BatchFilter, cursor: str = "", *, size: int = PAGE_SIZE)
     if going_newer:
         batches.reverse()
     total = db.session.scalar(_joined(select(func.count(Batch.id))).where(*conditions)) or 0
-    signatures = entry_signatures([b.id for b in batches])
-    rows = [_row(batch, signatures) for batch in batches]
+    summary = summaries([b.id for b in batches])
+    rows = [_row(batch, summary[batch.id]) for batch in batches]
     if going_newer:
         newer = make_cursor("newer", batches[0]) if more and batches else None
         older = make_cursor("older", batches[-1]) if batches else None
@@ -252,11 +250,9 @@ def batch_page(filters: BatchFilter, cursor: str = "", *, size: int = PAGE_SIZE)
     return BatchPage(rows, total, newer, older)
 
 
-def _row(batch: Batch, signatures: dict[int, Any]) -> ListedBatch:
-    definition = definition_for(batch)
+def _row(batch: Batch, summary: BatchSummary) -> ListedBatch:
+    definition = summary.definition
     stage = definition.states.get(batch.state, batch.state.replace("_", " "))
-    if batch.state in definition.recording_states:
-        step = current_step(definition, step_states(definition, batch_progress(batch, definition, signatures)))
-        if step is not None:
-            stage = step.title
+    if summary.recording and summary.current_step is not None:
+        stage = summary.current_step.title
     return ListedBatch(batch, definition, stage)

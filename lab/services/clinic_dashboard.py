@@ -27,7 +27,10 @@ from lab.models import (
     User,
     utcnow,
 )
+from lab.services.lab_alerts import Listed, first_rows
 
+#: Shipments on their way listed (the oldest first), with the number of all.
+IN_TRANSIT_LIMIT = 50
 #: A bag received at the site and still there (not infused, returned or destroyed).
 AT_SITE = "at site"
 #: Shipments whose bags may be in the site's storage: accepted, quarantined, or rejected (until disposed of).
@@ -69,7 +72,7 @@ class DueInfusion:
 class ClinicDashboard:
     site: Site | None
     now: datetime
-    in_transit: list[Shipment] = field(default_factory=list)
+    in_transit: Listed[Shipment] = field(default_factory=Listed)  # the first IN_TRANSIT_LIMIT, soonest departed
     in_storage: list[StoredBag] = field(default_factory=list)
     due: list[DueInfusion] = field(default_factory=list)
     notices: list[SiteNotice] = field(default_factory=list)
@@ -85,11 +88,10 @@ def clinic_dashboard(actor: User, now: datetime | None = None) -> ClinicDashboar
     site = db.session.get(Site, actor.site_id) if actor.site_id is not None else None
     if site is None:
         return ClinicDashboard(site=None, now=now)
-    in_transit = list(db.session.scalars(
+    in_transit = first_rows(
         select(Shipment).where(Shipment.site_id == site.id, Shipment.status == "in_transit")
-        .options(joinedload(Shipment.batch).joinedload(Batch.patient),
-                 selectinload(Shipment.bags).joinedload(ShipmentBag.container))
-        .order_by(Shipment.departed_at, Shipment.id)).unique())
+        .options(joinedload(Shipment.batch).joinedload(Batch.patient), selectinload(Shipment.bags))
+        .order_by(Shipment.departed_at, Shipment.id), IN_TRANSIT_LIMIT)
     in_storage = _stored_bags(site)
     return ClinicDashboard(site=site, now=now, in_transit=in_transit, in_storage=in_storage,
                            due=_due(in_storage), notices=_open_notices(site))

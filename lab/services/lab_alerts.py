@@ -61,9 +61,10 @@ class LabAlerts:
         return len(self.equipment) >= LIMIT
 
 
-def _listed(query: Select[tuple[T]]) -> Listed[T]:
-    rows = list(db.session.scalars(query.limit(LIMIT)))
-    if len(rows) < LIMIT:
+def first_rows(query: Select[tuple[T]], limit: int = LIMIT) -> Listed[T]:
+    """The first ``limit`` rows of ``query`` and, only when they fill the limit, a count of all."""
+    rows = list(db.session.scalars(query.limit(limit)).unique())
+    if len(rows) < limit:
         return Listed(rows, len(rows))
     total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
     return Listed(rows, total)
@@ -82,13 +83,13 @@ def lab_alerts(user: User, now: datetime) -> LabAlerts | None:
     in_stock = MaterialLot.balance.is_(None) | (MaterialLot.balance > 0)
     return LabAlerts(
         today=day,
-        lots_to_check=_listed(quarantined.where(~checked, needs_check)),
-        lots_to_decide=_listed(quarantined.where(checked | ~needs_check)),
-        lots_expiring=_listed(select(MaterialLot).where(MaterialLot.status == "released", in_stock,
+        lots_to_check=first_rows(quarantined.where(~checked, needs_check)),
+        lots_to_decide=first_rows(quarantined.where(checked | ~needs_check)),
+        lots_expiring=first_rows(select(MaterialLot).where(MaterialLot.status == "released", in_stock,
                                                         MaterialLot.expiry_date <= horizon)
                               .order_by(MaterialLot.expiry_date, MaterialLot.id)),
         equipment=needing_attention(now, limit=LIMIT),
-        drafts=_listed(select(ProcessVersion).where(ProcessVersion.approved_at.is_(None))
+        drafts=first_rows(select(ProcessVersion).where(ProcessVersion.approved_at.is_(None))
                        .options(selectinload(ProcessVersion.uploaded_by))
                        .order_by(ProcessVersion.uploaded_at, ProcessVersion.id)),
     )

@@ -18,17 +18,20 @@ from flask import (
 )
 from flask_login import current_user, login_required, login_user, logout_user
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
 from lab.extensions import db
 from lab.forms import LoginForm
-from lab.models import Batch, Container, Equipment, MaterialLot, Patient, Shipment, utcnow
+from lab.models import Batch, Container, Equipment, MaterialLot, Patient, Shipment, StepEntry, utcnow
 from lab.services.alerts import quality_alerts
 from lab.services.clinic_dashboard import clinic_dashboard
+from lab.services.dashboard import TASKS_SHOWN
 from lab.services.dashboard import dashboard as build_dashboard
 from lab.services.lab_alerts import lab_alerts
 from lab.services.progress import batch_progress, definition_for, equipment_info, lab_timezone, lot_info
+from lab.services.record_marks import cache, mark_of, newest_entry
 from lab.services.sign_in import sign_in
 from lab.services.site_scope import is_clinician
 from labels.digest import DigestError, scanned_digest
@@ -98,12 +101,16 @@ def dashboard() -> str:
     if is_clinician(current_user):  # the clinic's own dashboard: their site's shipments, products, notices
         return render_template("clinic/dashboard.html", clinic=clinic_dashboard(current_user))
     return render_template("main/dashboard.html", board=build_dashboard(current_user), alerts=quality_alerts(),
-                           lab=lab_alerts(current_user, utcnow()))
+                           lab=lab_alerts(current_user, utcnow()), tasks_shown=TASKS_SHOWN)
 
 
-def _where_container_is_needed(container: Container) -> str:
+def _where_container_is_needed(container_id: int) -> str:
     """The step that may be recorded now and scans this kind of container, with the code
     filled in; else the container's own page."""
+    entries = selectinload(Container.batch).selectinload(Batch.entries)
+    container = db.session.scalars(  # with all that the batch's progress reads (signatures name the performer)
+        select(Container).where(Container.id == container_id)
+        .options(entries.selectinload(StepEntry.values), entries.selectinload(StepEntry.performed_by))).one()
     batch = container.batch
     definition = definition_for(batch)
     progress = batch_progress(batch, definition)
@@ -183,6 +190,10 @@ def scan() -> tuple[Response, int]:
     return answer, status
 
 
+#: Scan destinations kept per process: (batch, mark, container)s.
+SCANS_KEPT = 1024
+
+
 def _scanned_location(text: str) -> str:
     """Where the scanned ``text`` leads; aborts with the reason when it leads nowhere."""
     if not text.strip():
@@ -201,12 +212,16 @@ def _scanned_location(text: str) -> str:
         abort(400, _inventory_scanned(compact) or str(error))
     code, kind = str(parsed), parsed.kind
     if kind is CodeKind.CONTAINER:
-        container = db.session.scalar(select(Container).where(Container.code == code))
-        if container is None:
+        found = db.session.execute(select(Container.id, Container.batch_id, newest_entry(Container.batch_id),
+                                          Batch.version).join(Container.batch).where(Container.code == code)).first()
+        if found is None:
             abort(404, f"No container {code} is registered in this lab.")
         if is_clinician(current_user):  # at the site: the bag's own page (its check, infusion, disposal)
             return url_for("bedside.bag", code=code)
-        return _where_container_is_needed(container)
+        container_id, batch_id, entry, version = found  # the mark, read before the record: lab.services.record_marks
+        # Where a scan of a container leads depends on its batch's record alone.
+        return cache("scan_destinations", SCANS_KEPT).get(batch_id, mark_of(entry, version),
+                                                          lambda: _where_container_is_needed(container_id), container_id)
     if kind is CodeKind.EQUIPMENT:  # an equipment label scanned into the search box
         said = _inventory_scanned(code)
         abort(400 if said else 404, said or f"No equipment {code} is registered in this lab.")

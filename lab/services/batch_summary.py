@@ -1,0 +1,215 @@
+"""A batch's record summed up for the pages that list many batches at once (the dashboard, the
+quality alerts, the batch list): where its steps stand, what waits for whom, its open deviations
+and the release tests still to come.
+
+A summary is plain frozen data (no ORM object), derived from the batch's record alone, so it is
+kept per process under the batch's mark (lab/services/record_marks.py): a page asks for the marks
+of the batches it lists in one query and loads in full only the batches whose record changed
+since. What depends on the time (clocks, windows) or on the user (their own work) is worked out
+from the summary on each request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+from sqlalchemy.sql.elements import ColumnElement
+
+from lab.extensions import db
+from lab.models import Batch, Disposition, Patient, Signature, StepEntry
+from lab.services.chain import collection_end_of
+from lab.services.progress import batch_progress, definition_for, entry_signatures, is_verified
+from lab.services.record_marks import Mark, PerMark, cache, marks
+from lab.services.release_status import as_current, current_results
+from lab.services.signatures import current_values
+from workflows.engine import can_start, step_states
+from workflows.engine_types import StepProgress
+from workflows.model import ProcessDefinition, StepSpec, StepState
+from workflows.release import pending
+from workflows.timing import current_step
+
+#: Summaries kept per process: the dashboard's and the quality alerts' batches and a few pages of the list.
+CACHE_SIZE = 5000
+
+
+@dataclass(frozen=True)
+class AwaitingVerification:
+    """An entry whose current content no verification signature covers yet."""
+
+    entry_id: int
+    step: StepSpec
+    occurrence: int
+    performed_by: str  # full name
+    performed_at: datetime
+    authors: frozenset[int]  # who recorded or corrected it: none of them may verify it
+
+
+@dataclass(frozen=True)
+class OpenDeviation:
+    number: str
+    title: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """A decision that released the batch."""
+
+    title: str
+    decided_by: str  # full name
+    decided_at: datetime
+
+
+@dataclass(frozen=True)
+class BatchSummary:
+    batch_id: int
+    mark: Mark  # the batch's mark this summary was derived at
+    batch_number: str
+    state: str
+    held_from: str | None
+    definition: ProcessDefinition
+    states: Mapping[str, StepState]  # step key -> its state
+    first_recorded: Mapping[str, datetime]  # step key -> when its first entry was performed
+    current_step: StepSpec | None  # the step the batch waits for while steps are recorded
+    #: When the batch entered its current stage: the last entry of an earlier step (or its start)
+    #: while steps are recorded, else its latest decision, result or entry.
+    stage_since: datetime
+    collection_end: datetime | None
+    closed_at: datetime  # its latest decision into its current state (or its last change)
+    startable: tuple[tuple[StepSpec, bool], ...]  # steps that may be recorded now; True: another entry
+    awaiting: tuple[AwaitingVerification, ...]
+    open_deviations: tuple[OpenDeviation, ...]
+    tests_pending: tuple[str, ...]  # titles of the release tests without a conclusive result
+    releases: tuple[Release, ...]
+
+    @property
+    def recording(self) -> bool:
+        """Whether the batch is in a state where its steps are recorded."""
+        return self.state in self.definition.recording_states
+
+    @property
+    def state_title(self) -> str:
+        return self.definition.states.get(self.state, self.state)
+
+    @property
+    def stage(self) -> str:
+        """The current step's title while steps are recorded, else the state's title."""
+        return self.current_step.title if self.current_step is not None and self.recording else self.state_title
+
+
+@dataclass(frozen=True)
+class Listed:
+    """What a page names a listed batch by."""
+
+    id: int
+    batch_number: str
+    patient_id: int
+    patient_ref: str
+    coi: str
+
+
+def listed(*conditions: ColumnElement[bool], order_by: Sequence[ColumnElement[Any]], limit: int) -> list[Listed]:
+    """The first ``limit`` batches matching ``conditions`` in ``order_by``, in one light query
+    (plain rows, no ORM object)."""
+    return [Listed(*row) for row in db.session.execute(
+        select(Batch.id, Batch.batch_number, Batch.patient_id, Patient.patient_ref, Patient.coi)
+        .join(Batch.patient).where(*conditions).order_by(*order_by).limit(limit))]
+
+
+def summaries(batch_ids: list[int]) -> dict[int, BatchSummary]:
+    """batch id -> its summary, in a fixed number of queries: the marks, then (only for the
+    batches whose record changed since they were last summed up) their records in full."""
+    current = marks(batch_ids)  # read before loading anything the summaries are derived from
+    kept: PerMark[BatchSummary] = cache("batch_summaries", CACHE_SIZE)
+    found = {batch_id: summary for batch_id, batch_mark in current.items()
+             if (summary := kept.peek(batch_id, batch_mark)) is not None}
+    missing = [batch_id for batch_id in current if batch_id not in found]
+    if missing:
+        batches = _load(missing)
+        signatures = entry_signatures(missing)
+        for batch in batches:
+            found[batch.id] = kept.get(batch.id, current[batch.id], partial(summarize, batch, current[batch.id], signatures))
+    return found
+
+
+def _load(batch_ids: list[int]) -> list[Batch]:
+    return list(db.session.scalars(
+        select(Batch).where(Batch.id.in_(batch_ids))
+        .options(selectinload(Batch.definition), selectinload(Batch.deviations),
+                 selectinload(Batch.entries).selectinload(StepEntry.values),
+                 selectinload(Batch.entries).selectinload(StepEntry.performed_by),
+                 selectinload(Batch.results),
+                 selectinload(Batch.dispositions).selectinload(Disposition.decided_by))))
+
+
+def summarize(batch: Batch, batch_mark: Mark, signatures: dict[int, list[Signature]]) -> BatchSummary:
+    """``batch``'s summary from its loaded record; ``signatures``: entry id -> its signatures."""
+    definition = definition_for(batch)
+    progress = batch_progress(batch, definition, signatures)
+    states = step_states(definition, progress)
+    step = current_step(definition, states)
+    recording = batch.state in definition.recording_states
+    results = {key: as_current(r) for key, r in current_results(batch).items()}
+    released = definition.release.released_states if definition.release else ()
+    return BatchSummary(
+        batch_id=batch.id, mark=batch_mark, batch_number=batch.batch_number, state=batch.state, held_from=batch.held_from,
+        definition=definition, states=states, first_recorded=_first_recorded(batch), current_step=step,
+        stage_since=_stage_since(batch, definition, step) if recording and step is not None else _state_since(batch),
+        collection_end=collection_end_of(batch),
+        closed_at=max((d.decided_at for d in batch.dispositions if d.state_after == batch.state),
+                      default=batch.updated_at),
+        startable=_startable(definition, progress, batch.state) if recording else (),
+        awaiting=_awaiting(batch, definition, signatures),
+        open_deviations=tuple(OpenDeviation(d.number, d.title) for d in batch.deviations if d.is_open),
+        tests_pending=tuple(t.title for t in pending(definition, results)),
+        releases=tuple(Release(d.title, d.decided_by.full_name, d.decided_at) for d in batch.dispositions
+                       if d.state_after in released),
+    )
+
+
+def _first_recorded(batch: Batch) -> dict[str, datetime]:
+    """step key -> when its first entry was performed (windows count from there)."""
+    found: dict[str, datetime] = {}
+    for entry in batch.entries:
+        found.setdefault(entry.step_key, entry.performed_at)
+    return found
+
+
+def _stage_since(batch: Batch, definition: ProcessDefinition, step: StepSpec) -> datetime:
+    """When the current step became due: the last entry of an earlier step, or the batch's start."""
+    last_recorded = {entry.step_key: entry.performed_at for entry in batch.entries}
+    earlier = [last_recorded[s.key] for s in definition.steps[:definition.index(step.key)] if s.key in last_recorded]
+    return max(earlier, default=batch.created_at)
+
+
+def _state_since(batch: Batch) -> datetime:
+    """When the batch entered its current state past manufacturing: its latest decision,
+    result or entry, whichever came last."""
+    moments = [batch.created_at]
+    moments += [e.performed_at for e in batch.entries]
+    moments += [r.recorded_at for r in batch.results]
+    moments += [d.decided_at for d in batch.dispositions]
+    return max(moments)
+
+
+def _startable(definition: ProcessDefinition, progress: Mapping[str, StepProgress],
+               state: str) -> tuple[tuple[StepSpec, bool], ...]:
+    return tuple((step, step.repeatable and step.key in progress) for step in definition.steps
+                 if can_start(definition, step.key, progress, state) is None)
+
+
+def _awaiting(batch: Batch, definition: ProcessDefinition,
+              signatures: Mapping[int, list[Signature]]) -> tuple[AwaitingVerification, ...]:
+    found = []
+    for entry in batch.entries:
+        step = definition.step(entry.step_key)
+        if step.verify and not is_verified(entry, signatures.get(entry.id, [])):
+            authors = frozenset({entry.performed_by_id} | {v.recorded_by_id for v in current_values(entry).values()})
+            found.append(AwaitingVerification(entry.id, step, entry.occurrence, entry.performed_by.full_name,
+                                              entry.performed_at, authors))
+    return tuple(found)
