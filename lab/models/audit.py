@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import DDL, BigInteger, Index, Integer, String, Text, event
+from sqlalchemy import DDL, BigInteger, Index, Integer, String, Text, event, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from lab.extensions import Model
+
+#: Entries that change a batch's record: all but the copies taken out (lab.services.record_marks.COPY_TABLES).
+CHANGES = "table_name NOT IN ('downloads', 'issued_records')"
 
 
 class AuditEvent(Model):
@@ -25,8 +28,10 @@ class AuditEvent(Model):
     __table_args__ = (
         Index("ix_audit_events_occurred_at_id", "occurred_at", "id"),
         Index("ix_audit_events_batch_id_occurred_at", "batch_id", "occurred_at", "id"),
-        # A batch's newest entry marks its record's version (lab.services.record_marks).
-        Index("ix_audit_events_batch_id_id", "batch_id", "id"),
+        # A batch's newest entry that is not a copy taken out marks its record's version
+        # (lab.services.record_marks), read from this index alone.
+        Index("ix_audit_events_batch_id_id", "batch_id", "id", sqlite_where=text(CHANGES),
+              postgresql_where=text(CHANGES)),
         Index("ix_audit_events_actor_id_occurred_at", "actor_id", "occurred_at", "id"),
         Index("ix_audit_events_action_occurred_at", "action", "occurred_at", "id"),
         Index("ix_audit_events_table_name_occurred_at", "table_name", "occurred_at", "id"),

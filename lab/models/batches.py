@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ColumnElement, Float, ForeignKey, Index, String, Text, UniqueConstraint, bindparam, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.extensions import Model
@@ -38,6 +38,13 @@ class ProcessDefinitionRecord(AppendOnly, Model):
     stored_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+#: Batches no longer being made or tested.
+CLOSED_STATES = ("released", "rejected", "shipped")
+#: The open batches, as the partial index ``ix_batches_open_created_at`` says it: a query whose
+#: condition is written the same way (``Batch.is_open``) reads that index alone.
+OPEN_BATCHES = "state NOT IN ('released', 'rejected', 'shipped')"
+
+
 class Batch(Audited, Model):
     """One manufacturing run for one patient; its ``state`` is decided by workflows/."""
 
@@ -47,6 +54,9 @@ class Batch(Audited, Model):
     __table_args__ = (
         Index("ix_batches_created_at_state", "created_at", "state"),
         Index("ix_batches_updated_at_state", "updated_at", "state"),
+        # However many batches are closed, the open ones are read without passing them.
+        Index("ix_batches_open_created_at", "created_at", sqlite_where=text(OPEN_BATCHES),
+              postgresql_where=text(OPEN_BATCHES)),
     )
     __audit_ignore__ = frozenset({"version", "updated_at", "updated_by_id"})
 
@@ -68,6 +78,12 @@ class Batch(Audited, Model):
     target_dose: Mapped[float | None] = mapped_column(Float)
 
     __mapper_args__ = {"version_id_col": version}  # noqa: RUF012 (SQLAlchemy reads it as is)
+
+    @classmethod
+    def is_open(cls) -> ColumnElement[bool]:
+        """The condition "not closed", with the states written into the SQL as OPEN_BATCHES has them
+        (not bound), so that the planner sees the partial index's own condition."""
+        return cls.state.not_in(bindparam("closed_states", CLOSED_STATES, expanding=True, literal_execute=True))
 
     patient: Mapped[Patient] = relationship(back_populates="batches")
     definition: Mapped[ProcessDefinitionRecord] = relationship()

@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 
 from lab.extensions import db
 from lab.models import Batch, Patient, User, utcnow
+from lab.models.batches import CLOSED_STATES
 from lab.services.batch_summary import CACHE_SIZE, AwaitingVerification, BatchSummary, Listed, listed, summaries
 from lab.services.chain import ChainPosition, positions
 from lab.services.record_marks import PerMark, cache
@@ -20,7 +21,6 @@ from workflows.model import StepSpec
 from workflows.timing import Timing, WindowStatus, duration_words, judge, next_window
 
 #: Batches no longer being made or tested: they leave the main list for "recently closed".
-CLOSED_STATES = ("released", "rejected", "shipped")
 LIST_LIMIT = 200
 #: The latest closed batches shown under "Recently closed" (and whose releases are recent).
 CLOSED_SHOWN = 20
@@ -118,7 +118,7 @@ def dashboard(user: User, *, now: datetime | None = None) -> Dashboard:
     three queries once the listed batches' summaries are kept (lab/services/batch_summary.py)."""
     now = now or utcnow()
     newest = (Batch.created_at.desc(),)
-    batches = (listed(Batch.state.not_in(CLOSED_STATES), order_by=newest, limit=LIST_LIMIT)
+    batches = (listed(Batch.is_open(), order_by=newest, limit=LIST_LIMIT)
                + listed(Batch.state.in_(CLOSED_STATES), order_by=newest, limit=CLOSED_SHOWN))
     summary = summaries([b.id for b in batches])
     rows, closed, work, roles = [], [], MyWork(), user.roles

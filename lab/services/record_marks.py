@@ -25,7 +25,7 @@ from threading import Lock
 from typing import Any, Generic, TypeVar
 
 from flask import current_app
-from sqlalchemy import ColumnElement, ScalarSelect, select
+from sqlalchemy import ColumnElement, ScalarSelect, bindparam, select
 
 from lab.extensions import db
 from lab.models import AuditEvent, Batch
@@ -35,7 +35,8 @@ T = TypeVar("T")
 Mark = tuple[int, int]
 #: Tables that log copies taken out of CellTrail: they describe a printout, not the batch,
 #: so they stay out of the record's audit appendix and its mark (else every download would change them).
-COPY_TABLES = frozenset({"downloads", "issued_records"})
+#: As ``lab.models.audit.CHANGES`` writes them, the condition of the index the marks are read from.
+COPY_TABLES = ("downloads", "issued_records")
 
 
 def newest_entry(batch_id: ColumnElement[int]) -> ScalarSelect[int | None]:
@@ -43,7 +44,8 @@ def newest_entry(batch_id: ColumnElement[int]) -> ScalarSelect[int | None]:
     out, as a column: the query that finds a batch (by its number, a container by its code) reads
     it too, walking the index ``ix_audit_events_batch_id_id`` down from the top (a copy or two at
     most are skipped), instead of a round trip of its own."""
-    return (select(AuditEvent.id).where(AuditEvent.batch_id == batch_id, AuditEvent.table_name.not_in(COPY_TABLES))
+    copies = bindparam("copy_tables", COPY_TABLES, expanding=True, literal_execute=True)  # as CHANGES, not bound
+    return (select(AuditEvent.id).where(AuditEvent.batch_id == batch_id, AuditEvent.table_name.not_in(copies))
             .order_by(AuditEvent.id.desc()).limit(1).scalar_subquery())
 
 
