@@ -6,10 +6,14 @@
 Both apps run under gunicorn with the same settings (2 sync workers) on the same database. Each
 round asks every page once or more and, right after each request, the bare app once (one indexed
 ``session.get`` and a small template: ``benchmarks/bare_app.py``), so both see the same machine
-load; the table gives each page's median, the bare request's median and their ratio. Printed
-documents are timed against reportlab doing the same number of pages of plain tables in-process
-(the floor), and a 100-label sheet is rendered in-process. Nothing here is asserted: the README
-keeps the table (machines differ; the ratios hold).
+load; the table gives each page's median, the bare request's median and their ratio. The
+executed record is timed against reportlab drawing as many pages of plain tables in-process
+right after each download (the floor), and a 100-label sheet is rendered in-process. Then the
+whole ``verify-audit``, and, each on a scratch copy of the database (both write to it),
+``benchmarks/export.py`` (export-records of the busiest month: seconds a batch, peak memory) and
+``benchmarks/audit_write.py`` (an audited write against the same write with the audit listeners
+detached). Nothing here is asserted: the README keeps the table (machines differ; the ratios hold).
+``benchmarks/run`` does all of it, from building the database, in one command.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import argparse
 import http.client
 import os
 import re
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from io import BytesIO
 from pathlib import Path
 from urllib.parse import urlencode
@@ -34,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reportlab.lib.pagesizes import A4
 from reportlab.platypus import PageBreak, SimpleDocTemplate, Table
-from sqlalchemy import func, select
+from sqlalchemy import create_engine, func, make_url, select, text
 
 from lab import create_app
 from lab.extensions import db
@@ -47,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PASSWORD = "celltrail-demo"
 ROLES = ("tech1", "supervisor1", "qc1", "qa1", "auditor1", "admin", "nurse1")
 SECRET = "benchmark-only-secret-key-000000"
+RECORD = "executed batch record (PDF)"
 
 
 @dataclass
@@ -182,6 +190,7 @@ def main() -> None:
         label_ms = timed(lambda: render_label_sheet(hundred), options.rounds)
         db.session.rollback()
         dialect = db.engine.dialect.name
+        db.engine.dispose()  # no connection left open: a PostgreSQL database is copied from it below
     print(f"{subject.batches:,} batches on {dialect}; open batch {subject.open_batch} "
           f"({subject.counts} expansion values), shipped batch {subject.closed_batch}\n")
     pages = {
@@ -192,10 +201,10 @@ def main() -> None:
         "scan of a container code (redirect)": ("tech1", f"/scan?code={subject.container}"),
         "audit screen": ("qa1", "/audit"),
         "batch list": ("qa1", "/batches"),
-        "executed batch record (PDF)": ("qa1", f"/batches/{subject.closed_batch}/record.pdf"),
+        RECORD: ("qa1", f"/batches/{subject.closed_batch}/record.pdf"),
     }
     results = {name: Timings() for name in pages}
-    record_pages = 0
+    record_pages, floors = 0, []
     with served("lab:create_app()", options.database_url, options.workers) as port, \
             served("benchmarks.bare_app:create_app()", options.database_url, options.workers) as bare_port:
         clients = {user: Client(port) for user in ROLES}
@@ -210,13 +219,15 @@ def main() -> None:
                 _, _, floor, _ = bare.request("GET", f"/bare/{subject.open_batch_id}")
                 results[name].page.append(elapsed)
                 results[name].bare.append(floor)
+                if name == RECORD:  # reportlab's floor for as many pages, right after, under the same load
+                    floors.append(timed(partial(floor_pdf, record_pages or 18), 1))
         for timing in results.values():
             del timing.page[0], timing.bare[0]
+        del floors[0]
     print("| request | p50 | bare Flask p50 | ratio |\n|---|---|---|---|")
     for name, timing in results.items():
         print(timing.row(name))
-    record = statistics.median(results["executed batch record (PDF)"].page)
-    floor = timed(lambda: floor_pdf(record_pages or 18), options.rounds)
+    record, floor = statistics.median(results[RECORD].page), statistics.median(floors)
     print(f"\nexecuted batch record: {record_pages} pages, {record:.0f} ms; reportlab alone, the same pages of "
           f"plain tables: {floor:.0f} ms ({record / floor:.1f}x)")
     print(f"100-label sheet, rendered: {label_ms:.0f} ms")
@@ -224,6 +235,33 @@ def main() -> None:
     subprocess.run([sys.executable, "-m", "flask", "--app", "lab", "verify-audit"], cwd=ROOT, check=False,
                    env={**os.environ, "FLASK_DEBUG": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     print(f"verify-audit, whole command: {time.perf_counter() - began:.1f} s")
+    for script in ("export.py", "audit_write.py"):  # both write: each on its own copy
+        with copy_of(options.database_url) as copy:
+            subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), copy], cwd=ROOT, check=True)
+
+
+@contextmanager
+def copy_of(url: str):  # type: ignore[no-untyped-def]
+    """A scratch copy of the database at ``url`` (a file copy, or a PostgreSQL database made from
+    it as a template), removed afterwards."""
+    if url.startswith("sqlite:///"):
+        with tempfile.TemporaryDirectory() as folder:
+            copy = Path(folder) / "copy.sqlite"
+            shutil.copyfile(url.removeprefix("sqlite:///"), copy)
+            yield f"sqlite:///{copy}"
+        return
+    source = make_url(url)
+    name = f"{source.database}_copy"
+    server = create_engine(source.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with server.connect() as connection:
+        connection.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        connection.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{source.database}"'))
+    try:
+        yield source.set(database=name).render_as_string(hide_password=False)
+    finally:
+        with server.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{name}"'))
+        server.dispose()
 
 
 if __name__ == "__main__":
