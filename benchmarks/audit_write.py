@@ -60,8 +60,8 @@ def without_audit() -> Iterator[None]:
 
 def open_entries(limit: int = 200) -> Iterator[int]:
     """Ids of receipt entries of batches still in manufacturing, newest batches first."""
-    yield from db.session.scalars(select(StepEntry.id).join(Batch).where(StepEntry.step_key == STEP)
-                                  .order_by(Batch.id.desc()).limit(limit))
+    yield from db.session.scalars(select(StepEntry.id).join(Batch).where(StepEntry.step_key == STEP, Batch.is_open())
+                                  .order_by(Batch.created_at.desc()).limit(limit))
 
 
 def correct(entry_id: int, text: str) -> None:
