@@ -41,9 +41,6 @@ FIELD, STEP, SIGNER = "volume_ml", "receipt", "tech1"
 LISTENERS: tuple[tuple[str, Callable[..., Any]], ...] = (
     ("before_flush", audit._refuse_rewriting_history),
     ("after_flush", audit._write_audit_entries),
-    ("before_commit", audit._move_chain_head),
-    ("after_soft_rollback", audit._forget_rolled_back_tail),
-    ("after_transaction_end", audit._forget_tail),
 )
 
 

@@ -5,8 +5,7 @@ Completeness comes from a session event, so no write path can forget the trail
 ``audit.action(name, actor=..., reason=...)``. A flush that changes audited rows outside
 such a block is refused, as is any update or delete of append-only rows, or any delete
 of an audited row. Entries are written on the flush's own connection, so they commit
-or roll back with the change they describe, and chained (lab.audit_chain) under a lock: the
-chain head is locked at the transaction's first audited flush and moved once, before commit.
+or roll back with the change they describe, and chained (lab.audit_chain) under a lock.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from typing import Any
 
 from flask import g, has_request_context
 from sqlalchemy import event, inspect
-from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import Session, UOWTransaction
 
 from lab import audit_chain
 from lab.exceptions import ImmutableRecordError
@@ -29,10 +28,6 @@ from lab.models import AppendOnly, Audited, AuditEvent, User, utcnow
 from lab.models.base import simulated_now
 
 _KEY = "audit_action"
-#: The (id, hash) of the last entry this transaction appended, while the head it locked lags behind.
-_TAIL = "audit_chain_tail"
-#: Set when a savepoint rolled back after this transaction appended entries (_forget_rolled_back_tail).
-_RELOCK = "audit_chain_relock"
 REDACTED = "(redacted)"
 #: The reason of an action recorded on seed-demo's simulated clock, or what follows its own reason.
 DEMO_REASON = "Demo data (simulated clock)"
@@ -110,33 +105,7 @@ def _write_audit_entries(session: Session, context: UOWTransaction) -> None:
     for row in rows:
         row.update(occurred_at=current.at, actor_id=actor_id, actor_username=actor_name,
                    action=current.name, reason=current.reason, via=via)
-    connection = session.connection()
-    tail = session.info.get(_TAIL) or audit_chain.lock_head(connection, own_entries=session.info.pop(_RELOCK, False))
-    session.info[_TAIL] = audit_chain.chain_on(connection, tail, rows)
-
-
-@event.listens_for(Session, "before_commit")
-def _move_chain_head(session: Session) -> None:
-    """Move the chain head to this transaction's last entry, once, just before it commits."""
-    if _TAIL not in session.info:
-        return
-    session.flush()  # the commit's own flush comes after this event: write its entries first
-    audit_chain.save_head(session.connection(), session.info[_TAIL])
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _forget_rolled_back_tail(session: Session, previous_transaction: SessionTransaction) -> None:
-    """A rolled-back savepoint may have taken entries (and the head's lock) with it: the next
-    flush locks the head again and finds the transaction's last entry still standing."""
-    if session.info.pop(_TAIL, None) is not None and previous_transaction.nested:
-        session.info[_RELOCK] = True
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_tail(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:
-        session.info.pop(_TAIL, None)
-        session.info.pop(_RELOCK, None)
+    audit_chain.append(session.connection(), rows)
 
 
 def _columns(obj: Audited) -> Iterator[tuple[str, str]]:

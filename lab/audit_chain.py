@@ -12,9 +12,7 @@ through an API token also has the field ``via`` (the token's label); an entry wi
 ``via`` key at all, so entries written before the API existed keep their hashes.
 
 Appends are serialized: the writer locks the one ``audit_chain_head`` row (SELECT ... FOR
-UPDATE on PostgreSQL) and holds it until its transaction ends. A transaction of several
-flushes locks it once, inserts each flush's entries, and moves it once, before it commits
-(lab.audit). On SQLite the flush that
+UPDATE on PostgreSQL) and holds it until its transaction ends. On SQLite the flush that
 produced the entries already holds the database's write lock when the head is read, which
 serializes writers the same way.
 """
@@ -97,41 +95,16 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
 
 
 def append(connection: Connection, rows: list[dict[str, Any]]) -> None:
-    """Number, chain and insert ``rows`` (every field of HASHED_FIELDS but the first two) and
-    move the head to the last, leaving it locked by this transaction until it ends."""
-    save_head(connection, chain_on(connection, lock_head(connection), rows))
-
-
-def chain_on(connection: Connection, tail: tuple[int, str], rows: list[dict[str, Any]]) -> tuple[int, str]:
-    """Number, chain and insert ``rows`` after ``tail`` (the id and hash of the chain's last
-    entry, the head locked by this transaction); return the new tail. The head is not moved:
-    :func:`save_head` does, once, before the transaction commits."""
-    last_id, last_hash = tail
+    """Number, chain and insert ``rows`` (every field of HASHED_FIELDS but the first two),
+    leaving the chain head locked by this transaction until it commits or rolls back."""
+    last_id, last_hash = _lock_head(connection)
     for row in rows:
         last_id += 1
         row.update(id=last_id, prev_hash=last_hash)
         row["hash"] = last_hash = entry_hash(row)
     connection.execute(insert(AuditEvent), rows)
-    return last_id, last_hash
-
-
-def save_head(connection: Connection, tail: tuple[int, str]) -> None:
-    last_id, last_hash = tail
     connection.execute(update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
                        .values(last_id=last_id, last_hash=last_hash))
-
-
-def lock_head(connection: Connection, *, own_entries: bool = False) -> tuple[int, str]:
-    """Lock the chain head for this transaction; return the chain's tail. ``own_entries``: this
-    transaction may have appended entries the head does not name yet (a savepoint rolled back
-    after them): the tail is then its last entry, the only ones beyond the locked head."""
-    last_id, last_hash = _lock_head(connection)
-    if own_entries:
-        newer = connection.execute(select(AuditEvent.id, AuditEvent.hash).where(AuditEvent.id > last_id)
-                                   .order_by(AuditEvent.id.desc()).limit(1)).one_or_none()
-        if newer is not None:
-            return newer.id, newer.hash
-    return last_id, last_hash
 
 
 def _lock_head(connection: Connection) -> tuple[int, str]:
