@@ -27,7 +27,7 @@ from lab.services.chain import collection_end_of
 from lab.services.progress import batch_progress, definition_for, entry_signatures, is_verified
 from lab.services.record_marks import Mark, PerMark, cache, marks
 from lab.services.release_status import as_current, current_results
-from lab.services.signatures import current_values
+from lab.services.steps import entry_authors
 from workflows.engine import can_start, step_states
 from workflows.engine_types import StepProgress
 from workflows.model import ProcessDefinition, StepSpec, StepState
@@ -209,7 +209,6 @@ def _awaiting(batch: Batch, definition: ProcessDefinition,
     for entry in batch.entries:
         step = definition.step(entry.step_key)
         if step.verify and not is_verified(entry, signatures.get(entry.id, [])):
-            authors = frozenset({entry.performed_by_id} | {v.recorded_by_id for v in current_values(entry).values()})
             found.append(AwaitingVerification(entry.id, step, entry.occurrence, entry.performed_by.full_name,
-                                              entry.performed_at, authors))
+                                              entry.performed_at, entry_authors(entry)))
     return tuple(found)

@@ -356,10 +356,14 @@ def _has_open_deviation(entry: StepEntry, field_key: str) -> bool:
                for d in entry.batch.deviations)
 
 
+def entry_authors(entry: StepEntry) -> frozenset[int]:
+    """The users who recorded ``entry`` or corrected one of its values: none of them may verify it."""
+    return frozenset({entry.performed_by_id} | {v.recorded_by_id for v in current_values(entry).values()})
+
+
 def self_verification(entry: StepEntry, actor: User) -> str | None:
     """Why ``actor`` may not verify ``entry`` (they recorded or corrected it), or None."""
-    authors = {entry.performed_by_id} | {v.recorded_by_id for v in current_values(entry).values()}
-    if actor.id in authors:
+    if actor.id in entry_authors(entry):
         return "You recorded or corrected this entry: a different person must verify it (21 CFR 211.188(b)(11))."
     return None
 
