@@ -18,7 +18,6 @@ from dataclasses import replace
 
 from flask import current_app
 from sqlalchemy import select
-from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
 from lab.models import (
@@ -28,7 +27,6 @@ from lab.models import (
     Container,
     QcResult,
     Signature,
-    StepEntry,
     StepValue,
     Submission,
 )
@@ -88,9 +86,7 @@ def keyed_record(batch: Batch) -> tuple[tuple[Hashable, ...], BatchRecordData]:
 
 def _own_record(batch: Batch) -> BatchRecordData:
     """The record as derived from the batch's own record alone; :func:`batch_record` fills in the rest."""
-    loaded = _load_rows(batch)  # held while the overview reads them
     overview = batch_overview(batch)
-    del loaded
     definition = overview.definition
     quality = quality_record(batch, definition)
     files = _original_files(batch)
@@ -120,19 +116,6 @@ def _own_record(batch: Batch) -> BatchRecordData:
         audit=_audit(batch),
         expansion=expansion_chart(batch, definition),
     )
-
-
-def _load_rows(batch: Batch) -> list[StepEntry | Container]:
-    """The batch's entries with their values and its containers with their label prints, in a
-    fixed number of queries: while the caller holds them, the overview reads them from the session
-    instead of loading each entry's values and each container's prints on its own."""
-    values = selectinload(StepEntry.values)
-    entries = db.session.scalars(select(StepEntry).where(StepEntry.batch_id == batch.id).options(
-        values.selectinload(StepValue.recorded_by), values.selectinload(StepValue.lot),
-        values.selectinload(StepValue.equipment)))
-    containers = db.session.scalars(select(Container).where(Container.batch_id == batch.id)
-                                    .options(selectinload(Container.prints), selectinload(Container.created_entry)))
-    return [*entries, *containers]
 
 
 def _signed(signatures: list[tuple[Signature, bool]]) -> tuple[Signed, ...]:

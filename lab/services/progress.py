@@ -13,7 +13,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import case, func, select
+from sqlalchemy import case, func, inspect, select
 from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
@@ -237,6 +237,7 @@ class BatchOverview:
 
 def batch_overview(batch: Batch) -> BatchOverview:
     """Everything the batch page shows, step by step, in process order."""
+    _load_rows(batch)
     definition = definition_for(batch)
     signatures = signatures_by_entry(batch)
     progress = batch_progress(batch, definition, signatures)
@@ -255,6 +256,21 @@ def batch_overview(batch: Batch) -> BatchOverview:
         .options(selectinload(CustodyEvent.container), selectinload(CustodyEvent.actor))
     ))
     return BatchOverview(batch, definition, steps, containers, custody)
+
+
+def _load_rows(batch: Batch) -> None:
+    """Load the batch's entries (their performers, and their values with who recorded them, lots
+    and instruments) and its containers in a fixed number of queries, so that the overview reads
+    them from the session instead of row by row. What the caller has loaded already (the batch
+    page loads the batch with its rows) is not loaded again."""
+    if not {"entries", "containers"} & inspect(batch).unloaded:
+        return
+    entries = selectinload(Batch.entries)
+    values = entries.selectinload(StepEntry.values)
+    db.session.scalars(select(Batch).where(Batch.id == batch.id).options(
+        entries.selectinload(StepEntry.performed_by), values.selectinload(StepValue.recorded_by),
+        values.selectinload(StepValue.lot), values.selectinload(StepValue.equipment),
+        selectinload(Batch.containers).selectinload(Container.created_entry))).one()
 
 
 def current_step(steps: list[StepView]) -> StepView | None:
