@@ -425,12 +425,13 @@ def _footer(record: BatchRecordData, digest: str, issue: Issue) -> Footer:
     return digest_footer(f"Record digest SHA-256 {digest}", issued, font=SANS, size=FOOTER_SIZE)
 
 
-def render_record(record: BatchRecordData, issue: Issue) -> bytes:
+def render_record(record: BatchRecordData, issue: Issue, digest: str | None = None) -> bytes:
     """The executed batch record as an A4 PDF, its digest (``labels.digest``) on every page.
+    ``digest`` is the record's digest when the caller has worked it out already (a snapshot).
 
     Raises UnprintableText for characters the fonts lack.
     """
-    digest = record_digest(record)
+    digest = digest or record_digest(record)
     return render_counted(lambda: _story(record, digest), _footer(record, digest, issue),
                           title=f"Executed batch record {record.batch_number}", author=clean(record.facility_name),
                           bottom_margin=PAGE_MARGIN + 4 * MM)

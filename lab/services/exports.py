@@ -117,7 +117,7 @@ class ExportWriter:
         """Render ``batch``'s record into the ZIP and log it as issued in this export (flushes).
         Raises UnprintableText."""
         copy = snapshot(batch)
-        pdf = render_record(copy.record, Issue(EXPORTER, self.now, verb="Exported"))
+        pdf = render_record(copy.record, Issue(EXPORTER, self.now, verb="Exported"), copy.digest)
         stem = file_stem(batch.batch_number)
         self._write(f"{stem}.pdf", pdf)
         self._write(f"{stem}.json", copy.canonical)

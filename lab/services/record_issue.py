@@ -39,8 +39,6 @@ class Snapshot:
     digest: str
 
 
-
-
 def snapshot(batch: Batch) -> Snapshot:
     """``batch``'s record as it stands; its canonical JSON is made once for each version of the record."""
     (batch_id, batch_mark, *others), record = keyed_record(batch)

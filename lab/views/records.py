@@ -29,7 +29,7 @@ def record_pdf(batch_number: str) -> Response:
     copy = snapshot(batch)
     now = utcnow()
     try:
-        pdf = render_record(copy.record, Issue(current_user.full_name, now))
+        pdf = render_record(copy.record, Issue(current_user.full_name, now), copy.digest)
     except UnprintableText as error:
         abort(422, f"The batch record cannot be printed: {error}")
     issue_copy(batch, copy, now)
