@@ -100,8 +100,9 @@ def logout() -> Response:
 def dashboard() -> str:
     if is_clinician(current_user):  # the clinic's own dashboard: their site's shipments, products, notices
         return render_template("clinic/dashboard.html", clinic=clinic_dashboard(current_user))
-    return render_template("main/dashboard.html", board=build_dashboard(current_user), alerts=quality_alerts(),
-                           lab=lab_alerts(current_user, utcnow()), tasks_shown=TASKS_SHOWN)
+    user = current_user._get_current_object()  # read per batch: not through the proxy
+    return render_template("main/dashboard.html", board=build_dashboard(user), alerts=quality_alerts(),
+                           lab=lab_alerts(user, utcnow()), tasks_shown=TASKS_SHOWN)
 
 
 def _where_container_is_needed(container_id: int) -> str:
