@@ -35,7 +35,7 @@ def quality_alerts() -> QualityAlerts:
     alerts = QualityAlerts()
     batches = listed(Batch.state.not_in(("scheduled", "in_process", "rejected")),
                      order_by=(Batch.updated_at.desc(),), limit=LIMIT)
-    summary = summaries([b.id for b in batches])
+    summary = summaries({b.id: b.mark for b in batches})
     for batch in batches:
         found = summary[batch.id]
         definition = found.definition

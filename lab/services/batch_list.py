@@ -27,11 +27,15 @@ from lab.extensions import db
 from lab.models import Batch, Patient, ProcessDefinitionRecord
 from lab.services.batch_summary import BatchSummary, summaries
 from lab.services.progress import lab_timezone
+from lab.services.record_marks import mark_of, newest_entry
 from lab.workflow_registry import pinned_definition
 from workflows.codes import normalize
 from workflows.model import ProcessDefinition
 
 PAGE_SIZE = 50
+#: The list counts the batches matching its filter up to this many, and says "more than" past it:
+#: a count of every batch ever made would grow with the facility's years.
+COUNT_LIMIT = 1000
 #: Longest search term: a batch number, patient reference or COI is at most 32 characters.
 MAX_QUERY = 64
 #: Longest cursor accepted before even checking its signature.
@@ -86,7 +90,11 @@ class ListedBatch:
 @dataclass(frozen=True)
 class BatchPage:
     rows: list[ListedBatch]
-    total: int  # batches matching the filter, on every page
+    total: int  # batches matching the filter, counted up to COUNT_LIMIT + 1
+
+    @property
+    def more_than_counted(self) -> bool:
+        return self.total > COUNT_LIMIT
     newer: str | None  # cursor of the page before (newer batches), None on the first page
     older: str | None  # cursor of the next page (older batches), None on the last
 
@@ -223,8 +231,8 @@ def batch_page(filters: BatchFilter, cursor: str = "", *, size: int = PAGE_SIZE)
     size = max(1, min(size, PAGE_SIZE))
     position = read_cursor(cursor)
     conditions = _matching(filters)
-    query = _joined(select(Batch)).where(*conditions).options(contains_eager(Batch.patient),
-                                                              contains_eager(Batch.definition))
+    query = _joined(select(Batch, newest_entry(Batch.id))).where(*conditions).options(
+        contains_eager(Batch.patient), contains_eager(Batch.definition))
     going_newer = position is not None and position[0] == "newer"
     if position is not None:
         _, when, batch_id = position
@@ -233,13 +241,15 @@ def batch_page(filters: BatchFilter, cursor: str = "", *, size: int = PAGE_SIZE)
         else:
             query = query.where(or_(Batch.created_at < when, and_(Batch.created_at == when, Batch.id < batch_id)))
     order = (Batch.created_at.asc(), Batch.id.asc()) if going_newer else (Batch.created_at.desc(), Batch.id.desc())
-    batches = list(db.session.scalars(query.order_by(*order).limit(size + 1)).unique())
-    more = len(batches) > size
-    batches = batches[:size]
+    found = db.session.execute(query.order_by(*order).limit(size + 1)).all()
+    more = len(found) > size
+    current = {batch.id: mark_of(entry, batch.version) for batch, entry in found[:size]}  # before the summaries
+    batches = [batch for batch, _ in found[:size]]
     if going_newer:
         batches.reverse()
-    total = db.session.scalar(_joined(select(func.count(Batch.id))).where(*conditions)) or 0
-    summary = summaries([b.id for b in batches])
+    matching = _joined(select(Batch.id)).where(*conditions).limit(COUNT_LIMIT + 1).subquery()
+    total = db.session.scalar(select(func.count()).select_from(matching)) or 0
+    summary = summaries(current)
     rows = [_row(batch, summary[batch.id]) for batch in batches]
     if going_newer:
         newer = make_cursor("newer", batches[0]) if more and batches else None

@@ -25,7 +25,7 @@ from lab.extensions import db
 from lab.models import Batch, Disposition, Patient, Signature, StepEntry
 from lab.services.chain import collection_end_of
 from lab.services.progress import batch_progress, definition_for, entry_signatures, is_verified
-from lab.services.record_marks import Mark, PerMark, cache, marks
+from lab.services.record_marks import Mark, PerMark, cache, mark_of, newest_entry
 from lab.services.release_status import as_current, current_results
 from lab.services.steps import entry_authors
 from workflows.engine import can_start, step_states
@@ -111,20 +111,23 @@ class Listed:
     patient_id: int
     patient_ref: str
     coi: str
+    mark: Mark  # read with the batch, before anything its summary is derived from
 
 
 def listed(*conditions: ColumnElement[bool], order_by: Sequence[ColumnElement[Any]], limit: int) -> list[Listed]:
-    """The first ``limit`` batches matching ``conditions`` in ``order_by``, in one light query
-    (plain rows, no ORM object)."""
-    return [Listed(*row) for row in db.session.execute(
-        select(Batch.id, Batch.batch_number, Batch.patient_id, Patient.patient_ref, Patient.coi)
-        .join(Batch.patient).where(*conditions).order_by(*order_by).limit(limit))]
+    """The first ``limit`` batches matching ``conditions`` in ``order_by``, with their marks, in
+    one light query (plain rows, no ORM object)."""
+    return [Listed(batch_id, number, patient_id, ref, coi, mark_of(entry, version))
+            for batch_id, number, patient_id, ref, coi, entry, version in db.session.execute(
+                select(Batch.id, Batch.batch_number, Batch.patient_id, Patient.patient_ref, Patient.coi,
+                       newest_entry(Batch.id), Batch.version)
+                .join(Batch.patient).where(*conditions).order_by(*order_by).limit(limit))]
 
 
-def summaries(batch_ids: list[int]) -> dict[int, BatchSummary]:
-    """batch id -> its summary, in a fixed number of queries: the marks, then (only for the
-    batches whose record changed since they were last summed up) their records in full."""
-    current = marks(batch_ids)  # read before loading anything the summaries are derived from
+def summaries(current: Mapping[int, Mark]) -> dict[int, BatchSummary]:
+    """batch id -> its summary at its mark in ``current`` (read before anything the summaries are
+    derived from), in a fixed number of queries: none when every batch's summary is kept, else
+    the records in full of the batches whose record changed since they were last summed up."""
     kept: PerMark[BatchSummary] = cache("batch_summaries", CACHE_SIZE)
     found = {batch_id: summary for batch_id, batch_mark in current.items()
              if (summary := kept.peek(batch_id, batch_mark)) is not None}

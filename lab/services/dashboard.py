@@ -120,7 +120,7 @@ def dashboard(user: User, *, now: datetime | None = None) -> Dashboard:
     newest = (Batch.created_at.desc(),)
     batches = (listed(Batch.is_open(), order_by=newest, limit=LIST_LIMIT)
                + listed(Batch.state.in_(CLOSED_STATES), order_by=newest, limit=CLOSED_SHOWN))
-    summary = summaries([b.id for b in batches])
+    summary = summaries({b.id: b.mark for b in batches})
     rows, closed, work, roles = [], [], MyWork(), user.roles
     counts: dict[str, int] = defaultdict(int)
     for batch in batches:
