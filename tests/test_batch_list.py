@@ -52,6 +52,11 @@ def listed(response: object) -> list[str]:
     return re.findall(r'<tr id="batch-([^"]+)"', page_text(response))
 
 
+def words(response: object) -> str:
+    """The page's text with its whitespace runs made single spaces."""
+    return " ".join(page_text(response).split())
+
+
 def link(response: object, rel: str) -> str | None:
     match = re.search(rf'<a rel="{rel}" href="([^"]+)"', response.get_data(as_text=True))  # type: ignore[attr-defined]
     return html.unescape(match.group(1)) if match else None
@@ -77,6 +82,24 @@ def test_paging_lists_every_batch_once_newest_first_and_back(app: Flask, sixty: 
     back = client.get(link(response, "prev"))  # type: ignore[arg-type]
     assert listed(back) == pages[0]
     assert link(back, "prev") is None and link(back, "next") is not None
+
+
+def test_the_count_stops_past_its_limit_and_says_so(app: Flask, sixty: list[str], login: Login,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The list counts matching batches up to COUNT_LIMIT (a count of every batch ever made would
+    grow with the facility): past it, the page says "more than", and paging still reaches them all."""
+    monkeypatch.setattr("lab.services.batch_list.COUNT_LIMIT", 59)
+    monkeypatch.setattr("lab.views.batch_list.COUNT_LIMIT", 59)
+    client = login("tech1")
+    first = client.get("/batches")
+    assert "More than 59 batches, newest first; 50 shown on this page." in words(first)
+    assert "60 batches" not in words(first)
+    assert len(listed(first)) + len(listed(client.get(link(first, "next")))) == 60  # type: ignore[arg-type]
+    searched = words(client.get("/batches", query_string={"q": "PL-01"}))  # PL-010 to PL-019: under the limit
+    assert "10 batches match, newest first." in searched
+    monkeypatch.setattr("lab.services.batch_list.COUNT_LIMIT", 60)
+    monkeypatch.setattr("lab.views.batch_list.COUNT_LIMIT", 60)
+    assert "60 batches, newest first" in words(client.get("/batches"))
 
 
 def test_first_page_has_no_newer_link_and_a_lone_page_no_links(app: Flask, users: dict[str, int], login: Login) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime
 from flask import Blueprint, render_template, request, url_for
 
 from lab.exceptions import InvalidInput
-from lab.services.batch_list import FILTER_KEYS, MAX_QUERY, PAGE_SIZE, batch_page, choices, parse_filter
+from lab.services.batch_list import COUNT_LIMIT, FILTER_KEYS, MAX_QUERY, PAGE_SIZE, batch_page, choices, parse_filter
 from lab.services.progress import lab_timezone
 
 bp = Blueprint("batch_list", __name__)
@@ -20,7 +20,7 @@ bp = Blueprint("batch_list", __name__)
 @bp.route("/batches")
 def index() -> tuple[str, int]:
     known = choices()
-    common = {"args": request.args, "choices": known, "max_query": MAX_QUERY, "page_size": PAGE_SIZE,
+    common = {"args": request.args, "choices": known, "max_query": MAX_QUERY, "page_size": PAGE_SIZE, "count_limit": COUNT_LIMIT,
               "timezone": lab_timezone().key,
               # the same search from its first page: where an altered paging link sends the user back
               "restart": url_for("batch_list.index", **{key: value[:MAX_QUERY * 2] for key in FILTER_KEYS
