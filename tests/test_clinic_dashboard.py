@@ -189,6 +189,24 @@ def test_the_clinic_dashboard_runs_a_bounded_number_of_queries(app: Flask, login
     assert one <= 12
 
 
+def test_shipments_on_their_way_are_listed_up_to_the_limit_and_the_rest_counted(
+        app: Flask, login: Login, make_batch: Callable[..., str], sites: dict[str, int],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.quality import record_results, release
+
+    monkeypatch.setattr("lab.services.clinic_dashboard.IN_TRANSIT_LIMIT", 1)
+    shipped = []
+    for ref in ("SLE-01", "SLE-02"):
+        number = make_batch(ref=ref)
+        record_results(app, number)
+        release(app, number)
+        shipped.append(ship(app, number, sites["NUH-HEM"]))
+    transit = section(text_of(login("nurse1").get("/")), "in-transit")
+    assert "Shipments on their way (2)" in transit
+    assert shipped[0] in transit and shipped[1] not in transit  # the soonest departed first
+    assert "and 1 more, departed later." in transit
+
+
 # --- every patient's position ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("username", ["qa1", "super1", "auditor1"])

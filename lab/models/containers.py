@@ -32,7 +32,7 @@ class Container(Audited, Model):
     count: Mapped[int] = mapped_column(default=1)
     volume_ml: Mapped[float | None]
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("containers.id"))
-    status: Mapped[str] = mapped_column(String(16), default="in use")
+    status: Mapped[str] = mapped_column(String(16), default="in use", index=True)  # the bags at a site are few
     #: Where it is now, e.g. "LN2-01 / rack R3 / box B12 / position A5".
     location: Mapped[str | None] = mapped_column(String(255))
     created_entry_id: Mapped[int] = mapped_column(ForeignKey("step_entries.id"))

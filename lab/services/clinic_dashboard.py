@@ -30,7 +30,7 @@ from lab.models import (
 from lab.services.lab_alerts import Listed, first_rows
 
 #: Shipments on their way listed (the oldest first), with the number of all.
-IN_TRANSIT_LIMIT = 50
+IN_TRANSIT_LIMIT = 20
 #: A bag received at the site and still there (not infused, returned or destroyed).
 AT_SITE = "at site"
 #: Shipments whose bags may be in the site's storage: accepted, quarantined, or rejected (until disposed of).
@@ -98,7 +98,14 @@ def clinic_dashboard(actor: User, now: datetime | None = None) -> ClinicDashboar
 
 
 def _stored_bags(site: Site) -> list[StoredBag]:
-    """Bags of the site's received, quarantined or rejected shipments still at the site."""
+    """Bags of the site's received, quarantined or rejected shipments still at the site.
+
+    Read from the containers at a site, any site (a few, by ``ix_containers_status``), not from
+    this site's shipments, which grow with every patient it ever treated: their ids first, so that
+    the planner starts from them."""
+    at_site = db.session.scalars(select(Container.id).where(Container.status == AT_SITE)).all()
+    if not at_site:
+        return []
     infused = exists().where(Administration.container_id == Container.id)
     disposed = exists().where(BagDisposal.container_id == Container.id)
     checked = exists().where(BedsideCheck.container_id == Container.id)
@@ -106,8 +113,8 @@ def _stored_bags(site: Site) -> list[StoredBag]:
         select(Container, Shipment, checked.label("checked"))
         .join(ShipmentBag, ShipmentBag.container_id == Container.id)
         .join(Shipment, Shipment.id == ShipmentBag.shipment_id)
-        .where(Shipment.site_id == site.id, Shipment.status.in_(STORED_STATUSES),
-               Container.status == AT_SITE, ~infused, ~disposed)
+        .where(Container.id.in_(at_site), Shipment.site_id == site.id, Shipment.status.in_(STORED_STATUSES),
+               ~infused, ~disposed)
         .options(joinedload(Shipment.batch).joinedload(Batch.patient), joinedload(Shipment.receipt))
         .order_by(Shipment.departed_at, Shipment.id, Container.code)).all()
     return [StoredBag(container, shipment, shipment.batch.patient, bool(was_checked))
