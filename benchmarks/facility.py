@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("database_url", help="a database made by benchmarks/facility_data.py")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pages-only", action="store_true",
+                        help="time the pages, the record and the labels; skip verify-audit, the export and the writes")
     options = parser.parse_args()
     os.environ.update(DATABASE_URL=options.database_url, SECRET_KEY=SECRET)
     app = create_app()
@@ -231,6 +233,8 @@ def main() -> None:
     print(f"\nexecuted batch record: {record_pages} pages, {record:.0f} ms; reportlab alone, the same pages of "
           f"plain tables: {floor:.0f} ms ({record / floor:.1f}x)")
     print(f"100-label sheet, rendered: {label_ms:.0f} ms")
+    if options.pages_only:
+        return
     began = time.perf_counter()
     subprocess.run([sys.executable, "-m", "flask", "--app", "lab", "verify-audit"], cwd=ROOT, check=False,
                    env={**os.environ, "FLASK_DEBUG": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
