@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, SmallInteger, String, Text
+from sqlalchemy import ForeignKey, Index, SmallInteger, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from lab.extensions import Model
@@ -79,6 +79,8 @@ class Signature(AppendOnly, Model):
     the SHA-256 of exactly what was signed, so a later change to the record shows."""
 
     __tablename__ = "signatures"
+    #: A record's signatures, found by what they sign (a shipment, a receipt, an entry, ...).
+    __table_args__ = (Index("ix_signatures_record", "record_type", "record_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batches.id"), index=True)

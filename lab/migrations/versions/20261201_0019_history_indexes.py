@@ -1,5 +1,5 @@
-"""Indexes for the clinic dashboard independent of a site's history (issue 17): a site's shipments
-by status and departure, and containers by status (the bags at a site are few among many)
+"""Indexes for reads independent of the facility's history (issue 17): signatures by the record they
+sign; for the clinic dashboard, a site's shipments by status and departure and containers by status
 
 Revision ID: 0019
 Revises: 0018
@@ -19,8 +19,10 @@ def upgrade():
     op.create_index('ix_shipments_site_status_departed', 'shipments', ['site_id', 'status', 'departed_at', 'id'],
                     unique=False)
     op.create_index(op.f('ix_containers_status'), 'containers', ['status'], unique=False)
+    op.create_index('ix_signatures_record', 'signatures', ['record_type', 'record_id'], unique=False)
 
 
 def downgrade():
+    op.drop_index('ix_signatures_record', table_name='signatures')
     op.drop_index(op.f('ix_containers_status'), table_name='containers')
     op.drop_index('ix_shipments_site_status_departed', table_name='shipments')
