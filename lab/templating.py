@@ -62,6 +62,11 @@ def codes(text: str | None) -> Markup:
     return Markup(PRINTED_CODE.sub(lambda found: f'<span class="code">{found[0]}</span>', str(escape(text or ""))))
 
 
+def state_badge(state: str) -> Markup:
+    """A state as a badge: its class names the state (``state-in_process``), its text reads it."""
+    return Markup('<span class="badge state-{}">{}</span>').format(state.replace(" ", "_"), state.replace("_", " "))
+
+
 #: Stands for an argument in the URL that :func:`row_url` builds once; no URL quoting changes it.
 _PLACEHOLDER = "ROWURL{}ARGUMENT"
 
@@ -119,4 +124,5 @@ def register(app: Flask) -> None:
     app.add_template_filter(codes)
     app.jinja_env.globals["StepState"] = StepState
     app.jinja_env.globals["row_url"] = row_url
+    app.jinja_env.globals["state_badge"] = state_badge
     app.jinja_env.globals["signature_needs_username"] = needs_username
