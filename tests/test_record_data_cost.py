@@ -61,7 +61,8 @@ def test_a_correction_is_in_the_next_record_and_each_copy_names_its_own_reader(a
 
 def test_a_download_does_not_make_the_record_derived_again(app: Flask, make_batch, login) -> None:
     """A download is logged in the trail under the batch, but it is a copy taken out, not a change:
-    the next download of the unchanged record reads it from what was kept, in fewer queries."""
+    the next download of the unchanged record reads it from what was kept, in fewer queries (the
+    batch's rows are not even loaded: less than half the first download's)."""
     number = make_batch(expansion=_days(3))
     client = login("qa1")
     counts = []
@@ -69,4 +70,4 @@ def test_a_download_does_not_make_the_record_derived_again(app: Flask, make_batc
         with statements(app) as found:
             _record(client, number)
         counts.append(len(found))
-    assert counts[1] < counts[0], counts
+    assert counts[1] * 2 < counts[0], counts

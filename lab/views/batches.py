@@ -48,22 +48,22 @@ def batch_code(batch_number: str) -> str:
         abort(400, str(error))
 
 
-def get_batch_or_404(batch_number: str, *, prints: bool = True) -> Batch:
+def get_batch_or_404(batch_number: str, *, prints: bool = True, rows: bool = True) -> Batch:
     """The batch named in the URL, with its entries (their performers, values, lots and instruments), containers
     (and their label prints, unless ``prints`` is False: the batch page counts them in a query of
-    its own), deviations and patient loaded in a fixed number of queries."""
+    its own), deviations and patient loaded in a fixed number of queries. With ``rows`` False, the
+    batch and its patient alone: for a caller whose services load what they read (the record,
+    most often kept per mark, reads no row at all)."""
     code = batch_code(batch_number)
     entries = selectinload(Batch.entries)
     values = entries.selectinload(StepEntry.values)
     containers = selectinload(Batch.containers)
-    batch = db.session.scalar(
-        select(Batch)
-        .where(Batch.batch_number == code)
-        .options(entries.selectinload(StepEntry.performed_by), values.selectinload(StepValue.lot),
-                 values.selectinload(StepValue.equipment),
-                 containers.selectinload(Container.prints) if prints else containers,
-                 selectinload(Batch.deviations), selectinload(Batch.patient).selectinload(Patient.batches))
-    )
+    loaded = (entries.selectinload(StepEntry.performed_by), values.selectinload(StepValue.lot),
+              values.selectinload(StepValue.equipment),
+              containers.selectinload(Container.prints) if prints else containers,
+              selectinload(Batch.deviations), selectinload(Batch.patient).selectinload(Patient.batches))
+    batch = db.session.scalar(select(Batch).where(Batch.batch_number == code)
+                              .options(*(loaded if rows else (selectinload(Batch.patient),))))
     if batch is None:
         _not_registered(code)
     return batch
