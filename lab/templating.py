@@ -10,6 +10,7 @@ from flask import Flask, current_app, g, url_for
 from markupsafe import Markup, escape
 
 from lab.models import QcResult, StepValue
+from lab.services.audit_trail import Shown
 from lab.services.progress import lab_timezone
 from lab.views.signing import needs_username
 from workflows.codes import PRINTED_CODE
@@ -60,6 +61,20 @@ def codes(text: str | None) -> Markup:
     """``text`` escaped, each identity code in it marked as one (``<span class="code">``), so that a
     code inside a sentence never breaks across lines at its hyphens."""
     return Markup(PRINTED_CODE.sub(lambda found: f'<span class="code">{found[0]}</span>', str(escape(text or ""))))
+
+
+def shown(value: Shown) -> Markup:
+    """A value of the audit trail as its ledger shows it (templates/audit/_entries.html): shortened
+    with the whole on demand, muted when empty or redacted, a code or a time kept on one line, and
+    what an id names with the stored id in its title."""
+    if value.full:
+        return Markup('<details class="long-value"><summary>{}</summary><span class="full-value">{}</span>'
+                      '</details>').format(value.text, value.full)
+    if value.muted:
+        return Markup('<span class="muted">{}</span>').format(value.text)
+    kind = Markup(' class="code"') if value.code else Markup(' class="moment"') if value.moment else ""
+    title = Markup(' title="stored as {}"').format(value.stored) if value.stored else ""
+    return Markup("<span{}{}>{}</span>").format(kind, title, value.text)
 
 
 def state_badge(state: str) -> Markup:
@@ -122,6 +137,7 @@ def register(app: Flask) -> None:
     app.add_template_filter(result_value)
     app.add_template_filter(utc_text)
     app.add_template_filter(codes)
+    app.add_template_filter(shown)
     app.jinja_env.globals["StepState"] = StepState
     app.jinja_env.globals["row_url"] = row_url
     app.jinja_env.globals["state_badge"] = state_badge
