@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
+from functools import lru_cache
 
 from flask import Flask, current_app, g, url_for
 from markupsafe import Markup, escape
@@ -67,19 +68,21 @@ def shown(value: Shown) -> Markup:
     """A value of the audit trail as its ledger shows it (templates/audit/_entries.html): shortened
     with the whole on demand, muted when empty or redacted, a code or a time kept on one line, and
     what an id names with the stored id in its title."""
+    text = escape(value.text)
     if value.full:
-        return Markup('<details class="long-value"><summary>{}</summary><span class="full-value">{}</span>'
-                      '</details>').format(value.text, value.full)
+        return Markup(f'<details class="long-value"><summary>{text}</summary>'
+                      f'<span class="full-value">{escape(value.full)}</span></details>')
     if value.muted:
-        return Markup('<span class="muted">{}</span>').format(value.text)
-    kind = Markup(' class="code"') if value.code else Markup(' class="moment"') if value.moment else ""
-    title = Markup(' title="stored as {}"').format(value.stored) if value.stored else ""
-    return Markup("<span{}{}>{}</span>").format(kind, title, value.text)
+        return Markup(f'<span class="muted">{text}</span>')
+    kind = ' class="code"' if value.code else ' class="moment"' if value.moment else ""
+    title = f' title="stored as {escape(value.stored)}"' if value.stored else ""
+    return Markup(f"<span{kind}{title}>{text}</span>")
 
 
+@lru_cache(maxsize=256)  # a process's states are those of its definitions: a few dozen
 def state_badge(state: str) -> Markup:
     """A state as a badge: its class names the state (``state-in_process``), its text reads it."""
-    return Markup('<span class="badge state-{}">{}</span>').format(state.replace(" ", "_"), state.replace("_", " "))
+    return Markup(f'<span class="badge state-{escape(state.replace(" ", "_"))}">{escape(state.replace("_", " "))}</span>')
 
 
 #: Stands for an argument in the URL that :func:`row_url` builds once; no URL quoting changes it.
