@@ -161,3 +161,34 @@ def test_a_qc_result_is_signed_from_its_form_and_named_in_its_deviation(app, mak
         result_id = submission.result_id
     [only] = deviations(app, number)
     assert only.id == opened.id and only.result_id == result_id
+
+
+def test_the_pending_list_is_bounded_oldest_first_in_a_fixed_number_of_queries(app, expanding, login: Login,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    """An API client may send many submissions: the list shows the oldest PENDING_SHOWN a user may
+    sign, says more are waiting, and reads no more than PENDING_READ, in the same queries."""
+    from tests.queries import statements
+
+    sent = [submitted(app, expanding, {"viable_cells": f"1.{n}e9", "viability_pct": "91"}) for n in range(3)]
+    client = login("tech1")
+    with statements(app) as three:
+        everything = page_text(client.get("/submissions"))
+    assert "3 submissions you may sign." in everything and all(f"Submission {n}<" in everything for n in sent)
+    assert "more are waiting" not in everything
+    monkeypatch.setattr("lab.services.submissions.PENDING_SHOWN", 2)
+    listing = page_text(client.get("/submissions"))
+    assert "The oldest 2 submissions you may sign; more are waiting." in " ".join(listing.split())
+    assert f"Submission {sent[0]}<" in listing and f"Submission {sent[1]}<" in listing
+    assert f"Submission {sent[2]}<" not in listing
+    monkeypatch.setattr("lab.services.submissions.PENDING_SHOWN", 50)
+    monkeypatch.setattr("lab.services.submissions.PENDING_READ", 1)
+    read_one = page_text(client.get("/submissions"))
+    assert f"Submission {sent[0]}<" in read_one and f"Submission {sent[1]}<" not in read_one
+    assert "more are waiting" in read_one
+    monkeypatch.setattr("lab.services.submissions.PENDING_READ", 1000)
+    sent.append(submitted(app, expanding, {"viable_cells": "2.0e9", "viability_pct": "92"}))
+    with statements(app) as four:
+        assert f"Submission {sent[3]}<" in page_text(client.get("/submissions"))
+    assert len(four) == len(three), (len(three), len(four))
+    qc = page_text(login("qc1").get("/submissions"))  # steps are the technicians': QC may sign none of these
+    assert "0 submissions you may sign." in qc

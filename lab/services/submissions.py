@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from flask import url_for
 from sqlalchemy import select
+from sqlalchemy.orm import selectinload
 
 from lab import audit
 from lab.exceptions import InvalidInput, StepNotAllowed
@@ -230,11 +231,33 @@ def require_signer(user: User, submission: Submission, what: str) -> None:
     require_role(user, _signers(submission), what)
 
 
-def pending(user: User) -> list[Submission]:
-    """The pending submissions ``user`` may sign, oldest first."""
-    rows = db.session.scalars(select(Submission).where(Submission.status == "pending")
-                              .order_by(Submission.submitted_at, Submission.id))
-    return [s for s in rows if may_sign(user, s)]
+#: The pending submissions listed for one user at most, oldest first; each batch's page lists its own.
+PENDING_SHOWN = 50
+#: Pending submissions read to find them, at most: an API client may send many that this user
+#: may not sign (another role's steps), and a page must not read them all.
+PENDING_READ = 1000
+
+
+@dataclass(frozen=True)
+class Pending:
+    """The oldest pending submissions a user may sign, and whether more wait than are listed."""
+
+    submissions: list[Submission]
+    more: bool
+
+
+def pending(user: User) -> Pending:
+    """The oldest pending submissions ``user`` may sign, up to PENDING_SHOWN, among the oldest
+    PENDING_READ of all, in a fixed number of queries."""
+    batch = selectinload(Submission.batch)
+    rows = db.session.scalars(
+        select(Submission).where(Submission.status == "pending")
+        .options(batch.selectinload(Batch.definition), batch.selectinload(Batch.patient),
+                 selectinload(Submission.submitted_by), selectinload(Submission.token),
+                 selectinload(Submission.attachment))
+        .order_by(Submission.submitted_at, Submission.id).limit(PENDING_READ + 1)).all()
+    signable = [s for s in rows[:PENDING_READ] if may_sign(user, s)]
+    return Pending(signable[:PENDING_SHOWN], len(signable) > PENDING_SHOWN or len(rows) > PENDING_READ)
 
 
 def pending_of(batch: Batch) -> list[Submission]:

@@ -110,7 +110,9 @@ def _get_or_404(submission_id: int) -> Submission:
 @bp.route("")
 def index() -> str:
     require_role(current_user, SIGNERS, "sign values sent by instruments")
-    return render_template("submissions/index.html", views=[view_of(s) for s in pending(current_user)])
+    waiting = pending(current_user)
+    return render_template("submissions/index.html", views=[view_of(s) for s in waiting.submissions],
+                           more=waiting.more)
 
 
 @bp.route("/<int:submission_id>")
