@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Generic, TypeVar
 
 from sqlalchemy import Select, func, select
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import joinedload, selectinload
 
 from lab.extensions import db
 from lab.models import Equipment, MaterialLot, User
@@ -76,20 +76,20 @@ def lab_alerts(user: User, now: datetime) -> LabAlerts | None:
         return None
     day = today(now)
     horizon = day + timedelta(days=DUE_SOON_DAYS)
-    quarantined = (select(MaterialLot).where(MaterialLot.status == "quarantined")
-                   .options(selectinload(MaterialLot.item)).order_by(MaterialLot.id))
+    quarantined = select(MaterialLot).where(MaterialLot.status == "quarantined").order_by(MaterialLot.id)
     checked = select(LotCheck.id).where(LotCheck.lot_id == MaterialLot.id).exists()
     needs_check = MaterialLot.item.has(MaterialItem.needs_qc) | MaterialLot.item_id.is_(None)
     in_stock = MaterialLot.balance.is_(None) | (MaterialLot.balance > 0)
     return LabAlerts(
         today=day,
         lots_to_check=first_rows(quarantined.where(~checked, needs_check)),
-        lots_to_decide=first_rows(quarantined.where(checked | ~needs_check)),
+        lots_to_decide=first_rows(quarantined.where(checked | ~needs_check)
+                                  .options(selectinload(MaterialLot.checks))),  # the page names the last check's result
         lots_expiring=first_rows(select(MaterialLot).where(MaterialLot.status == "released", in_stock,
                                                         MaterialLot.expiry_date <= horizon)
                               .order_by(MaterialLot.expiry_date, MaterialLot.id)),
         equipment=needing_attention(now, limit=LIMIT),
         drafts=first_rows(select(ProcessVersion).where(ProcessVersion.approved_at.is_(None))
-                       .options(selectinload(ProcessVersion.uploaded_by))
+                       .options(joinedload(ProcessVersion.uploaded_by))
                        .order_by(ProcessVersion.uploaded_at, ProcessVersion.id)),
     )
