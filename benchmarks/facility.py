@@ -109,7 +109,8 @@ def free_port() -> int:
 def served(app: str, url: str, workers: int):  # type: ignore[no-untyped-def]
     port = free_port()
     env = {**os.environ, "DATABASE_URL": url, "SECRET_KEY": SECRET, "LAB_SESSION_COOKIE_SECURE": "false",
-           "PYTHONPATH": str(ROOT)}
+           "PYTHONPATH": str(ROOT),
+           "PYTHONFAULTHANDLER": "1"}  # a worker that crashes in C code prints where (seen once: SIGSEGV)
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "--workers", str(workers), "--bind",
                                f"127.0.0.1:{port}", "--log-level", "warning", app], cwd=ROOT, env=env)
     try:
