@@ -20,7 +20,7 @@ asks for.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable
 from threading import Lock
 from typing import Any, Generic, TypeVar
 
@@ -54,17 +54,12 @@ def mark_of(entry: int | None, version: int) -> Mark:
     return entry or 0, version
 
 
-def marks(batch_ids: Iterable[int]) -> dict[int, Mark]:
-    """Each existing batch's mark, in one query of one index walk a batch."""
-    ids = sorted(set(batch_ids))
-    if not ids:
-        return {}
-    rows = db.session.execute(select(Batch.id, newest_entry(Batch.id), Batch.version).where(Batch.id.in_(ids)))
-    return {batch_id: mark_of(entry, version) for batch_id, entry, version in rows}
-
-
 def mark(batch_id: int) -> Mark:
-    return marks([batch_id])[batch_id]
+    """The mark of the existing batch ``batch_id``, in one query of one index walk. Lists of
+    batches read their marks in the query that lists them (:func:`newest_entry`)."""
+    entry, version = db.session.execute(select(newest_entry(Batch.id), Batch.version)
+                                        .where(Batch.id == batch_id)).one()
+    return mark_of(entry, version)
 
 
 class PerMark(Generic[T]):
