@@ -91,12 +91,12 @@ class ListedBatch:
 class BatchPage:
     rows: list[ListedBatch]
     total: int  # batches matching the filter, counted up to COUNT_LIMIT + 1
+    newer: str | None  # cursor of the page before (newer batches), None on the first page
+    older: str | None  # cursor of the next page (older batches), None on the last
 
     @property
     def more_than_counted(self) -> bool:
         return self.total > COUNT_LIMIT
-    newer: str | None  # cursor of the page before (newer batches), None on the first page
-    older: str | None  # cursor of the next page (older batches), None on the last
 
 
 def choices() -> Choices:
