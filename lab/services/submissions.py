@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import islice
 from typing import Any, TypeVar
 
 from flask import url_for
@@ -256,7 +257,7 @@ def pending(user: User) -> Pending:
                  selectinload(Submission.submitted_by), selectinload(Submission.token),
                  selectinload(Submission.attachment))
         .order_by(Submission.submitted_at, Submission.id).limit(PENDING_READ + 1)).all()
-    signable = [s for s in rows[:PENDING_READ] if may_sign(user, s)]
+    signable = list(islice((s for s in rows[:PENDING_READ] if may_sign(user, s)), PENDING_SHOWN + 1))
     return Pending(signable[:PENDING_SHOWN], len(signable) > PENDING_SHOWN or len(rows) > PENDING_READ)
 
 
