@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import Connection, exists, insert, select, update
+from sqlalchemy import Connection, bindparam, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lab.exceptions import LabError
@@ -94,22 +94,33 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(entry)).hexdigest()
 
 
-def append(connection: Connection, rows: list[dict[str, Any]]) -> None:
+def append(connection: Connection, rows: list[dict[str, Any]], head: tuple[int, str] | None = None) -> tuple[int, str]:
     """Number, chain and insert ``rows`` (every field of HASHED_FIELDS but the first two),
-    leaving the chain head locked by this transaction until it commits or rolls back."""
-    last_id, last_hash = _lock_head(connection)
+    leaving the chain head locked by this transaction until it commits or rolls back; return
+    the new head (its last id and hash).
+
+    ``head`` is what an earlier append in this same transaction returned: the head is then
+    already locked by it and known, and is not read again (one statement less a flush). A
+    caller passes it only while nothing written since could have been rolled back."""
+    last_id, last_hash = head if head is not None else _lock_head(connection)
     for row in rows:
         last_id += 1
         row.update(id=last_id, prev_hash=last_hash)
         row["hash"] = last_hash = entry_hash(row)
-    connection.execute(insert(AuditEvent), rows)
-    connection.execute(update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
-                       .values(last_id=last_id, last_hash=last_hash))
+    connection.execute(_INSERT, rows)
+    connection.execute(_MOVE_HEAD, {"new_id": last_id, "new_hash": last_hash})
+    return last_id, last_hash
+
+
+_INSERT = insert(AuditEvent)
+_MOVE_HEAD = (update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
+              .values(last_id=bindparam("new_id"), last_hash=bindparam("new_hash")))
+_LOCK_HEAD = (select(AuditChainHead.last_id, AuditChainHead.last_hash).where(AuditChainHead.id == HEAD_ID)
+              .with_for_update())
 
 
 def _lock_head(connection: Connection) -> tuple[int, str]:
-    query = select(AuditChainHead.last_id, AuditChainHead.last_hash).where(AuditChainHead.id == HEAD_ID)
-    head = connection.execute(query.with_for_update()).one_or_none()
+    head = connection.execute(_LOCK_HEAD).one_or_none()
     if head is None:
         if connection.scalar(select(exists().select_from(AuditEvent))):
             raise ChainHeadMissing("The audit trail's chain head is missing: nothing was saved. "
@@ -118,5 +129,5 @@ def _lock_head(connection: Connection) -> tuple[int, str]:
         dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
         connection.execute(dialect.insert(AuditChainHead).values(id=HEAD_ID, last_id=0, last_hash=GENESIS)
                            .on_conflict_do_nothing())
-        head = connection.execute(query.with_for_update()).one()
+        head = connection.execute(_LOCK_HEAD).one()
     return head.last_id, head.last_hash

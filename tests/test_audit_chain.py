@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from flask_migrate import downgrade, upgrade
-from sqlalchemy import MetaData, Table, exc, func, insert, select, text
+from sqlalchemy import MetaData, Table, event, exc, func, insert, select, text
 
 from config import TestingConfig
 from lab import audit, create_app
@@ -107,6 +107,33 @@ def test_a_savepoint_rolled_back_after_entries_leaves_the_chain_whole(app: Flask
         assert {json.loads(e["new_value"])["code"] for e in added if e["table_name"] == "material_lots"} == {
             "LOT-SP1", "LOT-SP3"}
         assert [e["id"] for e in added] == list(range(before[-1]["id"] + 1, before[-1]["id"] + 1 + len(added)))
+        assert head() == (added[-1]["id"], added[-1]["hash"])
+        assert verify_chain().findings.count == 0
+
+
+def test_a_transaction_reads_and_locks_the_head_once_however_many_flushes(app: Flask, users: dict[str, int]) -> None:
+    """Each flush appends its entries, but the head is read (and locked) by the first only: the
+    later ones chain after what the first returned (issue 17's write overhead)."""
+    heads_read: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "audit_chain_head" in statement:
+            heads_read.append(statement)
+
+    with app.app_context():
+        before = trail()
+        event.listen(db.engine, "before_cursor_execute", count)
+        try:
+            for code in ("LOT-H1", "LOT-H2", "LOT-H3"):
+                add_lot(code, "tech1")  # one flush each
+            db.session.commit()
+            add_lot("LOT-H4", "tech1")  # the next transaction reads the head again
+            db.session.commit()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", count)
+        assert len(heads_read) == 2
+        added = trail()[len(before):]
+        assert [json.loads(e["new_value"])["code"] for e in added] == ["LOT-H1", "LOT-H2", "LOT-H3", "LOT-H4"]
         assert head() == (added[-1]["id"], added[-1]["hash"])
         assert verify_chain().findings.count == 0
 
