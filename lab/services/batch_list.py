@@ -226,13 +226,19 @@ def _joined(query: Select[Any]) -> Select[Any]:
     return query.join(Batch.patient).join(Batch.definition)
 
 
+#: What a listed batch's definition row brings: not its text (about 33 KB, the same for every batch of a
+#: version), which choices() has read once and the summaries parse once per version.
+_LISTED_DEFINITION = (ProcessDefinitionRecord.key, ProcessDefinitionRecord.version, ProcessDefinitionRecord.sha256,
+                      ProcessDefinitionRecord.source_name)
+
+
 def batch_page(filters: BatchFilter, cursor: str = "", *, size: int = PAGE_SIZE) -> BatchPage:
     """One page of the batches matching ``filters``, newest first, after or before ``cursor``."""
     size = max(1, min(size, PAGE_SIZE))
     position = read_cursor(cursor)
     conditions = _matching(filters)
     query = _joined(select(Batch, newest_entry(Batch.id))).where(*conditions).options(
-        contains_eager(Batch.patient), contains_eager(Batch.definition))
+        contains_eager(Batch.patient), contains_eager(Batch.definition).load_only(*_LISTED_DEFINITION))
     going_newer = position is not None and position[0] == "newer"
     if position is not None:
         _, when, batch_id = position
