@@ -108,7 +108,9 @@ def batch_summaries(query: BatchQuery, cursor: str = "", *, limit: int = PAGE_SI
     """A page of batches matching ``query``, newest change first, after ``cursor``: one query."""
     position = _position(cursor)
     found = (select(Batch).join(Batch.patient).join(Batch.definition)
-             .options(contains_eager(Batch.patient), contains_eager(Batch.definition))
+             .options(contains_eager(Batch.patient),  # the definition's key and version, not its 33 KB text
+                      contains_eager(Batch.definition).load_only(ProcessDefinitionRecord.key,
+                                                                 ProcessDefinitionRecord.version))
              .order_by(Batch.updated_at.desc(), Batch.id.desc()))
     if query.state:
         found = found.where(Batch.state == query.state)
