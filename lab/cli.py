@@ -123,16 +123,19 @@ def seed_demo(password: str) -> None:
 @click.command("verify-audit")
 @click.option("--anchor", "anchors", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="An anchor file (audit-anchor) the chain must still pass through; may be repeated.")
+@click.option("--jobs", type=click.IntRange(min=1), default=None,
+              help="Processes checking at once (default: one per CPU). The result is the same for any number.")
 @with_appcontext  # also under FlaskCliRunner, which does not push one
-def verify_audit(anchors: tuple[Path, ...] = ()) -> None:
+def verify_audit(anchors: tuple[Path, ...] = (), jobs: int | None = None) -> None:
     """Walk the audit trail's hash chain, check every signature and every batch's state against
     its signed decisions, and that the chain still passes through the head every audit-trail
     review saw and every anchor given; exit 1 naming the first sign of a change made in the
     database behind the application."""
     from lab.services.audit_review import verify_review_heads
-    from lab.services.audit_verify import verify_chain, verify_decisions, verify_signatures
+    from lab.services.audit_verify import verify_audit as verify
+    from lab.services.verify_workers import default_jobs
 
-    chain, signatures, decisions = verify_chain(), verify_signatures(), verify_decisions()
+    chain, signatures, decisions = verify(jobs or default_jobs())
     reviews = verify_review_heads()
     anchored, anchor_problems = anchor_findings(anchors)
     problems = [*chain.findings.problems, *signatures.findings.problems, *decisions.findings.problems,

@@ -24,29 +24,35 @@ needs such a decision with a matching signature of the decision's meaning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from hashlib import sha256
+from itertools import islice, pairwise
 from typing import Any
 
-from sqlalchemy import Dialect, func, select, text
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Connection, Dialect, func, select, text
+from sqlalchemy.orm import Session, selectinload
 
 from lab.audit import as_text
 from lab.audit_chain import CANONICAL_ORDER, GENESIS, HEAD_ID, canonical_values
 from lab.extensions import db
-from lab.models import AuditChainHead, AuditEvent, Batch, Deviation, Disposition, QcResult, Signature, StepEntry
-from lab.models.patients import WeightCorrection
+from lab.models import AuditChainHead, AuditEvent, Batch, Disposition, Signature
 from lab.services.progress import definition_for
-from lab.services.signatures import HASH_SCHEMES, RECORD_TYPES, Signable, digest, record_batch_id
+from lab.services.signatures import HASH_SCHEMES, digest
+from lab.services.signed_rows import load_records
+from lab.services.verify_workers import run
 from workflows.model import DecisionSpec, ProcessDefinition
 
 CHUNK = 1000
 #: Entries read at a time by the chain walk.
 TRAIL_CHUNK = 10_000
+#: Ids of entries a worker walks as one part of the chain.
+TRAIL_STRETCH = 100_000
+#: Batches whose signatures are checked together.
+BATCH_CHUNK = 100
 #: Problems listed in full; the rest are counted.
 SHOWN = 20
 
@@ -63,6 +69,11 @@ class Findings:
         if len(self.problems) < SHOWN:
             self.problems.append(message)
 
+    def merge(self, later: Findings) -> None:
+        """Add the findings of a part checked after these (its first few in full, as found)."""
+        self.count += later.count
+        self.problems.extend(later.problems[:SHOWN - len(self.problems)])
+
 
 @dataclass
 class ChainReport:
@@ -70,6 +81,8 @@ class ChainReport:
     last_id: int = 0
     last_hash: str = GENESIS
     findings: Findings = field(default_factory=Findings)
+    #: A stretch's walk: its first entry's id and ``prev_hash`` (its link is checked when joined).
+    first: tuple[int, str] | None = None
 
 
 @dataclass
@@ -81,6 +94,12 @@ class SignatureReport:
     mismatched: int = 0
     findings: Findings = field(default_factory=Findings)
 
+    def merge(self, later: SignatureReport) -> None:
+        self.checked += later.checked
+        self.superseded += later.superseded
+        self.mismatched += later.mismatched
+        self.findings.merge(later.findings)
+
 
 @dataclass
 class DecisionReport:
@@ -89,14 +108,53 @@ class DecisionReport:
     findings: Findings = field(default_factory=Findings)
 
 
-def verify_chain() -> ChainReport:
+def verify_audit(jobs: int = 1) -> tuple[ChainReport, SignatureReport, DecisionReport]:
+    """The chain, the signatures and the decisions checked, as by :func:`verify_chain`,
+    :func:`verify_signatures` and :func:`verify_decisions` in turn: the chain's stretches and
+    the batches' signatures in ``jobs`` worker processes, while this one compares signatures
+    with the trail and checks decisions."""
+    stretches, chunks = _stretches(), _batch_chunks()
+    tasks: list[tuple[Callable[[Connection, Any], Any], Any]] = [
+        *((_walk_stretch, stretch) for stretch in stretches), *((_check_batches, chunk) for chunk in chunks)]
+    parts = run(_do, tasks, jobs)
+    unbatched = _check_batches(db.session.connection(), None)
+    trail = Findings()
+    _check_against_trail(trail)
+    decisions = verify_decisions()
+    chain = _chain_end(_walked(islice(parts, len(stretches))))
+    signatures = SignatureReport()
+    for part in parts:
+        signatures.merge(part)
+    signatures.merge(unbatched)
+    signatures.findings.merge(trail)
+    return chain, signatures, decisions
+
+
+def _do(connection: Connection, task: tuple[Callable[[Connection, Any], Any], Any]) -> Any:
+    work, argument = task
+    return work(connection, argument)
+
+
+def verify_chain(jobs: int = 1) -> ChainReport:
     """Walk the whole trail and compare its end with the chain head.
 
-    The head is read after the walk: a legitimate append commits its entries and the head
-    together, so entries seen before the head was read and beyond it were not written by
-    the application. Entries appended while the walk ran are walked too.
+    The trail is walked in stretches of ids (in ``jobs`` processes), joined in order. The head
+    is read after the walk: a legitimate append commits its entries and the head together, so
+    entries seen before the head was read and beyond it were not written by the application.
+    Entries appended while the walk ran are walked too.
     """
+    return _chain_end(_walked(run(_walk_stretch, _stretches(), jobs)))
+
+
+def _walked(stretches: Iterable[ChainReport]) -> ChainReport:
     report = ChainReport()
+    for stretch in stretches:
+        _join(report, stretch)
+    return report
+
+
+def _chain_end(report: ChainReport) -> ChainReport:
+    """``report`` of the walk so far, carried on to the trail's end and compared with the chain head."""
     _walk(report)
     head = _head()
     while head is not None and head.last_id > report.last_id and _walk(report):
@@ -123,29 +181,70 @@ def _head() -> Any:
                               .where(AuditChainHead.id == HEAD_ID)).one_or_none()
 
 
+def _stretches() -> list[tuple[int | None, int | None]]:
+    """The trail's ids as it is now, cut into stretches (after, up to] of TRAIL_STRETCH ids."""
+    first, last = db.session.execute(select(func.min(AuditEvent.id), func.max(AuditEvent.id))).one()
+    if first is None:
+        return []
+    return [(None if after < first else after, min(after + TRAIL_STRETCH, last))
+            for after in range(first - 1, last, TRAIL_STRETCH)]
+
+
 def _walk(report: ChainReport) -> int:
-    """Check the entries after ``report.last_id``; return how many there were.
+    """Check the entries after ``report.last_id``; return how many there were."""
+    stretch = _walk_stretch(db.session.connection(), (report.last_id if report.entries else None, None))
+    _join(report, stretch)
+    return stretch.entries
+
+
+def _join(report: ChainReport, stretch: ChainReport) -> None:
+    """Carry ``report`` on over the walk of the stretch that follows it: check the link of the
+    stretch's first entry (the one thing its walk could not), then take its findings, in order."""
+    if stretch.first is None:
+        return
+    entry_id, prev_hash = stretch.first
+    _check_link(report, entry_id, prev_hash)
+    report.findings.merge(stretch.findings)
+    report.entries += stretch.entries
+    report.last_id, report.last_hash = stretch.last_id, stretch.last_hash
+
+
+def _walk_stretch(connection: Connection, stretch: tuple[int | None, int | None]) -> ChainReport:
+    """The entries with ids in (after, up to] (None: no bound) checked, but for the link of the
+    first, which the report names (``first``) for :func:`_join` to check.
 
     Read by a textual query (no ORM, no type processing), only the hashed columns, in
     CANONICAL_ORDER: the values go to the hash as read, with no model or mapping per entry."""
-    walked = 0
-    connection = db.session.connection()
+    after, upto = stretch
+    report = ChainReport()
     time_text = _time_text(connection.dialect)
-    while rows := connection.execute(_NEXT_ENTRIES if report.entries else _FIRST_ENTRIES,
-                                     {"after": report.last_id}).all():
-        for row in rows:
+    query = text(f"SELECT {_COLUMNS} FROM audit_events WHERE id > :after"
+                 + ("" if upto is None else " AND id <= :upto") + f" ORDER BY id LIMIT {TRAIL_CHUNK}")
+    if after is None:
+        after = -(2 ** 63)  # the trail's first entry may have any id
+    first, walked, last_id, last_hash = None, 0, 0, ""  # locals: this loop runs for every entry
+    while rows := connection.execute(query, {"after": after, "upto": upto}).all():
+        for position, row in enumerate(rows):
             values = list(row)
             stored_hash = values.pop()
             values[_AT] = time_text(values[_AT])
-            _check_entry(report, values[_ID], values[_PREV], stored_hash,
-                         hashlib.sha256(canonical_values(values)).hexdigest())
+            entry_id, prev_hash = values[_ID], values[_PREV]
+            if first is None:
+                first = (entry_id, prev_hash)
+            elif prev_hash != last_hash:
+                report.entries, report.last_id, report.last_hash = walked + position, last_id, last_hash
+                _check_link(report, entry_id, prev_hash)
+            if sha256(canonical_values(values)).hexdigest() != stored_hash:
+                report.findings.add(f"Entry {entry_id}: its content does not match its hash: edited or inserted "
+                                    "in the database.")
+            last_id, last_hash = entry_id, stored_hash
         walked += len(rows)
-    return walked
+        after = last_id
+    report.first, report.entries, report.last_id, report.last_hash = first, walked, last_id, last_hash
+    return report
 
 
 _COLUMNS = ", ".join((*CANONICAL_ORDER, "hash"))
-_FIRST_ENTRIES = text(f"SELECT {_COLUMNS} FROM audit_events ORDER BY id LIMIT {TRAIL_CHUNK}")
-_NEXT_ENTRIES = text(f"SELECT {_COLUMNS} FROM audit_events WHERE id > :after ORDER BY id LIMIT {TRAIL_CHUNK}")
 _ID, _PREV, _AT = (CANONICAL_ORDER.index(name) for name in ("id", "prev_hash", "occurred_at"))
 #: How SQLite stores every ``occurred_at`` the application writes (SQLAlchemy's format, in UTC).
 _SQLITE_TIME = re.compile(r"[1-9]\d{3}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
@@ -168,75 +267,84 @@ def _time_text(dialect: Dialect) -> Callable[[Any], Any]:
     return sqlite_time
 
 
-def _check_entry(report: ChainReport, entry_id: int, prev_hash: str, stored_hash: str, content_hash: str) -> None:
-    """Check an entry whose content hashes to ``content_hash`` and follows the last one checked."""
-    if prev_hash != report.last_hash:
-        if not report.entries:
-            where = "it starts the trail, but does not link to the start of the chain: entries before it were deleted"
-        elif entry_id > report.last_id + 1 and report.last_id > 0:
-            missing = (f"entry {report.last_id + 1} is" if entry_id == report.last_id + 2
-                       else f"entries {report.last_id + 1} to {entry_id - 1} are")
-            where = f"its link to entry {report.last_id} is broken, and {missing} missing: deleted"
-        else:
-            where = (f"its link to entry {report.last_id} is broken: that entry was rewritten or inserted, or "
-                     "an entry between them deleted")
-        report.findings.add(f"Entry {entry_id}: {where} in the database.")
-    if content_hash != stored_hash:
-        report.findings.add(f"Entry {entry_id}: its content does not match its hash: edited or inserted in the "
-                            "database.")
-    report.entries += 1
-    report.last_id, report.last_hash = entry_id, stored_hash
+def _check_link(report: ChainReport, entry_id: int, prev_hash: str) -> None:
+    """Check that the entry ``entry_id`` links to the last one checked."""
+    if prev_hash == report.last_hash:
+        return
+    if not report.entries:
+        where = "it starts the trail, but does not link to the start of the chain: entries before it were deleted"
+    elif entry_id > report.last_id + 1 and report.last_id > 0:
+        missing = (f"entry {report.last_id + 1} is" if entry_id == report.last_id + 2
+                   else f"entries {report.last_id + 1} to {entry_id - 1} are")
+        where = f"its link to entry {report.last_id} is broken, and {missing} missing: deleted"
+    else:
+        where = (f"its link to entry {report.last_id} is broken: that entry was rewritten or inserted, or "
+                 "an entry between them deleted")
+    report.findings.add(f"Entry {entry_id}: {where} in the database.")
 
 
 # --- signatures -------------------------------------------------------------------------------
 
-_LOAD: dict[type, tuple[Any, ...]] = {
-    StepEntry: (selectinload(StepEntry.values), selectinload(StepEntry.batch), selectinload(StepEntry.performed_by)),
-    QcResult: (selectinload(QcResult.batch), selectinload(QcResult.recorded_by)),
-    Deviation: (selectinload(Deviation.batch),),
-    Disposition: (selectinload(Disposition.batch), selectinload(Disposition.decided_by)),
-    WeightCorrection: (selectinload(WeightCorrection.patient), selectinload(WeightCorrection.corrected_by)),
-}
-
-
-def verify_signatures() -> SignatureReport:
-    """Check every signature against the record it signs, a hundred batches at a time, and
-    against the trail's record of its making."""
+def verify_signatures(jobs: int = 1) -> SignatureReport:
+    """Check every signature against the record it signs, BATCH_CHUNK batches at a time (in
+    ``jobs`` processes), then those of no batch; then against the trail's record of its making."""
     report = SignatureReport()
-    for signatures in _signatures_in_chunks():
-        _check_batch(report, signatures)
-        db.session.expunge_all()  # constant memory: nothing of a checked chunk stays loaded
+    for part in run(_check_batches, _batch_chunks(), jobs):
+        report.merge(part)
+    report.merge(_check_batches(db.session.connection(), None))
     _check_against_trail(report.findings)
     return report
 
 
-def _signatures_in_chunks(batches: int = 100) -> Iterator[Sequence[Signature]]:
-    """The signatures of ``batches`` batches at a time (each record's in the order they were
-    made), then those of no batch: one query a chunk, and one per kind of record it signs."""
-    after = 0
-    while batch_ids := db.session.scalars(select(Batch.id).where(Batch.id > after).order_by(Batch.id)
-                                          .limit(batches)).all():
-        yield db.session.scalars(select(Signature).where(Signature.batch_id.in_(batch_ids))
-                                 .order_by(Signature.batch_id, Signature.id)).all()
-        after = batch_ids[-1]
-    yield db.session.scalars(select(Signature).where(Signature.batch_id.is_(None)).order_by(Signature.id)).all()
+def _batch_chunks() -> list[tuple[int, int | None]]:
+    """The batches, BATCH_CHUNK at a time in id order, each chunk as its ids (after, up to]; the
+    last has no upper bound (batches made while the check runs are in it)."""
+    numbered = (select(Batch.id, func.row_number().over(order_by=Batch.id).label("position"))
+                .where(Batch.id > 0).subquery())
+    ends = db.session.scalars(select(numbered.c.id).where(numbered.c.position % BATCH_CHUNK == 0)
+                              .order_by(numbered.c.id)).all()
+    bounds: list[int | None] = [0, *ends, None]
+    return [(after, upto) for after, upto in pairwise(bounds) if after is not None]
 
 
-def _check_batch(report: SignatureReport, signatures: Sequence[Signature]) -> None:
-    by_record: dict[tuple[str, int], list[Signature]] = defaultdict(list)
+def _check_batches(connection: Connection, batches: tuple[int, int | None] | None) -> SignatureReport:
+    """Check the signatures of the batches with ids in (after, up to] (None: no upper bound),
+    each record's in the order they were made; with ``batches`` None, those of no batch."""
+    table = Signature.__table__
+    if batches is None:
+        query = select(table).where(table.c.batch_id.is_(None)).order_by(table.c.id)
+    else:
+        after, upto = batches
+        ids = select(Batch.id).where(Batch.id > after)
+        if upto is not None:
+            ids = ids.where(Batch.id <= upto)
+        query = select(table).where(table.c.batch_id.in_(ids)).order_by(table.c.batch_id, table.c.id)
+    report = SignatureReport()
+    with Session(bind=connection) as session:  # for the few kinds of record read as models
+        _check_batch(report, connection.execute(query).all(), connection, session)
+    return report
+
+
+def _check_batch(report: SignatureReport, signatures: Sequence[Any], connection: Connection,
+                 session: Session) -> None:
+    by_record: dict[tuple[str, int], list[Any]] = defaultdict(list)
     for signature in signatures:
         by_record[(signature.record_type, signature.record_id)].append(signature)
-    records = _records(by_record)
+    wanted: dict[str, list[int]] = defaultdict(list)
+    for record_type, record_id in by_record:
+        wanted[record_type].append(record_id)
+    records = load_records(connection, session, wanted)
     for (record_type, record_id), signed in by_record.items():
         report.checked += len(signed)
         record = records.get((record_type, record_id))
-        if record is None or record_batch_id(record) != signed[0].batch_id:
+        if record is None or record.batch_id != signed[0].batch_id:
             for signature in signed:
                 report.mismatched += 1
                 report.findings.add(f"Signature {signature.id}: the {record_type.replace('_', ' ')} {record_id} it "
                                     "signs is not in its batch: deleted or moved in the database.")
             continue
-        current = {scheme: digest(record, scheme) for scheme in {s.hash_scheme for s in signed} if scheme in HASH_SCHEMES}
+        current = {scheme: record.digest(scheme) for scheme in {s.hash_scheme for s in signed}
+                   if scheme in HASH_SCHEMES}
         for position, signature in enumerate(signed):
             if signature.content_sha256 == current.get(signature.hash_scheme):
                 continue
@@ -251,26 +359,10 @@ def _check_batch(report: SignatureReport, signatures: Sequence[Signature]) -> No
                     "it signs has changed with no signed correction since: changed in the database.")
 
 
-def _records(by_record: dict[tuple[str, int], list[Signature]]) -> dict[tuple[str, int], Signable]:
-    wanted: dict[str, list[int]] = defaultdict(list)
-    for record_type, record_id in by_record:
-        wanted[record_type].append(record_id)
-    found: dict[tuple[str, int], Signable] = {}
-    models = {name: model for model, name in RECORD_TYPES.items()}  # read now: SignedRecords register on import
-    for record_type, ids in wanted.items():
-        model = models.get(record_type)
-        if model is None:
-            continue
-        records: Sequence[Any] = db.session.scalars(select(model).where(model.id.in_(ids))
-                                                    .options(*_LOAD.get(model, ()))).all()
-        found.update(((record_type, record.id), record) for record in records)
-    return found
-
-
 def _check_against_trail(findings: Findings) -> None:
     """Compare every signature the trail says was made with its row, a thousand at a time;
     then look for rows the trail never recorded (inserted in the database)."""
-    table = AuditEvent.__table__
+    table, signatures = AuditEvent.__table__, Signature.__table__
     recorded: set[int] = set()  # ids only: a few bytes a signature
     # One query, streamed: paging it by id would sort every signature entry again for each page.
     made_entries = db.session.execute(select(table.c.id, table.c.row_id, table.c.new_value)
@@ -280,10 +372,9 @@ def _check_against_trail(findings: Findings) -> None:
     for rows in made_entries.partitions():
         made = {int(row.row_id): row for row in rows if row.row_id.isdigit()}
         recorded.update(made)
-        stored = {s.id: s for s in db.session.scalars(select(Signature).where(Signature.id.in_(made)))}
+        stored = {s.id: s for s in db.session.execute(select(signatures).where(signatures.c.id.in_(made)))}
         for signature_id, row in made.items():
             _compare_with_trail(findings, signature_id, row.id, row.new_value, stored.get(signature_id))
-        db.session.expunge_all()
     after = 0
     while rows := db.session.execute(select(Signature.id, Signature.meaning, Signature.printed_name,
                                             Signature.signed_at).where(Signature.id > after)
@@ -297,7 +388,8 @@ def _check_against_trail(findings: Findings) -> None:
 
 
 def _compare_with_trail(findings: Findings, signature_id: int, entry_id: int, recorded: str | None,
-                        signature: Signature | None) -> None:
+                        signature: Any) -> None:
+    """Compare the signature's row (None: there is none) with the trail's entry of its making."""
     try:
         content = json.loads(recorded or "")
     except ValueError:
@@ -311,11 +403,14 @@ def _compare_with_trail(findings: Findings, signature_id: int, entry_id: int, re
                      "missing: deleted in the database.")
         return
     # Columns added since the signature was made (hash_scheme) are not in its entry: not compared.
-    changed = [column.name for column in Signature.__table__.columns
-               if column.name in content and as_text(getattr(signature, column.name)) != content[column.name]]
+    changed = [name for name in _SIGNATURE_COLUMNS
+               if name in content and as_text(getattr(signature, name)) != content[name]]
     if changed:
         findings.add(f"Signature {signature_id}: differs from what the audit trail recorded when it was made "
                      f"(entry {entry_id}): {', '.join(changed)} changed in the database.")
+
+
+_SIGNATURE_COLUMNS = tuple(column.name for column in Signature.__table__.columns)
 
 
 # --- decisions --------------------------------------------------------------------------------
