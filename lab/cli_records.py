@@ -20,7 +20,6 @@ from lab.services.exports import (
     select_batches,
     verify_export,
 )
-from labels.text import UnprintableText
 
 DAY = click.DateTime(formats=["%Y-%m-%d"])
 
@@ -31,7 +30,9 @@ DAY = click.DateTime(formats=["%Y-%m-%d"])
 @click.option("--until", required=True, type=DAY, help="Last day of the range, included, YYYY-MM-DD (UTC).")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="The ZIP file to write; it must not exist yet.")
-def export_records(since: datetime, until: datetime, out: Path) -> None:
+@click.option("--jobs", type=click.IntRange(1, 64), default=os.cpu_count() or 1, show_default="the CPU count",
+              help="Processes drawing the PDFs (1: all in this process).")
+def export_records(since: datetime, until: datetime, out: Path, jobs: int) -> None:
     """Export the executed record (PDF and JSON) of every batch started or changed in the
     range, with a manifest of SHA-256 digests. Check it later with verify-export."""
     now = utcnow()
@@ -45,7 +46,7 @@ def export_records(since: datetime, until: datetime, out: Path) -> None:
     if not batch_ids:
         refuse(f"No batch was started or changed from {first} to {last} (UTC).")
     try:
-        with ExportWriter(out, since=first, until=last, now=now) as writer:
+        with ExportWriter(out, since=first, until=last, now=now, jobs=jobs) as writer:
             with click.progressbar(batch_ids, label=f"Rendering {len(batch_ids)} batch records", show_pos=True) as bar:
                 for batch_id in bar:
                     _export_one(writer, batch_id)
@@ -69,11 +70,7 @@ def export_records(since: datetime, until: datetime, out: Path) -> None:
 def _export_one(writer: ExportWriter, batch_id: int) -> None:
     """Add one batch's record to the export, then let go of everything loaded for it (its rows
     are flushed), so that memory does not grow with the number of batches."""
-    batch = db.session.get_one(Batch, batch_id)
-    try:
-        writer.add(batch)
-    except UnprintableText as error:
-        refuse(f"The record of batch {batch.batch_number} cannot be printed: {error}")
+    writer.add(db.session.get_one(Batch, batch_id))
     db.session.expunge_all()
 
 

@@ -15,6 +15,8 @@ from sqlalchemy import func, select
 
 from lab.extensions import db
 from lab.models import Batch, Download, IssuedRecord, utcnow
+from lab.services.deviations import report_deviation
+from lab.services.exports import ExportWriter
 from lab.services.signatures import Credentials
 from lab.services.steps import correct_value
 from tests.factories import PASSWORD, user
@@ -196,3 +198,38 @@ def test_a_path_that_cannot_be_written_is_refused_and_nothing_is_written(app, us
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "existing.zip"]
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Download)) == 0
+
+
+def test_the_records_drawn_on_several_processes_are_those_drawn_on_one_in_the_same_order(app, demo, tmp_path):
+    """export-records draws the PDFs on worker processes (--jobs): the same bytes, in the order added."""
+    now = utcnow()
+    exports: dict[int, list[tuple[str, bytes]]] = {}
+    with app.app_context():
+        numbers = db.session.scalars(select(Batch.batch_number).order_by(Batch.id)).all()
+        for jobs in (1, 3):
+            out = tmp_path / f"records-{jobs}.zip"
+            with ExportWriter(out, since=TODAY, until=TODAY, now=now, jobs=jobs) as writer:
+                for number in numbers:
+                    writer.add(db.session.scalars(select(Batch).filter_by(batch_number=number)).one())
+                written = writer.finish()
+            with zipfile.ZipFile(written) as archive:
+                exports[jobs] = [(name, archive.read(name)) for name in archive.namelist() if name != "manifest.json"]
+            db.session.rollback()
+    assert [name for name, _ in exports[1]] == [
+        f"records/{number.replace('*', '_')}.{kind}" for number in numbers for kind in ("pdf", "json")]
+    assert exports[3] == exports[1]
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_record_the_fonts_cannot_print_stops_the_export_naming_its_batch(app, demo, runner, tmp_path, jobs):
+    with app.app_context():
+        batch = db.session.scalars(select(Batch).order_by(Batch.id.desc()).limit(1)).one()
+        number = batch.batch_number
+        report_deviation(batch, title="Bag label torn \U0001F4A5", description="Seen at the incubator.", actor=user("tech1"))
+        db.session.commit()
+    result = runner.invoke(args=["export-records", "--since", str(TODAY - timedelta(days=30)), "--until", str(TODAY),
+                                 "--out", str(tmp_path / "records.zip"), "--jobs", str(jobs)])
+    assert result.exit_code == 1, result.output
+    assert f"Refused: The record of batch {number} cannot be printed: " in result.output
+    assert "Nothing was written." in result.output
+    assert nothing_written(app, tmp_path)

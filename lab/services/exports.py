@@ -17,6 +17,7 @@ import json
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -31,8 +32,8 @@ from lab.services.audit_trail import EARLIEST
 from lab.services.batch_record import COPY_TABLES
 from lab.services.downloads import record_download
 from lab.services.record_issue import issue_record, snapshot, verify_digest
+from lab.services.record_rendering import RecordRenderer, Rendered, Rendering, UnprintableRecord
 from labels.digest import sha256_hex
-from labels.record import render_record
 from labels.record_data import Issue
 
 FORMAT = "celltrail/record-export/1"
@@ -92,10 +93,11 @@ class ExportWriter:
     the temporary file. Raises ExportRefused when the file cannot be written.
     """
 
-    def __init__(self, out: Path, *, since: date, until: date, now: datetime) -> None:
+    def __init__(self, out: Path, *, since: date, until: date, now: datetime, jobs: int = 1) -> None:
         self.out, self.since, self.until, self.now = out, since, until, now
         self.files: dict[str, str] = {}  # name -> SHA-256
         self.records: list[dict[str, str]] = []
+        self._renderer = RecordRenderer(jobs)
         handle, name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
         self.temporary = Path(name)
         self._raw = os.fdopen(handle, "wb")
@@ -106,6 +108,7 @@ class ExportWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
+        self._renderer.close()
         if not self._finished:
             with suppress(OSError):
                 self._archive.close()
@@ -114,20 +117,33 @@ class ExportWriter:
             self.temporary.unlink(missing_ok=True)
 
     def add(self, batch: Batch) -> None:
-        """Render ``batch``'s record into the ZIP and log it as issued in this export (flushes).
-        Raises UnprintableText."""
+        """Log ``batch``'s record as issued in this export (flushes) and have it rendered; it goes
+        into the ZIP, in the order added, once rendered. Raises ExportRefused (a record that cannot
+        be printed is named when its turn comes, at a later add or at finish)."""
         copy = snapshot(batch)
-        pdf = render_record(copy.record, Issue(EXPORTER, self.now, verb="Exported"), copy.digest)
-        stem = file_stem(batch.batch_number)
-        self._write(f"{stem}.pdf", pdf)
-        self._write(f"{stem}.json", copy.canonical)
-        self.records.append({"batch": batch.batch_number, "digest": copy.digest, "pdf": f"{stem}.pdf",
-                             "json": f"{stem}.json"})
+        self._renderer.submit(Rendering(batch.batch_number, copy.digest, copy.canonical),
+                              copy.record, Issue(EXPORTER, self.now, verb="Exported"))
         issue_record(batch, copy, actor=None, now=self.now, detail=f"in export {self.out.name}")
+        self._store(self._renderer.ready())
+
+    def _store(self, rendered: Iterator[Rendered]) -> None:
+        try:
+            for done in rendered:
+                self._write_record(done)
+        except UnprintableRecord as error:
+            raise ExportRefused(f"The record of batch {error.batch_number} cannot be printed: {error.reason}") from None
+
+    def _write_record(self, done: Rendered) -> None:
+        stem = file_stem(done.batch_number)
+        self._write(f"{stem}.pdf", done.pdf)
+        self._write(f"{stem}.json", done.canonical)
+        self.records.append({"batch": done.batch_number, "digest": done.digest, "pdf": f"{stem}.pdf",
+                             "json": f"{stem}.json"})
 
     def finish(self) -> Path:
         """Write the manifest, close the ZIP and log the export (flushes). Returns the temporary
         file, for the caller to rename to ``out`` and then commit."""
+        self._store(self._renderer.drain())
         manifest = json.dumps({
             "format": FORMAT,
             "exported_at": self.now.astimezone(UTC).isoformat(),
