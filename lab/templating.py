@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, tzinfo
 from functools import lru_cache
 
 from flask import Flask, current_app, g, url_for
@@ -29,7 +30,12 @@ from workflows.model import FieldSpec, StepState
 
 def localtime(value: datetime | None) -> str:
     """``value`` (aware) in the lab's zone: ``2026-11-13 01:05 +01:00`` (``... UTC`` in UTC)."""
-    return "" if value is None else format_datetime(value, lab_timezone())
+    return "" if value is None else _written(value, lab_timezone())
+
+
+@lru_cache(maxsize=4096)  # the same moments come back on every view of a list (a batch's start, a step's entry)
+def _written(moment: datetime, zone: tzinfo) -> str:
+    return format_datetime(moment, zone)
 
 
 def utc_text(text: str) -> datetime:
@@ -87,14 +93,17 @@ def state_badge(state: str) -> Markup:
 
 #: Stands for an argument in the URL that :func:`row_url` builds once; no URL quoting changes it.
 _PLACEHOLDER = "ROWURL{}ARGUMENT"
+#: Whether a text is made of characters URL quoting never changes (codes like ``B-A9999-26-00001-5``).
+_unquoted = re.compile(r"[A-Za-z0-9_.~-]+").fullmatch
 
 
 def row_url(endpoint: str, **values: object) -> str:
     """``url_for(endpoint, **values)``, for the links drawn on every row of a long table (the
     dashboard, the batch list). Flask builds the endpoint's URL once per request, with stand-ins
     for the arguments; each row's values then go in their places, quoted as the route's default
-    converter quotes them. An argument with a converter of its own (``<int:id>``) is left to
-    ``url_for`` every time. tests/test_row_url.py compares the two on awkward values."""
+    converter quotes them (a code, which quoting leaves as it is, goes in as it is). An argument with
+    a converter of its own (``<int:id>``) is left to ``url_for`` every time. tests/test_row_url.py
+    compares the two on awkward values."""
     built: dict[tuple[str, ...], _SplitUrl | None] = g.setdefault("row_urls", {})
     key = (endpoint, *values)
     if key not in built:
@@ -105,7 +114,8 @@ def row_url(endpoint: str, **values: object) -> str:
     names, pieces, quote = split
     out = [pieces[0]]
     for name, piece in zip(names, pieces[1:], strict=True):
-        out += (quote(values[name]), piece)
+        value = values[name]
+        out += (value if type(value) is str and _unquoted(value) else quote(value), piece)
     return "".join(out)
 
 
