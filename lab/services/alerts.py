@@ -11,10 +11,12 @@ from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
 from lab.models import Batch, Shipment
-from lab.services.batch_summary import Listed, OpenDeviation, listed, summaries
+from lab.services.batch_summary import Listed, Listing, OpenDeviation, listed, summaries
 
 #: How many batches past manufacturing are looked at, most recently changed first.
 LIMIT = 200
+#: The batches looked at.
+PAST_MANUFACTURING = Listing(Batch.state.not_in(("scheduled", "in_process", "rejected")), Batch.updated_at, LIMIT)
 
 
 @dataclass
@@ -33,8 +35,7 @@ def quality_alerts() -> QualityAlerts:
     """The release-side alerts over the batches past manufacturing, from their summaries
     (lab/services/batch_summary.py): a fixed number of queries."""
     alerts = QualityAlerts()
-    batches = listed(Batch.state.not_in(("scheduled", "in_process", "rejected")),
-                     order_by=(Batch.updated_at.desc(),), limit=LIMIT)
+    batches = listed(PAST_MANUFACTURING)
     summary = summaries({b.id: b.mark for b in batches})
     for batch in batches:
         found = summary[batch.id]

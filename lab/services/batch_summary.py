@@ -11,14 +11,13 @@ from the summary on each request.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
-from typing import Any
+from functools import lru_cache, partial
 
-from sqlalchemy import select
-from sqlalchemy.orm import selectinload
+from sqlalchemy import Select, select
+from sqlalchemy.orm import QueryableAttribute, selectinload
 from sqlalchemy.sql.elements import ColumnElement
 
 from lab.extensions import db
@@ -114,14 +113,27 @@ class Listed:
     mark: Mark  # read with the batch, before anything its summary is derived from
 
 
-def listed(*conditions: ColumnElement[bool], order_by: Sequence[ColumnElement[Any]], limit: int) -> list[Listed]:
-    """The first ``limit`` batches matching ``conditions`` in ``order_by``, with their marks, in
-    one light query (plain rows, no ORM object)."""
+@dataclass(frozen=True, eq=False)  # compared by identity: its condition is an SQL expression
+class Listing:
+    """Batches a page lists: the first ``limit`` matching ``condition``, the latest ``by`` first."""
+
+    condition: ColumnElement[bool]
+    by: QueryableAttribute[datetime]  # Batch.created_at or Batch.updated_at: each has its index
+    limit: int
+
+
+def listed(listing: Listing) -> list[Listed]:
+    """The batches of ``listing`` in its order, with their marks, in one light query (plain rows,
+    no ORM object)."""
     return [Listed(batch_id, number, patient_id, ref, coi, mark_of(entry, version))
-            for batch_id, number, patient_id, ref, coi, entry, version in db.session.execute(
-                select(Batch.id, Batch.batch_number, Batch.patient_id, Patient.patient_ref, Patient.coi,
-                       newest_entry(Batch.id), Batch.version)
-                .join(Batch.patient).where(*conditions).order_by(*order_by).limit(limit))]
+            for batch_id, number, patient_id, ref, coi, entry, version in db.session.execute(_listing_query(listing))]
+
+
+@lru_cache(maxsize=8)  # a page's few listings: their statements took longer to build than to run
+def _listing_query(listing: Listing) -> Select[tuple[int, str, int, str, str, int | None, int]]:
+    return (select(Batch.id, Batch.batch_number, Batch.patient_id, Patient.patient_ref, Patient.coi,
+                   newest_entry(Batch.id), Batch.version)
+            .join(Batch.patient).where(listing.condition).order_by(listing.by.desc()).limit(listing.limit))
 
 
 def summaries(current: Mapping[int, Mark]) -> dict[int, BatchSummary]:

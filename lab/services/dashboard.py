@@ -14,7 +14,15 @@ from sqlalchemy import func, select
 from lab.extensions import db
 from lab.models import Batch, Patient, User, utcnow
 from lab.models.batches import CLOSED_STATES
-from lab.services.batch_summary import CACHE_SIZE, AwaitingVerification, BatchSummary, Listed, listed, summaries
+from lab.services.batch_summary import (
+    CACHE_SIZE,
+    AwaitingVerification,
+    BatchSummary,
+    Listed,
+    Listing,
+    listed,
+    summaries,
+)
 from lab.services.chain import ChainPosition, positions
 from lab.services.record_marks import PerMark, cache
 from workflows.model import StepSpec
@@ -29,6 +37,9 @@ CLOSED_SHOWN = 20
 ROWS_SHOWN = 50
 #: Tasks of each kind drawn under "My work"; the others are counted.
 TASKS_SHOWN = 20
+#: The open batches, newest first, and the latest closed ones.
+OPEN = Listing(Batch.is_open(), Batch.created_at, LIST_LIMIT)
+RECENTLY_CLOSED = Listing(Batch.state.in_(CLOSED_STATES), Batch.created_at, CLOSED_SHOWN)
 
 
 @dataclass(frozen=True)
@@ -117,9 +128,7 @@ def dashboard(user: User, *, now: datetime | None = None) -> Dashboard:
     """The open batches (and the latest closed ones) with their clocks, and ``user``'s work:
     three queries once the listed batches' summaries are kept (lab/services/batch_summary.py)."""
     now = now or utcnow()
-    newest = (Batch.created_at.desc(),)
-    batches = (listed(Batch.is_open(), order_by=newest, limit=LIST_LIMIT)
-               + listed(Batch.state.in_(CLOSED_STATES), order_by=newest, limit=CLOSED_SHOWN))
+    batches = listed(OPEN) + listed(RECENTLY_CLOSED)
     summary = summaries({b.id: b.mark for b in batches})
     rows, closed, work, roles = [], [], MyWork(), user.roles
     counts: dict[str, int] = defaultdict(int)
