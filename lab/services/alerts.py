@@ -12,6 +12,7 @@ from sqlalchemy.orm import selectinload
 from lab.extensions import db
 from lab.models import Batch, Shipment
 from lab.services.batch_summary import Listed, Listing, OpenDeviation, listed, summaries
+from workflows.model import ProcessDefinition
 
 #: How many batches past manufacturing are looked at, most recently changed first.
 LIMIT = 200
@@ -37,6 +38,7 @@ def quality_alerts() -> QualityAlerts:
     alerts = QualityAlerts()
     batches = listed(PAST_MANUFACTURING)
     summary = summaries({b.id: b.mark for b in batches})
+    review: dict[str, frozenset[str]] = {}  # process (by its file's digest) -> its states awaiting a QA decision
     for batch in batches:
         found = summary[batch.id]
         definition = found.definition
@@ -45,9 +47,9 @@ def quality_alerts() -> QualityAlerts:
             continue
         if found.held_from in rules.released_states:
             alerts.late_failures.append((batch, found.open_deviations))
-        elif any(found.state in d.source and d.requires == "release" for d in definition.decisions):
+        elif found.state in _review_states(review, definition):
             alerts.awaiting_review.append(batch)
-        if found.state in rules.released_states and found.tests_pending:
+        if found.tests_pending and found.state in rules.released_states:
             alerts.results_to_come.append((batch, found.tests_pending))
     alerts.quarantined_shipments = list(db.session.scalars(
         select(Shipment).where(Shipment.status == "quarantined")
@@ -55,3 +57,13 @@ def quality_alerts() -> QualityAlerts:
                  selectinload(Shipment.batch).selectinload(Batch.patient))
         .order_by(Shipment.id).limit(50)))
     return alerts
+
+
+def _review_states(known: dict[str, frozenset[str]], definition: ProcessDefinition) -> frozenset[str]:
+    """The states in which a batch of ``definition`` waits for QA's decision to release it, worked
+    out once per process in ``known``."""
+    states = known.get(definition.sha256)
+    if states is None:
+        states = known[definition.sha256] = frozenset(
+            state for decision in definition.decisions if decision.requires == "release" for state in decision.source)
+    return states

@@ -4,7 +4,6 @@ of batches (tests/test_dashboard.py counts them)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import partial
@@ -126,43 +125,77 @@ class Dashboard:
 
 def dashboard(user: User, *, now: datetime | None = None) -> Dashboard:
     """The open batches (and the latest closed ones) with their clocks, and ``user``'s work:
-    three queries once the listed batches' summaries are kept (lab/services/batch_summary.py)."""
+    three queries once the listed batches' summaries are kept (lab/services/batch_summary.py).
+
+    Every open batch is judged against its time window (the drawn rows are chosen by it), but
+    only the rows drawn get their clocks."""
     now = now or utcnow()
     batches = listed(OPEN) + listed(RECENTLY_CLOSED)
     summary = summaries({b.id: b.mark for b in batches})
-    rows, closed, work, roles = [], [], MyWork(), user.roles
-    counts: dict[str, int] = defaultdict(int)
+    work, roles = MyWork(), user.roles
+    opened: list[_Judged] = []
+    closed: list[BatchRow] = []
     for batch in batches:
-        row = BatchRow(batch, summary[batch.id], _clock(summary[batch.id], now))
-        if row.state in CLOSED_STATES:
-            closed.append(row)
+        found = summary[batch.id]
+        if found.state in CLOSED_STATES:
+            closed.append(BatchRow(batch, found, _clock(found, now, _window(found, now))))
         else:
-            rows.append(row)
-            counts[row.state] += 1
-        _add_work(work, roles, user.id, batch, row.summary, now)
-    order = list(rows[0].summary.definition.states) if rows else []
-    rows.sort(key=lambda r: (_position(order, r.state), -(r.clock.since_collection or timedelta()).total_seconds()))
-    by_state = [(state, title, counts[state]) for state, title in _state_titles(rows).items()]
-    by_state.sort(key=lambda s: _position(order, s[0]))
+            opened.append((batch, found, _window(found, now)))
+        _add_work(work, roles, user.id, batch, found, now)
+    _order(opened, now)
     work.recent_releases = sorted(
         (RecentRelease(row.batch.batch_number, r.title, r.decided_by, r.decided_at)
          for row in closed for r in row.summary.releases),
         key=lambda r: r.decided_at, reverse=True)[:10]
-    return Dashboard(_shown(rows), len(rows), closed, _infused(closed), by_state, work, now)
+    rows = [BatchRow(batch, found, _clock(found, now, window)) for batch, found, window in _shown(opened)]
+    return Dashboard(rows, len(opened), closed, _infused(closed), _by_state(opened), work, now)
 
 
-def _shown(rows: list[BatchRow]) -> list[BatchRow]:
-    """The rows drawn: those due or overdue, and the first others up to ROWS_SHOWN, in their order."""
-    pressing = {id(row) for row in rows if row.clock.window is not None and row.clock.window.timing is not Timing.EARLY}
-    room = ROWS_SHOWN - len(pressing)
+#: An open batch with its window judged at the request's moment (None: no window counting).
+_Judged = tuple[Listed, BatchSummary, WindowStatus | None]
+
+
+def _window(summary: BatchSummary, now: datetime) -> WindowStatus | None:
+    return next_window(summary.definition, summary.states, summary.first_recorded, now) if summary.recording else None
+
+
+def _order(opened: list[_Judged], now: datetime) -> None:
+    """In the order of the states of the newest batch's process, then longest vein-to-vein first
+    (a batch not received yet as if collected now); the newest first among equals."""
+    if not opened:
+        return
+    position = {state: i for i, state in enumerate(opened[0][1].definition.states)}
+    last = len(position)
+    opened.sort(key=lambda judged: (position.get(judged[1].state, last), judged[1].collection_end or now))
+
+
+def _by_state(opened: list[_Judged]) -> list[tuple[str, str, int]]:
+    """(state, title, number of batches) in the order of the ordered batches."""
+    counts: dict[str, int] = {}
+    titles: dict[str, str] = {}
+    for _, found, _ in opened:
+        if found.state in counts:
+            counts[found.state] += 1
+        else:
+            counts[found.state], titles[found.state] = 1, found.state_title
+    return [(state, titles[state], n) for state, n in counts.items()]
+
+
+def _shown(opened: list[_Judged]) -> list[_Judged]:
+    """The batches drawn: those due or overdue, and the first others up to ROWS_SHOWN, in their order."""
+    room = ROWS_SHOWN - sum(1 for _, _, window in opened if _pressing(window))
     shown = []
-    for row in rows:
-        if id(row) in pressing:
-            shown.append(row)
+    for judged in opened:
+        if _pressing(judged[2]):
+            shown.append(judged)
         elif room > 0:
-            shown.append(row)
+            shown.append(judged)
             room -= 1
     return shown
+
+
+def _pressing(window: WindowStatus | None) -> bool:
+    return window is not None and window.timing is not Timing.EARLY
 
 
 def _infused(closed: list[BatchRow]) -> dict[int, str]:
@@ -193,22 +226,9 @@ def _infused_words(chain: ChainPosition) -> str:
     return duration_words(chain.vein_to_vein) if chain.vein_to_vein is not None else ""
 
 
-def _position(order: list[str], state: str) -> int:
-    return order.index(state) if state in order else len(order)
-
-
-def _state_titles(rows: list[BatchRow]) -> dict[str, str]:
-    titles: dict[str, str] = {}
-    for row in rows:
-        titles.setdefault(row.state, row.summary.state_title)
-    return titles
-
-
-def _clock(summary: BatchSummary, now: datetime) -> Clock:
+def _clock(summary: BatchSummary, now: datetime, window: WindowStatus | None) -> Clock:
     end = summary.closed_at if summary.state in CLOSED_STATES else now
     since = None if summary.collection_end is None else end - summary.collection_end
-    window = (next_window(summary.definition, summary.states, summary.first_recorded, now)
-              if summary.recording else None)
     return Clock(summary.collection_end, since, summary.stage, summary.stage_since, now - summary.stage_since, window)
 
 
