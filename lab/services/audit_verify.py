@@ -403,8 +403,8 @@ def _compare_with_trail(findings: Findings, signature_id: int, entry_id: int, re
                      "missing: deleted in the database.")
         return
     # Columns added since the signature was made (hash_scheme) are not in its entry: not compared.
-    changed = [name for name in _SIGNATURE_COLUMNS
-               if name in content and as_text(getattr(signature, name)) != content[name]]
+    changed = [name for name, value in zip(_SIGNATURE_COLUMNS, signature, strict=True)
+               if name in content and (value if type(value) is str else as_text(value)) != content[name]]
     if changed:
         findings.add(f"Signature {signature_id}: differs from what the audit trail recorded when it was made "
                      f"(entry {entry_id}): {', '.join(changed)} changed in the database.")

@@ -69,50 +69,50 @@ def load_records(connection: Connection, session: Session, wanted: dict[str, lis
     return found
 
 
-def _named_rows(connection: Connection, table: Table, ids: Collection[int], user_column: str) -> list[Any]:
-    """Rows of ``table`` with their batch's number (``_batch_number``) and the username of the
-    user in ``user_column`` (``_username``); None for either row gone."""
+def _named_rows(connection: Connection, table: Table, ids: Collection[int], user_relation: str) -> list[Any]:
+    """Rows of ``table`` as namespaces with their model's attribute names: their columns, their
+    ``batch`` (its number) and ``user_relation`` (its username, from the column of that name
+    with ``_id``); either is None when its row is gone."""
     batches, users = Batch.__table__, User.__table__
     query = (select(table, batches.c.batch_number.label("_batch_number"), users.c.username.label("_username"))
              .outerjoin(batches, batches.c.id == table.c.batch_id)
-             .outerjoin(users, users.c.id == table.c[user_column])
+             .outerjoin(users, users.c.id == table.c[f"{user_relation}_id"])
              .where(table.c.id.in_(ids)))
-    return list(connection.execute(query))
-
-
-def _content(row: Any, user_relation: str) -> SimpleNamespace:
-    """A row as the attributes of its model: its columns, ``batch`` and the user relation."""
-    content = SimpleNamespace(**row._asdict())
-    content.batch = None if row._batch_number is None else SimpleNamespace(batch_number=row._batch_number)
-    setattr(content, user_relation, None if row._username is None else SimpleNamespace(username=row._username))
-    return content
+    result = connection.execute(query)
+    keys = tuple(result.keys())  # once: a row's own keys() builds a view each time
+    found = []
+    for row in result.all():
+        content = SimpleNamespace(**dict(zip(keys, row, strict=True)))
+        content.batch = None if row._batch_number is None else SimpleNamespace(batch_number=row._batch_number)
+        setattr(content, user_relation, None if row._username is None else SimpleNamespace(username=row._username))
+        found.append(content)
+    return found
 
 
 def _step_entries(connection: Connection, ids: Collection[int]) -> dict[int, LoadedRecord]:
     """Step entries with their values (in id order, as ``StepEntry.values`` is ordered)."""
     values: dict[int, list[Any]] = defaultdict(list)
     table = StepValue.__table__
-    for value in connection.execute(select(table).where(table.c.entry_id.in_(ids)).order_by(table.c.id)):
+    for value in connection.execute(select(table).where(table.c.entry_id.in_(ids)).order_by(table.c.id)).all():
         values[value.entry_id].append(value)
     found = {}
-    for row in _named_rows(connection, StepEntry.__table__, ids, "performed_by_id"):
-        content = _content(row, "performed_by")
-        content.values = values.get(row.id, [])
-        found[row.id] = LoadedRecord(row.batch_id, content, entry_sha256)
+    for content in _named_rows(connection, StepEntry.__table__, ids, "performed_by"):
+        content.values = values.get(content.id, [])
+        found[content.id] = LoadedRecord(content.batch_id, content, entry_sha256)
     return found
 
 
-def _simple(table: Table, user_column: str, user_relation: str, hash_: Callable[[Any, int], str]
+def _simple(table: Table, user_relation: str, hash_: Callable[[Any, int], str]
             ) -> Callable[[Connection, Collection[int]], dict[int, LoadedRecord]]:
     """A reader of records whose hash reads their columns, their batch and one user."""
     def read(connection: Connection, ids: Collection[int]) -> dict[int, LoadedRecord]:
-        return {row.id: LoadedRecord(row.batch_id, _content(row, user_relation), hash_)
-                for row in _named_rows(connection, table, ids, user_column)}
+        return {content.id: LoadedRecord(content.batch_id, content, hash_)
+                for content in _named_rows(connection, table, ids, user_relation)}
     return read
 
 
 _READERS: dict[str, Callable[[Connection, Collection[int]], dict[int, LoadedRecord]]] = {
     "step_entry": _step_entries,
-    "qc_result": _simple(QcResult.__table__, "recorded_by_id", "recorded_by", result_sha256),
-    "disposition": _simple(Disposition.__table__, "decided_by_id", "decided_by", disposition_sha256),
+    "qc_result": _simple(QcResult.__table__, "recorded_by", result_sha256),
+    "disposition": _simple(Disposition.__table__, "decided_by", disposition_sha256),
 }
