@@ -11,6 +11,7 @@ character the font lacks would print as an empty box, so it is refused instead
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 from reportlab.pdfbase import pdfmetrics
@@ -39,8 +40,14 @@ class UnprintableText(ValueError):
 def clean(text: str, font: str = SANS) -> str:
     """Collapse whitespace (line breaks included) to single spaces; refuse characters ``font`` lacks."""
     text = " ".join(text.split())
-    face = pdfmetrics.getFont(font).face
-    missing = sorted(char for char in set(text) if ord(char) not in face.charToGlyph)  # each character once
-    if missing:
+    covered = _covered(font)
+    if not covered.issuperset(text):
+        missing = sorted(set(text) - covered)
         raise UnprintableText(f"{text!r} holds characters the label font cannot print: {''.join(missing)!r}.")
     return text
+
+
+@cache
+def _covered(font: str) -> frozenset[str]:
+    """The characters ``font`` has a glyph for (a printed record checks thousands of texts against it)."""
+    return frozenset(map(chr, pdfmetrics.getFont(font).face.charToGlyph))
