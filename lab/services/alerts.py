@@ -5,8 +5,9 @@ products quarantined at a treatment site waiting for QA's decision."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import selectinload
 
 from lab.extensions import db
@@ -51,12 +52,16 @@ def quality_alerts() -> QualityAlerts:
             alerts.awaiting_review.append(batch)
         if found.tests_pending and found.state in rules.released_states:
             alerts.results_to_come.append((batch, found.tests_pending))
-    alerts.quarantined_shipments = list(db.session.scalars(
-        select(Shipment).where(Shipment.status == "quarantined")
-        .options(selectinload(Shipment.site), selectinload(Shipment.receipt),
-                 selectinload(Shipment.batch).selectinload(Batch.patient))
-        .order_by(Shipment.id).limit(50)))
+    alerts.quarantined_shipments = list(db.session.scalars(_quarantined_shipments()))
     return alerts
+
+
+@lru_cache(maxsize=1)  # the same statement on every dashboard: it took longer to build than to run
+def _quarantined_shipments() -> Select[tuple[Shipment]]:
+    return (select(Shipment).where(Shipment.status == "quarantined")
+            .options(selectinload(Shipment.site), selectinload(Shipment.receipt),
+                     selectinload(Shipment.batch).selectinload(Batch.patient))
+            .order_by(Shipment.id).limit(50))
 
 
 def _review_states(known: dict[str, frozenset[str]], definition: ProcessDefinition) -> frozenset[str]:

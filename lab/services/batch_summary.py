@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache, partial
+from typing import NamedTuple
 
 from sqlalchemy import Select, select
 from sqlalchemy.orm import QueryableAttribute, selectinload
@@ -101,8 +102,7 @@ class BatchSummary:
         return self.current_step.title if self.current_step is not None and self.recording else self.state_title
 
 
-@dataclass(frozen=True)
-class Listed:
+class Listed(NamedTuple):  # a tuple: a page lists hundreds, made faster than a dataclass
     """What a page names a listed batch by."""
 
     id: int

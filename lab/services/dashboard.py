@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import partial
+from functools import lru_cache, partial
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 
 from lab.extensions import db
 from lab.models import Batch, Patient, User, utcnow
@@ -206,9 +206,7 @@ def _infused(closed: list[BatchRow]) -> dict[int, str]:
     patient's newest has none."""
     if not closed:
         return {}
-    newest = dict(db.session.execute(select(Batch.patient_id, func.max(Batch.id))
-                                     .where(Batch.patient_id.in_({row.batch.patient_id for row in closed}))
-                                     .group_by(Batch.patient_id)).all())
+    newest = dict(db.session.execute(_newest_batches(), {"patients": list({row.batch.patient_id for row in closed})}).all())
     rows = [row for row in closed if newest[row.batch.patient_id] == row.batch.id]
     kept: PerMark[str] = cache("chain_vein_to_vein", CACHE_SIZE)  # "" while not infused
     found = {row.batch.id: kept.peek(row.batch.id, row.summary.mark) for row in rows}
@@ -220,6 +218,13 @@ def _infused(closed: list[BatchRow]) -> dict[int, str]:
             if chain.batch is not None and chain.batch.id == row.batch.id:
                 found[row.batch.id] = kept.get(row.batch.id, row.summary.mark, partial(_infused_words, chain))
     return {batch_id: words for batch_id, words in found.items() if words}
+
+
+@lru_cache(maxsize=1)  # the same statement on every dashboard: it took longer to build than to run
+def _newest_batches() -> Select[tuple[int, int]]:
+    """patient id -> the id of their newest batch, for the patients bound as "patients"."""
+    return (select(Batch.patient_id, func.max(Batch.id))
+            .where(Batch.patient_id.in_(bindparam("patients", expanding=True))).group_by(Batch.patient_id))
 
 
 def _infused_words(chain: ChainPosition) -> str:

@@ -9,11 +9,13 @@ a dashboard in the same few queries.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import joinedload, selectinload
 
 from lab.extensions import db
@@ -61,12 +63,13 @@ class LabAlerts:
         return len(self.equipment) >= LIMIT
 
 
-def first_rows(query: Select[tuple[T]], limit: int = LIMIT) -> Listed[T]:
-    """The first ``limit`` rows of ``query`` and, only when they fill the limit, a count of all."""
-    rows = list(db.session.scalars(query.limit(limit)).unique())
+def first_rows(query: Select[tuple[T]], limit: int = LIMIT, params: Mapping[str, object] | None = None) -> Listed[T]:
+    """The first ``limit`` rows of ``query`` (with ``params``) and, only when they fill the limit,
+    a count of all."""
+    rows = list(db.session.scalars(query.limit(limit), params).unique())
     if len(rows) < limit:
         return Listed(rows, len(rows))
-    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()), params) or 0
     return Listed(rows, total)
 
 
@@ -75,21 +78,38 @@ def lab_alerts(user: User, now: datetime) -> LabAlerts | None:
     if user.role not in WATCHERS:
         return None
     day = today(now)
-    horizon = day + timedelta(days=DUE_SOON_DAYS)
+    lists = _lists()
+    return LabAlerts(
+        today=day,
+        lots_to_check=first_rows(lists.lots_to_check),
+        lots_to_decide=first_rows(lists.lots_to_decide),
+        lots_expiring=first_rows(lists.lots_expiring, params={"horizon": day + timedelta(days=DUE_SOON_DAYS)}),
+        equipment=needing_attention(now, limit=LIMIT),
+        drafts=first_rows(lists.drafts),
+    )
+
+
+@dataclass(frozen=True)
+class _Lists:
+    lots_to_check: Select[tuple[MaterialLot]]
+    lots_to_decide: Select[tuple[MaterialLot]]
+    lots_expiring: Select[tuple[MaterialLot]]  # expiring by the date bound as "horizon"
+    drafts: Select[tuple[ProcessVersion]]
+
+
+@lru_cache(maxsize=1)  # the same statements on every dashboard: they took longer to build than to run
+def _lists() -> _Lists:
     quarantined = select(MaterialLot).where(MaterialLot.status == "quarantined").order_by(MaterialLot.id)
     checked = select(LotCheck.id).where(LotCheck.lot_id == MaterialLot.id).exists()
     needs_check = MaterialLot.item.has(MaterialItem.needs_qc) | MaterialLot.item_id.is_(None)
     in_stock = MaterialLot.balance.is_(None) | (MaterialLot.balance > 0)
-    return LabAlerts(
-        today=day,
-        lots_to_check=first_rows(quarantined.where(~checked, needs_check)),
-        lots_to_decide=first_rows(quarantined.where(checked | ~needs_check)
-                                  .options(selectinload(MaterialLot.checks))),  # the page names the last check's result
-        lots_expiring=first_rows(select(MaterialLot).where(MaterialLot.status == "released", in_stock,
-                                                        MaterialLot.expiry_date <= horizon)
-                              .order_by(MaterialLot.expiry_date, MaterialLot.id)),
-        equipment=needing_attention(now, limit=LIMIT),
-        drafts=first_rows(select(ProcessVersion).where(ProcessVersion.approved_at.is_(None))
-                       .options(joinedload(ProcessVersion.uploaded_by))
-                       .order_by(ProcessVersion.uploaded_at, ProcessVersion.id)),
+    return _Lists(
+        lots_to_check=quarantined.where(~checked, needs_check),
+        lots_to_decide=quarantined.where(checked | ~needs_check)
+        .options(selectinload(MaterialLot.checks)),  # the page names the last check's result
+        lots_expiring=select(MaterialLot).where(MaterialLot.status == "released", in_stock,
+                                                MaterialLot.expiry_date <= bindparam("horizon"))
+        .order_by(MaterialLot.expiry_date, MaterialLot.id),
+        drafts=select(ProcessVersion).where(ProcessVersion.approved_at.is_(None))
+        .options(joinedload(ProcessVersion.uploaded_by)).order_by(ProcessVersion.uploaded_at, ProcessVersion.id),
     )
