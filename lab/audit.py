@@ -19,7 +19,7 @@ from typing import Any
 
 from flask import g, has_request_context
 from sqlalchemy import event, inspect
-from sqlalchemy.orm import Session, SessionTransaction, UOWTransaction
+from sqlalchemy.orm import Session, UOWTransaction
 
 from lab import audit_chain
 from lab.exceptions import ImmutableRecordError
@@ -28,8 +28,6 @@ from lab.models import AppendOnly, Audited, AuditEvent, User, utcnow
 from lab.models.base import simulated_now
 
 _KEY = "audit_action"
-#: The chain head as this session's transaction last appended to it (lab.audit_chain.append).
-_HEAD = "audit_chain_head"
 REDACTED = "(redacted)"
 #: The reason of an action recorded on seed-demo's simulated clock, or what follows its own reason.
 DEMO_REASON = "Demo data (simulated clock)"
@@ -107,16 +105,7 @@ def _write_audit_entries(session: Session, context: UOWTransaction) -> None:
     for row in rows:
         row.update(occurred_at=current.at, actor_id=actor_id, actor_username=actor_name,
                    action=current.name, reason=current.reason, via=via)
-    session.info[_HEAD] = audit_chain.append(session.connection(), rows, session.info.get(_HEAD))
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_head(session: Session, transaction: SessionTransaction) -> None:
-    """The chain head a transaction appended to is known (and locked) only until it, or a
-    savepoint inside it, ends: a savepoint rolled back takes its entries and head update back.
-    (The inner transaction each flush runs in ends with its flush: the head stays known.)"""
-    if transaction.nested or transaction.parent is None:
-        session.info.pop(_HEAD, None)
+    audit_chain.append(session.connection(), rows)
 
 
 def _columns(obj: Audited) -> Iterator[tuple[str, str]]:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, exists, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, event, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lab.exceptions import LabError
@@ -94,24 +94,36 @@ def entry_hash(entry: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical(entry)).hexdigest()
 
 
-def append(connection: Connection, rows: list[dict[str, Any]], head: tuple[int, str] | None = None) -> tuple[int, str]:
+def append(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Number, chain and insert ``rows`` (every field of HASHED_FIELDS but the first two),
-    leaving the chain head locked by this transaction until it commits or rolls back; return
-    the new head (its last id and hash).
+    leaving the chain head locked by this transaction until it commits or rolls back.
 
-    ``head`` is what an earlier append in this same transaction returned: the head is then
-    already locked by it and known, and is not read again (one statement less a flush). A
-    caller passes it only while nothing written since could have been rolled back."""
-    last_id, last_hash = head if head is not None else _lock_head(connection)
+    The head is read (and locked) by a transaction's first append only: each append notes the
+    head it moved to on the database connection, and the next append in the same transaction
+    chains after it. The note is dropped whenever the connection commits or rolls back, to a
+    savepoint too (:func:`_forget_head`). It lives on the connection, not on a session, because
+    sessions sharing one connection (in-memory SQLite) append to one chain."""
+    last_id, last_hash = connection.info.get(_HEAD) or _lock_head(connection)
     for row in rows:
         last_id += 1
         row.update(id=last_id, prev_hash=last_hash)
         row["hash"] = last_hash = entry_hash(row)
     connection.execute(_INSERT, rows)
     connection.execute(_MOVE_HEAD, {"new_id": last_id, "new_hash": last_hash})
-    return last_id, last_hash
+    connection.info[_HEAD] = last_id, last_hash
 
 
+@event.listens_for(Engine, "commit")
+@event.listens_for(Engine, "rollback")
+@event.listens_for(Engine, "rollback_savepoint")
+def _forget_head(connection: Connection, *args: Any) -> None:
+    """The head noted on ``connection`` holds only inside the transaction that moved it: a commit
+    ends its lock, a rollback (to a savepoint too) takes the entries and the move back."""
+    connection.info.pop(_HEAD, None)
+
+
+#: Connection.info key: the (last id, last hash) this connection's transaction moved the head to.
+_HEAD = "audit_chain_head"
 _INSERT = insert(AuditEvent)
 _MOVE_HEAD = (update(AuditChainHead).where(AuditChainHead.id == HEAD_ID)
               .values(last_id=bindparam("new_id"), last_hash=bindparam("new_hash")))

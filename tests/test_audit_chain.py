@@ -138,6 +138,24 @@ def test_a_transaction_reads_and_locks_the_head_once_however_many_flushes(app: F
         assert verify_chain().findings.count == 0
 
 
+@pytest.mark.skipif(ON_POSTGRES, reason="sessions share one connection on in-memory SQLite only")
+def test_sessions_sharing_one_connection_append_to_one_chain(app: Flask, users: dict[str, int]) -> None:
+    """A session that appended, then another on the same connection that committed (a request
+    inside a test's app context): the first chains after the other's entries, not after its own."""
+    with app.app_context():
+        before = trail()
+        add_lot("LOT-C1", "tech1")  # flushed: the head is known to this transaction
+        with app.app_context():  # another session, on the one in-memory connection
+            add_lot("LOT-C2", "tech1")
+            db.session.commit()
+        add_lot("LOT-C3", "tech1")
+        db.session.commit()
+        added = trail()[len(before):]
+        assert [json.loads(e["new_value"])["code"] for e in added] == ["LOT-C1", "LOT-C2", "LOT-C3"]
+        assert head() == (added[-1]["id"], added[-1]["hash"])
+        assert verify_chain().findings.count == 0
+
+
 def test_a_trail_without_its_chain_head_refuses_every_write(app: Flask, users: dict[str, int]) -> None:
     with app.app_context():
         db.session.execute(text("DELETE FROM audit_chain_head"))
