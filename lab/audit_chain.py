@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, bindparam, event, exists, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.pool import Pool
 
 from lab.exceptions import LabError
 from lab.models import AuditChainHead, AuditEvent
@@ -120,6 +121,12 @@ def _forget_head(connection: Connection, *args: Any) -> None:
     """The head noted on ``connection`` holds only inside the transaction that moved it: a commit
     ends its lock, a rollback (to a savepoint too) takes the entries and the move back."""
     connection.info.pop(_HEAD, None)
+
+
+@event.listens_for(Pool, "reset")
+def _forget_head_on_reset(dbapi_connection: Any, record: Any, reset_state: Any) -> None:
+    """A connection given back to the pool mid-transaction is rolled back by the pool itself."""
+    record.info.pop(_HEAD, None)
 
 
 #: Connection.info key: the (last id, last hash) this connection's transaction moved the head to.
