@@ -28,12 +28,13 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from hashlib import sha256
 from itertools import islice, pairwise
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, func, select, text
+from sqlalchemy import Connection, Dialect, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from lab.audit import as_text
@@ -83,6 +84,10 @@ class ChainReport:
     findings: Findings = field(default_factory=Findings)
     #: A stretch's walk: its first entry's id and ``prev_hash`` (its link is checked when joined).
     first: tuple[int, str] | None = None
+    #: What comparing the signatures the trail records as made with their rows found (a signature check).
+    made: Findings = field(default_factory=Findings)
+    #: Ids of the signatures the trail records as made.
+    recorded: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -109,24 +114,23 @@ class DecisionReport:
 
 
 def verify_audit(jobs: int = 1) -> tuple[ChainReport, SignatureReport, DecisionReport]:
-    """The chain, the signatures and the decisions checked, as by :func:`verify_chain`,
-    :func:`verify_signatures` and :func:`verify_decisions` in turn: the chain's stretches and
-    the batches' signatures in ``jobs`` worker processes, while this one compares signatures
-    with the trail and checks decisions."""
+    """Check the chain (:func:`verify_chain`), every signature against the record it signs and
+    against the trail's record of its making, and every batch's state against its signed
+    decisions (:func:`verify_decisions`): the chain's stretches and the batches' signatures in
+    ``jobs`` worker processes, while this one checks decisions."""
     stretches, chunks = _stretches(), _batch_chunks()
     tasks: list[tuple[Callable[[Connection, Any], Any], Any]] = [
         *((_walk_stretch, stretch) for stretch in stretches), *((_check_batches, chunk) for chunk in chunks)]
     parts = run(_do, tasks, jobs)
     unbatched = _check_batches(db.session.connection(), None)
-    trail = Findings()
-    _check_against_trail(trail)
     decisions = verify_decisions()
     chain = _chain_end(_walked(islice(parts, len(stretches))))
     signatures = SignatureReport()
     for part in parts:
         signatures.merge(part)
     signatures.merge(unbatched)
-    signatures.findings.merge(trail)
+    signatures.findings.merge(chain.made)
+    _check_recorded(signatures.findings, set(chain.recorded))
     return chain, signatures, decisions
 
 
@@ -205,47 +209,65 @@ def _join(report: ChainReport, stretch: ChainReport) -> None:
     entry_id, prev_hash = stretch.first
     _check_link(report, entry_id, prev_hash)
     report.findings.merge(stretch.findings)
+    report.made.merge(stretch.made)
+    report.recorded += stretch.recorded
     report.entries += stretch.entries
     report.last_id, report.last_hash = stretch.last_id, stretch.last_hash
 
 
 def _walk_stretch(connection: Connection, stretch: tuple[int | None, int | None]) -> ChainReport:
     """The entries with ids in (after, up to] (None: no bound) checked, but for the link of the
-    first, which the report names (``first``) for :func:`_join` to check.
+    first, which the report names (``first``) for :func:`_join` to check; and the signatures
+    those entries record as made compared with their rows (``made``, ``recorded``).
 
-    Read by a textual query (no ORM, no type processing), only the hashed columns, in
-    CANONICAL_ORDER: the values go to the hash as read, with no model or mapping per entry."""
+    Read through the driver's own cursor (no ORM, no result rows, no type processing), only the
+    hashed columns, in CANONICAL_ORDER: the values go to the hash as read, with no model or
+    mapping per entry."""
     after, upto = stretch
     report = ChainReport()
     time_text = _time_text(connection.dialect)
-    query = text(f"SELECT {_COLUMNS} FROM audit_events WHERE id > :after"
-                 + ("" if upto is None else " AND id <= :upto") + f" ORDER BY id LIMIT {TRAIL_CHUNK}")
-    if after is None:
-        after = -(2 ** 63)  # the trail's first entry may have any id
     first, walked, last_id, last_hash = None, 0, 0, ""  # locals: this loop runs for every entry
-    while rows := connection.execute(query, {"after": after, "upto": upto}).all():
-        for position, row in enumerate(rows):
-            values = list(row)
-            stored_hash = values.pop()
-            values[_AT] = time_text(values[_AT])
-            entry_id, prev_hash = values[_ID], values[_PREV]
-            if first is None:
-                first = (entry_id, prev_hash)
-            elif prev_hash != last_hash:
-                report.entries, report.last_id, report.last_hash = walked + position, last_id, last_hash
-                _check_link(report, entry_id, prev_hash)
-            if sha256(canonical_values(values)).hexdigest() != stored_hash:
-                report.findings.add(f"Entry {entry_id}: its content does not match its hash: edited or inserted "
-                                    "in the database.")
-            last_id, last_hash = entry_id, stored_hash
-        walked += len(rows)
-        after = last_id
+    made: list[tuple[int, int, str | None]] = []
+    with closing(connection.connection.cursor()) as cursor:
+        while rows := _entries(cursor, after, upto):
+            for position, row in enumerate(rows):
+                values = list(row)
+                stored_hash = values.pop()
+                values[_AT] = time_text(values[_AT])
+                entry_id, prev_hash = values[_ID], values[_PREV]
+                if first is None:
+                    first = (entry_id, prev_hash)
+                elif prev_hash != last_hash:
+                    report.entries, report.last_id, report.last_hash = walked + position, last_id, last_hash
+                    _check_link(report, entry_id, prev_hash)
+                if sha256(canonical_values(values)).hexdigest() != stored_hash:
+                    report.findings.add(f"Entry {entry_id}: its content does not match its hash: edited or "
+                                        "inserted in the database.")
+                if values[_TABLE] == "signatures" and values[_OPERATION] == "insert" and values[_ROW].isdigit():
+                    made.append((entry_id, int(values[_ROW]), values[_NEW]))
+                last_id, last_hash = entry_id, stored_hash
+            walked += len(rows)
+            after = last_id
+            _compare_made(connection, made, report)
+            made.clear()
     report.first, report.entries, report.last_id, report.last_hash = first, walked, last_id, last_hash
     return report
 
 
+def _entries(cursor: Any, after: int | None, upto: int | None) -> list[Any]:
+    """The next TRAIL_CHUNK entries after id ``after`` (None: from the first) up to ``upto``
+    (None: to the last). The bounds are ints written into the query: no placeholder style to
+    tell apart between drivers."""
+    where = " AND ".join([*([] if after is None else [f"id > {int(after)}"]),
+                          *([] if upto is None else [f"id <= {int(upto)}"])]) or "TRUE"
+    cursor.execute(f"SELECT {_COLUMNS} FROM audit_events WHERE {where} ORDER BY id LIMIT {TRAIL_CHUNK}")
+    return cursor.fetchall()
+
+
 _COLUMNS = ", ".join((*CANONICAL_ORDER, "hash"))
-_ID, _PREV, _AT = (CANONICAL_ORDER.index(name) for name in ("id", "prev_hash", "occurred_at"))
+_ID, _PREV, _AT, _TABLE, _OPERATION, _ROW, _NEW = (
+    CANONICAL_ORDER.index(name)
+    for name in ("id", "prev_hash", "occurred_at", "table_name", "operation", "row_id", "new_value"))
 #: How SQLite stores every ``occurred_at`` the application writes (SQLAlchemy's format, in UTC).
 _SQLITE_TIME = re.compile(r"[1-9]\d{3}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{6}")
 
@@ -284,17 +306,6 @@ def _check_link(report: ChainReport, entry_id: int, prev_hash: str) -> None:
 
 
 # --- signatures -------------------------------------------------------------------------------
-
-def verify_signatures(jobs: int = 1) -> SignatureReport:
-    """Check every signature against the record it signs, BATCH_CHUNK batches at a time (in
-    ``jobs`` processes), then those of no batch; then against the trail's record of its making."""
-    report = SignatureReport()
-    for part in run(_check_batches, _batch_chunks(), jobs):
-        report.merge(part)
-    report.merge(_check_batches(db.session.connection(), None))
-    _check_against_trail(report.findings)
-    return report
-
 
 def _batch_chunks() -> list[tuple[int, int | None]]:
     """The batches, BATCH_CHUNK at a time in id order, each chunk as its ids (after, up to]; the
@@ -359,22 +370,20 @@ def _check_batch(report: SignatureReport, signatures: Sequence[Any], connection:
                     "it signs has changed with no signed correction since: changed in the database.")
 
 
-def _check_against_trail(findings: Findings) -> None:
-    """Compare every signature the trail says was made with its row, a thousand at a time;
-    then look for rows the trail never recorded (inserted in the database)."""
-    table, signatures = AuditEvent.__table__, Signature.__table__
-    recorded: set[int] = set()  # ids only: a few bytes a signature
-    # One query, streamed: paging it by id would sort every signature entry again for each page.
-    made_entries = db.session.execute(select(table.c.id, table.c.row_id, table.c.new_value)
-                                      .where(table.c.table_name == Signature.__tablename__,
-                                             table.c.operation == "insert")
-                                      .order_by(table.c.id).execution_options(yield_per=CHUNK))
-    for rows in made_entries.partitions():
-        made = {int(row.row_id): row for row in rows if row.row_id.isdigit()}
-        recorded.update(made)
-        stored = {s.id: s for s in db.session.execute(select(signatures).where(signatures.c.id.in_(made)))}
-        for signature_id, row in made.items():
-            _compare_with_trail(findings, signature_id, row.id, row.new_value, stored.get(signature_id))
+def _compare_made(connection: Connection, made: list[tuple[int, int, str | None]], report: ChainReport) -> None:
+    """Compare each signature the entries (id, signature id, recorded row) record as made with its row."""
+    if not made:
+        return
+    signatures = Signature.__table__
+    report.recorded += (signature_id for _, signature_id, _ in made)
+    stored = {row.id: row for row in connection.execute(
+        select(signatures).where(signatures.c.id.in_({signature_id for _, signature_id, _ in made})))}
+    for entry_id, signature_id, recorded in made:
+        _compare_with_trail(report.made, signature_id, entry_id, recorded, stored.get(signature_id))
+
+
+def _check_recorded(findings: Findings, recorded: set[int]) -> None:
+    """Look for signatures the trail never recorded being made (inserted in the database)."""
     after = 0
     while rows := db.session.execute(select(Signature.id, Signature.meaning, Signature.printed_name,
                                             Signature.signed_at).where(Signature.id > after)
