@@ -4,16 +4,19 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import datetime, tzinfo
-from functools import lru_cache
+from functools import lru_cache, partial
 
-from flask import Flask, current_app, g, url_for
+from flask import Flask, current_app, g, request, url_for
+from jinja2.runtime import Macro
 from markupsafe import Markup, escape
 
 from lab.models import QcResult, StepValue
 from lab.services.audit_trail import Shown
+from lab.services.dashboard import BatchRow
 from lab.services.progress import lab_timezone
+from lab.services.record_marks import PerMark, cache
 from lab.views.signing import needs_username
 from workflows.codes import PRINTED_CODE
 from workflows.formatting import (
@@ -140,6 +143,20 @@ def _split_url(endpoint: str, names: tuple[str, ...]) -> _SplitUrl | None:
     return ordered, (*pieces, url), converter.to_url
 
 
+#: Dashboard rows kept per app: a few variants (as the clocks move) of some 250 batches' rows.
+ROWS_KEPT = 2000
+
+
+def kept_row(macro: Macro, row: BatchRow, *shown: Hashable) -> Markup:
+    """``macro(row, *shown)``, a batch's row on the dashboard (templates/main/_batch_rows.html),
+    drawn again on every view: kept per app under the batch's mark (the row reads of ``row`` only
+    what its record gives at that mark), the batch's names, ``shown`` (what moves with the clock,
+    as the row writes it) and the path the app is served under (the row's links)."""
+    kept: PerMark[Markup] = cache("dashboard_rows", ROWS_KEPT)
+    return kept.get(row.batch.id, row.batch.mark, partial(macro, row, *shown),
+                    macro.name, request.script_root, row.batch, *shown)
+
+
 def register(app: Flask) -> None:
     app.add_template_filter(localtime)
     app.add_template_filter(number)
@@ -153,5 +170,6 @@ def register(app: Flask) -> None:
     app.add_template_filter(shown)
     app.jinja_env.globals["StepState"] = StepState
     app.jinja_env.globals["row_url"] = row_url
+    app.jinja_env.globals["kept_row"] = kept_row
     app.jinja_env.globals["state_badge"] = state_badge
     app.jinja_env.globals["signature_needs_username"] = needs_username

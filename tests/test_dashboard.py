@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
+import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
 from lab.demo import RELEASE_RESULTS
+from lab.services import dashboard as dashboard_service
 from tests.factories import get_batch, post_step, signature, signed_in
 from tests.quality import close_all_deviations, post_result, record_results, release, words
 from tests.queries import statements
@@ -50,6 +53,22 @@ def test_each_batch_shows_its_state_current_step_and_clocks(app: Flask, make_bat
     waiting = _row(page, scheduled)
     assert "scheduled" in waiting and "Apheresis receipt" in waiting and "not received yet" in waiting
     assert "scheduled 1" in _section(page, "batches")  # the count of batches by state
+
+
+def test_a_kept_row_moves_with_the_clock(app: Flask, make_batch, login: Login, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row is kept under its batch's mark and its clocks' words (lab/templating.py, kept_row):
+    the same record six days later shows its window due and its clocks six days on."""
+    number = make_batch("harvest", ref="SLE-01", days_ago=8)
+    client = login("tech1")
+    early = _row(client.get("/").get_data(as_text=True), number)
+    assert "Not yet due Harvest and wash due on culture day 12–13 (now day 6)" in early
+
+    later = datetime.now(UTC) + timedelta(days=6)
+    monkeypatch.setattr(dashboard_service, "utcnow", lambda: later)
+    due = _row(client.get("/").get_data(as_text=True), number)
+    assert "● Due now Harvest and wash due on culture day 12–13 (now day 12)" in due
+    vein_to_vein = re.compile(r"(\d+) d \d\d h")
+    assert int(vein_to_vein.findall(due)[0]) == int(vein_to_vein.findall(early)[0]) + 6
 
 
 def test_batches_past_manufacturing_show_their_state_and_closed_ones_their_total(
