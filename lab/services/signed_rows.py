@@ -82,9 +82,11 @@ def _named_rows(connection: Connection, table: Table, ids: Collection[int], user
     keys = tuple(result.keys())  # once: a row's own keys() builds a view each time
     found = []
     for row in result.all():
-        content = SimpleNamespace(**dict(zip(keys, row, strict=True)))
-        content.batch = None if row._batch_number is None else SimpleNamespace(batch_number=row._batch_number)
-        setattr(content, user_relation, None if row._username is None else SimpleNamespace(username=row._username))
+        fields = dict(zip(keys, row, strict=True))
+        batch_number, username = fields.pop("_batch_number"), fields.pop("_username")
+        content = SimpleNamespace(**fields)
+        content.batch = None if batch_number is None else SimpleNamespace(batch_number=batch_number)
+        setattr(content, user_relation, None if username is None else SimpleNamespace(username=username))
         found.append(content)
     return found
 
