@@ -4,6 +4,7 @@ as paragraphs, the vector QR flowable, and the footers that say "Page X of Y".""
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from functools import cache
 from io import BytesIO
 from typing import Any
@@ -118,11 +119,29 @@ def _plain(line: str, style: ParagraphStyle) -> Paragraph:
 
 def paragraph(text: str, style: ParagraphStyle) -> Paragraph:
     """A paragraph of user text: escaped (Paragraph parses markup), line breaks kept.
-    Raises UnprintableText for characters the font lacks."""
+    Raises UnprintableText for characters the font lacks.
+
+    While :func:`render_counted` builds a document's story, a text asked for again in the same
+    style is the paragraph made the first time: half of a record's cells repeat one (a user, an
+    action, a time), and each was built and broken into lines again."""
+    shared = _SHARED.get()
+    if shared is not None and (found := shared.get((text, style))) is not None:
+        return found
     lines = [clean(line, style.fontName) for line in text.splitlines()]
     if len(lines) == 1 and lines[0] and not MARKUP & set(lines[0]):
-        return _plain(lines[0], style)
-    return _Paragraph("<br/>".join(escape(line) for line in lines), style)
+        made = _plain(lines[0], style)
+    else:
+        made = _Paragraph("<br/>".join(escape(line) for line in lines), style)
+    if shared is not None:
+        shared[(text, style)] = made
+    return made
+
+
+#: The paragraphs of the story being built, by text and style (``paragraph``). A paragraph holds
+#: no state of its own place on a page (a table asks it for its size at a width, and draws it
+#: where it says), so one object may stand in several cells.
+_SHARED: ContextVar[dict[tuple[str, ParagraphStyle], Paragraph] | None] = ContextVar("shared_paragraphs",
+                                                                                    default=None)
 
 
 def _footed_canvas(footer: Footer) -> type[Canvas]:
@@ -168,5 +187,10 @@ def render_counted(story: Callable[[], list[Flowable]], footer: Footer, *, title
         creator="CellTrail",
         invariant=True,
     )
-    doc.build(story(), canvasmaker=_footed_canvas(footer))
+    token = _SHARED.set({})
+    try:
+        flowables = story()
+    finally:
+        _SHARED.reset(token)
+    doc.build(flowables, canvasmaker=_footed_canvas(footer))
     return buffer.getvalue()

@@ -15,7 +15,7 @@ from PIL import ImageChops
 from reportlab.lib.pagesizes import A4
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate
 
-from labels.document import paragraph
+from labels.document import paragraph, render_counted
 from labels.tables import FLAG, MONO, SMALL, TINY, column_widths, grid_table
 from tests.readback import page_texts, pages
 
@@ -63,3 +63,35 @@ def test_a_paragraph_wrapped_again_at_another_width_is_measured_again(width):
     assert ours.wrap(500, 800) == theirs.wrap(500, 800)
     assert ours.wrap(width, 800) == theirs.wrap(width, 800)
     assert ours.wrap(width, 800) == theirs.wrap(width, 800)  # remembered
+
+
+def _counted(make) -> bytes:
+    """The table of _pdf as a printed record builds it (render_counted), each cell made by ``make``."""
+    def story() -> list[Flowable]:
+        rows = [[make(text, style) for style in STYLES] for _ in range(6) for text in TEXTS]
+        return [*(make(text, SMALL) for text in TEXTS),
+                grid_table(("Small", "Tiny", "Flag", "Mono"), rows, column_widths(30, 20, 25, 25))]
+    return render_counted(story, lambda canvas, page, total: None, title="Shared", author="Test")
+
+
+def test_a_text_repeated_in_a_record_is_one_paragraph_printed_in_each_place():
+    """Inside a record's story a text asked for again in one style is the same paragraph (made and
+    broken into lines once); it prints in every cell it stands in, as distinct paragraphs would,
+    across page breaks and rows split between pages."""
+    shared_objects: list[bool] = []
+
+    def story() -> list[Flowable]:
+        shared_objects.append(paragraph("in limit", SMALL) is paragraph("in limit", SMALL))
+        shared_objects.append(paragraph("in limit", SMALL) is paragraph("in limit", TINY))
+        return [paragraph("in limit", SMALL)]
+
+    render_counted(story, lambda canvas, page, total: None, title="Shared", author="Test")
+    assert shared_objects == [True, False]
+    assert paragraph("in limit", SMALL) is not paragraph("in limit", SMALL)  # outside a story: each its own
+
+    shared, reference = _counted(paragraph), _counted(_reportlab_paragraph)
+    assert page_texts(shared) == page_texts(reference)
+    shared_pages, reference_pages = pages(shared, 150), pages(reference, 150)
+    assert len(shared_pages) == len(reference_pages) > 2
+    for number, (ours, theirs) in enumerate(zip(shared_pages, reference_pages, strict=True), start=1):
+        assert ImageChops.difference(ours, theirs).getbbox() is None, f"page {number} differs"
