@@ -72,8 +72,10 @@ def _without_gc(work: Callable[[Connection, Task], Result], connection: Connecti
     """``work(connection, task)`` with the cyclic garbage collector off: a task makes millions of
     short-lived objects, freed as it goes, which set off collections that find nothing (13 % of
     the time); whatever cycles it leaves are collected after it."""
+    enabled = gc.isenabled()
     gc.disable()
     try:
         return work(connection, task)
     finally:
-        gc.enable()
+        if enabled:
+            gc.enable()
