@@ -63,14 +63,19 @@ class LabAlerts:
         return len(self.equipment) >= LIMIT
 
 
-def first_rows(query: Select[tuple[T]], limit: int = LIMIT, params: Mapping[str, object] | None = None) -> Listed[T]:
-    """The first ``limit`` rows of ``query`` (with ``params``) and, only when they fill the limit,
-    a count of all."""
-    rows = list(db.session.scalars(query.limit(limit), params).unique())
+def first_rows(query: Select[tuple[T]], limit: int = LIMIT) -> Listed[T]:
+    """The first ``limit`` rows of ``query`` and, only when they fill the limit, a count of all."""
+    return _counted(query.limit(limit), limit)
+
+
+def _counted(limited: Select[tuple[T]], limit: int, params: Mapping[str, object] | None = None) -> Listed[T]:
+    """The rows of ``limited`` (with ``params``), a query of at most ``limit`` rows, and, only when
+    they fill the limit, a count of all it would have without."""
+    rows = list(db.session.scalars(limited, params).unique())
     if len(rows) < limit:
         return Listed(rows, len(rows))
-    total = db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery()), params) or 0
-    return Listed(rows, total)
+    every = limited.limit(None).order_by(None).subquery()
+    return Listed(rows, db.session.scalar(select(func.count()).select_from(every), params) or 0)
 
 
 def lab_alerts(user: User, now: datetime) -> LabAlerts | None:
@@ -81,11 +86,11 @@ def lab_alerts(user: User, now: datetime) -> LabAlerts | None:
     lists = _lists()
     return LabAlerts(
         today=day,
-        lots_to_check=first_rows(lists.lots_to_check),
-        lots_to_decide=first_rows(lists.lots_to_decide),
-        lots_expiring=first_rows(lists.lots_expiring, params={"horizon": day + timedelta(days=DUE_SOON_DAYS)}),
+        lots_to_check=_counted(lists.lots_to_check, LIMIT),
+        lots_to_decide=_counted(lists.lots_to_decide, LIMIT),
+        lots_expiring=_counted(lists.lots_expiring, LIMIT, {"horizon": day + timedelta(days=DUE_SOON_DAYS)}),
         equipment=needing_attention(now, limit=LIMIT),
-        drafts=first_rows(lists.drafts),
+        drafts=_counted(lists.drafts, LIMIT),
     )
 
 
@@ -99,17 +104,19 @@ class _Lists:
 
 @lru_cache(maxsize=1)  # the same statements on every dashboard: they took longer to build than to run
 def _lists() -> _Lists:
+    """Each list's first LIMIT rows."""
     quarantined = select(MaterialLot).where(MaterialLot.status == "quarantined").order_by(MaterialLot.id)
     checked = select(LotCheck.id).where(LotCheck.lot_id == MaterialLot.id).exists()
     needs_check = MaterialLot.item.has(MaterialItem.needs_qc) | MaterialLot.item_id.is_(None)
     in_stock = MaterialLot.balance.is_(None) | (MaterialLot.balance > 0)
     return _Lists(
-        lots_to_check=quarantined.where(~checked, needs_check),
+        lots_to_check=quarantined.where(~checked, needs_check).limit(LIMIT),
         lots_to_decide=quarantined.where(checked | ~needs_check)
-        .options(selectinload(MaterialLot.checks)),  # the page names the last check's result
+        .options(selectinload(MaterialLot.checks)).limit(LIMIT),  # the page names the last check's result
         lots_expiring=select(MaterialLot).where(MaterialLot.status == "released", in_stock,
                                                 MaterialLot.expiry_date <= bindparam("horizon"))
-        .order_by(MaterialLot.expiry_date, MaterialLot.id),
+        .order_by(MaterialLot.expiry_date, MaterialLot.id).limit(LIMIT),
         drafts=select(ProcessVersion).where(ProcessVersion.approved_at.is_(None))
-        .options(joinedload(ProcessVersion.uploaded_by)).order_by(ProcessVersion.uploaded_at, ProcessVersion.id),
+        .options(joinedload(ProcessVersion.uploaded_by)).order_by(ProcessVersion.uploaded_at, ProcessVersion.id)
+        .limit(LIMIT),
     )
