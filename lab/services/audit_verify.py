@@ -49,7 +49,7 @@ from lab.extensions import db
 from lab.models import AuditChainHead, AuditEvent, Batch, Disposition, Signature
 from lab.services.progress import definition_for
 from lab.services.signatures import HASH_SCHEMES, digest
-from lab.services.signed_rows import load_records
+from lab.services.signed_rows import load_records, namespaces
 from lab.services.verify_workers import run
 from workflows.model import DecisionSpec, ProcessDefinition
 
@@ -338,7 +338,7 @@ def _check_batches(connection: Connection, batches: tuple[int, int | None] | Non
         query = select(table).where(table.c.batch_id.in_(ids)).order_by(table.c.batch_id, table.c.id)
     report = SignatureReport()
     with Session(bind=connection) as session:  # for the few kinds of record read as models
-        _check_batch(report, connection.execute(query).all(), connection, session)
+        _check_batch(report, namespaces(connection.execute(query)), connection, session)
     return report
 
 
