@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from multiprocessing.pool import Pool
+from multiprocessing.util import Finalize
 from typing import TypeVar
 
 from sqlalchemy import Connection, create_engine
@@ -54,13 +55,20 @@ def run(work: Callable[[Connection, Task], Result], tasks: Sequence[Task], jobs:
 
 
 def _results(pool: Pool, results: Iterator[Result]) -> Iterator[Result]:
-    with pool:  # ends the workers once every result is read (or the reader stops)
+    """The results; then the workers end, closing their connections (killed if the reader stops)."""
+    try:
         yield from results
+    except BaseException:
+        pool.terminate()
+        raise
+    pool.close()
+    pool.join()
 
 
 def _connect(url: str) -> None:
     global _connection
     _connection = create_engine(url, poolclass=NullPool).connect()
+    Finalize(_connection, _connection.close, exitpriority=0)  # when the worker ends (not when it is killed)
 
 
 def _in_worker(work: Callable[[Connection, Task], Result], task: Task) -> Result:
