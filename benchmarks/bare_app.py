@@ -11,6 +11,7 @@ import os
 from flask import Flask, render_template_string
 
 from config import database_url
+from lab import settle_heap
 from lab.extensions import db
 
 PAGE = """<!doctype html><html lang="en"><head><title>{{ batch.batch_number }}</title></head>
@@ -31,4 +32,5 @@ def create_app() -> Flask:
             return "no such batch", 404  # type: ignore[return-value]
         return render_template_string(PAGE, batch=batch)
 
+    settle_heap()  # as the app's own factory does: the same server settings
     return app

@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -138,6 +140,27 @@ def test_bad_timezone_is_refused(deploy: Callable[..., Flask], zone: str) -> Non
     message = str(refused.value)
     assert "is not a time zone name" in message
     assert "LAB_TIMEZONE" in message
+
+
+def test_a_server_keeps_full_collections_off_what_start_up_made(tmp_path: Path) -> None:
+    """A deployed app moves what start-up left alive to the collector's permanent generation
+    (lab.settle_heap); a testing app, made once per test, does not. Run apart: it changes the
+    interpreter it runs in."""
+    script = ("import gc, sys\n"
+              "from config import TestingConfig\n"
+              "from lab import create_app\n"
+              "create_app(TestingConfig)\n"
+              "print(gc.get_freeze_count())\n"
+              "create_app()\n"
+              "print(gc.get_freeze_count())\n")
+    env = {name: value for name, value in os.environ.items()
+           if not (name.startswith("LAB_") or name in ("SECRET_KEY", "DATABASE_URL", "FLASK_DEBUG"))}
+    env.update(SECRET_KEY=REAL_KEY, DATABASE_URL=f"sqlite:///{tmp_path / 'heap.sqlite'}")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env,
+                            cwd=PACKAGE_DIR.parent, check=True)
+    testing, deployed = (int(line) for line in result.stdout.split())
+    assert testing == 0
+    assert deployed > 50_000  # the ORM, fonts and templates' objects: about 175,000
 
 
 def test_default_database_is_sqlite_in_the_instance_folder(deploy: Callable[..., Flask], tmp_path: Path) -> None:
