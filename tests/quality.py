@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 
 from lab.demo import RELEASE_RESULTS
 from lab.extensions import db
-from lab.services.deviations import Investigation, close_deviation, record_investigation
+from lab.services.deviations import Investigation, close_deviation, record_investigation, report_deviation
 from lab.services.disposition import DecisionInput, decide
 from lab.services.results import record_result
 from lab.services.signatures import Credentials
@@ -57,6 +57,18 @@ def release(app: Flask, number: str, decision: str = "release", **fields: str) -
         decide(get_batch(number), DecisionInput(decision, **fields), expected_version=None, actor=user("qa1"),
                credentials=Credentials(PASSWORD))
         db.session.commit()
+
+
+def released_with_deviation(app: Flask, number: str) -> None:
+    """Take batch ``number`` to released through a hand-reported deviation, its results and a signed
+    release: a batch record with every kind of signed record."""
+    with app.app_context():
+        report_deviation(get_batch(number), title="Label printer jammed", description="Label reprinted.",
+                         actor=user("tech1"))
+        db.session.commit()
+    record_results(app, number)
+    close_all_deviations(app, number)
+    release(app, number)
 
 
 def post_result(app: Flask, client: FlaskClient, number: str, test_key: str, value: str, **extra: Any) -> Any:

@@ -13,10 +13,9 @@ from sqlalchemy import func, select
 from lab import audit
 from lab.extensions import db
 from lab.models import Disposition, QcResult, Signature
-from lab.services.deviations import report_deviation
 from lab.services.signatures import content_sha256, digest
 from tests.factories import entries, get_batch, user
-from tests.quality import close_all_deviations, record_results, release
+from tests.quality import released_with_deviation
 from tests.test_verify_audit import tamper, verify
 
 pytestmark = pytest.mark.requirements("P11-10a", "P11-70")
@@ -25,13 +24,7 @@ pytestmark = pytest.mark.requirements("P11-10a", "P11-70")
 @pytest.fixture
 def released_batch(app: Flask, make_batch: Callable[..., str]) -> str:
     number = make_batch()
-    with app.app_context():
-        report_deviation(get_batch(number), title="Label printer jammed", description="Label reprinted.",
-                         actor=user("tech1"))
-        db.session.commit()
-    record_results(app, number)
-    close_all_deviations(app, number)
-    release(app, number)
+    released_with_deviation(app, number)
     return number
 
 

@@ -14,12 +14,11 @@ from sqlalchemy.orm import Session
 
 from lab.extensions import db
 from lab.models import Disposition, QcResult, Signature, StepEntry
-from lab.services.deviations import report_deviation
 from lab.services.signatures import HASH_SCHEMES, RECORD_TYPES, Credentials, digest, record_batch_id
 from lab.services.signed_rows import load_records
 from lab.services.steps import correct_value
 from tests.factories import PASSWORD, entries, get_batch, user
-from tests.quality import close_all_deviations, record_results, release
+from tests.quality import released_with_deviation
 
 pytestmark = pytest.mark.requirements("P11-70")
 
@@ -28,14 +27,7 @@ pytestmark = pytest.mark.requirements("P11-70")
 def signed(app: Flask, make_batch: Callable[..., str]) -> str:
     """A released batch with a deviation, and a batch with a corrected value: every kind of batch
     record signed. Returns the second batch's number."""
-    number = make_batch()
-    with app.app_context():
-        report_deviation(get_batch(number), title="Label printer jammed", description="Label reprinted.",
-                         actor=user("tech1"))
-        db.session.commit()
-    record_results(app, number)
-    close_all_deviations(app, number)
-    release(app, number)
+    released_with_deviation(app, make_batch())
     corrected = make_batch(until="enrichment", ref="SLE-02")
     with app.app_context():
         batch = get_batch(corrected)
