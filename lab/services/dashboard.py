@@ -53,10 +53,6 @@ class Clock:
     window: WindowStatus | None
 
     @property
-    def overdue(self) -> bool:
-        return self.window is not None and self.window.timing is Timing.OVERDUE
-
-    @property
     def vein_to_vein(self) -> str:
         return duration_words(self.since_collection) if self.since_collection is not None else ""
 
