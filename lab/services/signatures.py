@@ -82,9 +82,13 @@ class Credentials:
     username: str | None = None
 
 
+#: The canonical JSON a signed record's hash covers (one encoder: ``json.dumps`` with options
+#: builds one per call, and verify-audit hashes hundreds of thousands of records).
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def content_sha256(content: dict[str, Any]) -> str:
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(_CANONICAL.encode(content).encode("utf-8")).hexdigest()
 
 
 def current_values(entry: StepEntry) -> dict[str, Any]:
@@ -104,10 +108,12 @@ def entry_sha256(entry: StepEntry, scheme: int = SIGNATURE_HASH_SCHEME) -> str:
         "performed_by": entry.performed_by.username,
         "performed_at": entry.performed_at.isoformat(),
         "comment": entry.comment,
-        "values": {key: value.text for key, value in current_values(entry).items()},
     }
+    current = current_values(entry)
     if scheme >= 2:
-        content.update(scheme=2, values={key: _value_content(value) for key, value in current_values(entry).items()})
+        content.update(scheme=2, values={key: _value_content(value) for key, value in current.items()})
+    else:
+        content["values"] = {key: value.text for key, value in current.items()}
     return content_sha256(content)
 
 
