@@ -96,5 +96,8 @@ class PerMark(Generic[T]):
 def cache(name: str, size: int) -> PerMark[Any]:
     """The app's cache called ``name``: one per app, as two apps (tests, a restored copy) may
     reuse batch ids and marks for different records."""
-    kept: PerMark[Any] = current_app.extensions.setdefault(f"per_mark.{name}", PerMark(size))
+    key = f"per_mark.{name}"
+    kept: PerMark[Any] | None = current_app.extensions.get(key)
+    if kept is None:  # made once: a dashboard asks for its rows' cache dozens of times a view
+        kept = current_app.extensions.setdefault(key, PerMark(size))
     return kept
