@@ -87,3 +87,14 @@ def test_the_lists_are_bounded_and_take_the_same_queries_however_many_lots_wait(
         text = _section(client)
     assert len(many) == len(some)
     assert "Lots waiting for the incoming QC check (66)" in text and "and 46 more" in text
+
+
+def test_a_lot_waiting_for_qa_shows_its_latest_check(app: Flask, inventory: None, login: Login) -> None:
+    code = lot_code_of(app, "LV-CD19-0043")
+    failed = {"identity_ok": "y", "condition_ok": "", "certificate_ok": "y", "comment": "Box crushed"}
+    assert login("qc1").post(f"/materials/lots/{code}/check", data=failed).status_code == 302
+    assert "incoming check FAILED" in _section(login("qa1"))
+    passed = {"identity_ok": "y", "condition_ok": "y", "certificate_ok": "y", "comment": "Checked again"}
+    assert login("qc1").post(f"/materials/lots/{code}/check", data=passed).status_code == 302
+    qa = _section(login("qa1"))
+    assert f"{code} CD19-CAR lentiviral vector" in qa and "incoming check passed" in qa and "FAILED" not in qa

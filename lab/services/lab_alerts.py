@@ -9,14 +9,14 @@ a dashboard in the same few queries.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, bindparam, func, select
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy import Select, bindparam, func, literal, select, union_all
+from sqlalchemy.orm import joinedload
 
 from lab.extensions import db
 from lab.models import Equipment, MaterialLot, User
@@ -51,6 +51,8 @@ class LabAlerts:
     #: Out of service, not qualified, calibration overdue or due within 30 days: each with why.
     equipment: list[tuple[Equipment, str]]
     drafts: Listed[ProcessVersion]
+    #: lot id -> the result of its latest incoming check, for the lots listed ("pass" or "fail").
+    last_checks: dict[int, str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -65,13 +67,14 @@ class LabAlerts:
 
 def first_rows(query: Select[tuple[T]], limit: int = LIMIT) -> Listed[T]:
     """The first ``limit`` rows of ``query`` and, only when they fill the limit, a count of all."""
-    return _counted(query.limit(limit), limit)
+    limited = query.limit(limit)
+    return _total(list(db.session.scalars(limited).unique()), limited, limit)
 
 
-def _counted(limited: Select[tuple[T]], limit: int, params: Mapping[str, object] | None = None) -> Listed[T]:
-    """The rows of ``limited`` (with ``params``), a query of at most ``limit`` rows, and, only when
-    they fill the limit, a count of all it would have without."""
-    rows = list(db.session.scalars(limited, params).unique())
+def _total(rows: list[T], limited: Select[tuple[T]], limit: int, params: Mapping[str, object] | None = None
+           ) -> Listed[T]:
+    """``rows``, those of ``limited`` (with ``params``), a query of at most ``limit`` rows, and,
+    only when they fill the limit, a count of all it would have without."""
     if len(rows) < limit:
         return Listed(rows, len(rows))
     every = limited.limit(None).order_by(None).subquery()
@@ -84,21 +87,46 @@ def lab_alerts(user: User, now: datetime) -> LabAlerts | None:
         return None
     day = today(now)
     lists = _lists()
+    (to_check, to_decide, expiring), last_checks = _lots(lists, {"horizon": day + timedelta(days=DUE_SOON_DAYS)})
+    drafts = list(db.session.scalars(lists.drafts).unique())
     return LabAlerts(
         today=day,
-        lots_to_check=_counted(lists.lots_to_check, LIMIT),
-        lots_to_decide=_counted(lists.lots_to_decide, LIMIT),
-        lots_expiring=_counted(lists.lots_expiring, LIMIT, {"horizon": day + timedelta(days=DUE_SOON_DAYS)}),
+        lots_to_check=to_check,
+        lots_to_decide=to_decide,
+        lots_expiring=expiring,
         equipment=needing_attention(now, limit=LIMIT),
-        drafts=_counted(lists.drafts, LIMIT),
+        drafts=_total(drafts, lists.drafts, LIMIT),
+        last_checks=last_checks,
     )
+
+
+def _lots(lists: _Lists, params: Mapping[str, object]) -> tuple[list[Listed[MaterialLot]], dict[int, str]]:
+    """The lists of lots (in the order of ``lists.lots``), read in one statement, and the latest
+    check's result of each lot listed."""
+    found: list[list[MaterialLot]] = [[] for _ in lists.lots]
+    last_checks: dict[int, str] = {}
+    for lot, place, last_check in db.session.execute(lists.listed_lots, params):
+        found[place].append(lot)
+        if last_check is not None:
+            last_checks[lot.id] = last_check
+    for rows, order in zip(found, _LOT_ORDERS, strict=True):
+        rows.sort(key=order)
+    return [_total(rows, query, LIMIT, params) for rows, query in zip(found, lists.lots, strict=True)], last_checks
+
+
+#: The order of each list of lots (as its statement's ORDER BY), to put the rows read together back in.
+_LOT_ORDERS: tuple[Callable[[MaterialLot], Any], ...] = (
+    lambda lot: lot.id, lambda lot: lot.id, lambda lot: (lot.expiry_date, lot.id))
 
 
 @dataclass(frozen=True)
 class _Lists:
-    lots_to_check: Select[tuple[MaterialLot]]
-    lots_to_decide: Select[tuple[MaterialLot]]
-    lots_expiring: Select[tuple[MaterialLot]]  # expiring by the date bound as "horizon"
+    #: Lots waiting for their incoming check, for QA's decision, and released lots expiring by
+    #: the date bound as "horizon": each list's first LIMIT rows.
+    lots: tuple[Select[tuple[MaterialLot]], ...]
+    #: The rows of the three lists in one statement (one round trip, not three): each lot with its
+    #: list's place in ``lots`` and the result of its latest check.
+    listed_lots: Select[tuple[MaterialLot, int, str | None]]
     drafts: Select[tuple[ProcessVersion]]
 
 
@@ -109,13 +137,22 @@ def _lists() -> _Lists:
     checked = select(LotCheck.id).where(LotCheck.lot_id == MaterialLot.id).exists()
     needs_check = MaterialLot.item.has(MaterialItem.needs_qc) | MaterialLot.item_id.is_(None)
     in_stock = MaterialLot.balance.is_(None) | (MaterialLot.balance > 0)
-    return _Lists(
-        lots_to_check=quarantined.where(~checked, needs_check).limit(LIMIT),
-        lots_to_decide=quarantined.where(checked | ~needs_check)
-        .options(selectinload(MaterialLot.checks)).limit(LIMIT),  # the page names the last check's result
-        lots_expiring=select(MaterialLot).where(MaterialLot.status == "released", in_stock,
-                                                MaterialLot.expiry_date <= bindparam("horizon"))
+    lots = (
+        quarantined.where(~checked, needs_check).limit(LIMIT),
+        quarantined.where(checked | ~needs_check).limit(LIMIT),
+        select(MaterialLot).where(MaterialLot.status == "released", in_stock,
+                                  MaterialLot.expiry_date <= bindparam("horizon"))
         .order_by(MaterialLot.expiry_date, MaterialLot.id).limit(LIMIT),
+    )
+    # Each list's ids as a subquery of its own: SQLite takes no ORDER BY or LIMIT in a UNION's parts.
+    tagged = union_all(*(select(listed.with_only_columns(MaterialLot.id.label("lot_id"),
+                                                        literal(place).label("place")).subquery())
+                         for place, listed in enumerate(lots))).subquery()
+    last_check = (select(LotCheck.result).where(LotCheck.lot_id == MaterialLot.id)
+                  .order_by(LotCheck.id.desc()).limit(1).scalar_subquery())
+    return _Lists(
+        lots=lots,
+        listed_lots=select(MaterialLot, tagged.c.place, last_check).join(tagged, tagged.c.lot_id == MaterialLot.id),
         drafts=select(ProcessVersion).where(ProcessVersion.approved_at.is_(None))
         .options(joinedload(ProcessVersion.uploaded_by)).order_by(ProcessVersion.uploaded_at, ProcessVersion.id)
         .limit(LIMIT),
