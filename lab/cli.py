@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -123,19 +124,18 @@ def seed_demo(password: str) -> None:
 @click.command("verify-audit")
 @click.option("--anchor", "anchors", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
               help="An anchor file (audit-anchor) the chain must still pass through; may be repeated.")
-@click.option("--jobs", type=click.IntRange(min=1), default=None,
-              help="Processes checking at once (default: one per CPU). The result is the same for any number.")
+@click.option("--jobs", type=click.IntRange(1, 64), default=os.cpu_count() or 1, show_default="the CPU count",
+              help="Processes checking at once (1: all in this process). The result is the same for any number.")
 @with_appcontext  # also under FlaskCliRunner, which does not push one
-def verify_audit(anchors: tuple[Path, ...] = (), jobs: int | None = None) -> None:
+def verify_audit(anchors: tuple[Path, ...] = (), jobs: int = 1) -> None:
     """Walk the audit trail's hash chain, check every signature and every batch's state against
     its signed decisions, and that the chain still passes through the head every audit-trail
     review saw and every anchor given; exit 1 naming the first sign of a change made in the
     database behind the application."""
     from lab.services.audit_review import verify_review_heads
     from lab.services.audit_verify import verify_audit as verify
-    from lab.services.verify_workers import default_jobs
 
-    chain, signatures, decisions = verify(jobs or default_jobs())
+    chain, signatures, decisions = verify(jobs)
     reviews = verify_review_heads()
     anchored, anchor_problems = anchor_findings(anchors)
     problems = [*chain.findings.problems, *signatures.findings.problems, *decisions.findings.problems,

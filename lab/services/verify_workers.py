@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import os
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from multiprocessing.pool import Pool
@@ -28,10 +27,6 @@ Result = TypeVar("Result")
 
 #: The worker's own connection (set in each worker process when it starts).
 _connection: Connection | None = None
-
-
-def default_jobs() -> int:
-    return os.cpu_count() or 1
 
 
 def usable_jobs(jobs: int) -> int:
