@@ -49,7 +49,7 @@ from lab.extensions import db
 from lab.models import AuditChainHead, AuditEvent, Batch, Disposition, Signature
 from lab.services.progress import definition_for
 from lab.services.signatures import HASH_SCHEMES, digest
-from lab.services.signed_rows import load_records, namespaces
+from lab.services.signed_rows import load_records, named_tuples
 from lab.services.verify_workers import run
 from workflows.model import DecisionSpec, ProcessDefinition
 
@@ -338,7 +338,7 @@ def _check_batches(connection: Connection, batches: tuple[int, int | None] | Non
         query = select(table).where(table.c.batch_id.in_(ids)).order_by(table.c.batch_id, table.c.id)
     report = SignatureReport()
     with Session(bind=connection) as session:  # for the few kinds of record read as models
-        _check_batch(report, namespaces(connection.execute(query)), connection, session)
+        _check_batch(report, named_tuples(connection.execute(query)), connection, session)
     return report
 
 
@@ -382,8 +382,8 @@ def _compare_made(connection: Connection, made: list[tuple[int, int, str | None]
         return
     signatures = Signature.__table__
     report.recorded += (signature_id for _, signature_id, _ in made)
-    stored = {row.id: row for row in connection.execute(
-        select(signatures).where(signatures.c.id.in_({signature_id for _, signature_id, _ in made})))}
+    stored = {row.id: row for row in connection.execute(  # all at once: iterating a result fetches row by row
+        select(signatures).where(signatures.c.id.in_({signature_id for _, signature_id, _ in made}))).all()}
     for entry_id, signature_id, recorded in made:
         _compare_with_trail(report.made, signature_id, entry_id, recorded, stored.get(signature_id))
 

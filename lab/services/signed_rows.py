@@ -10,9 +10,10 @@ so a record's hash fails the same way either way.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
+from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -86,6 +87,18 @@ def _named_rows(connection: Connection, table: Table, ids: Collection[int], user
     return found
 
 
+def named_tuples(result: Result[Any]) -> list[Any]:
+    """A result's rows as named tuples, for rows only read: as quick to read by attribute as a
+    namespace (below), and several times quicker to make (a facility has hundreds of thousands
+    of signatures and step values)."""
+    return list(map(_row_class(tuple(result.keys()))._make, result.all()))
+
+
+@lru_cache(maxsize=16)
+def _row_class(keys: tuple[str, ...]) -> type:
+    return namedtuple("SignedRow", keys)  # type: ignore[misc]  # the fields are the query's columns
+
+
 def namespaces(result: Result[Any]) -> list[SimpleNamespace]:
     """A result's rows as namespaces: the hash functions read a value's attributes a dozen times
     or more, and a row's attribute is several times slower to read than a namespace's."""
@@ -97,7 +110,7 @@ def _step_entries(connection: Connection, ids: Collection[int]) -> dict[int, Loa
     """Step entries with their values (in id order, as ``StepEntry.values`` is ordered)."""
     values: dict[int, list[Any]] = defaultdict(list)
     table = StepValue.__table__
-    for value in namespaces(connection.execute(select(table).where(table.c.entry_id.in_(ids))
+    for value in named_tuples(connection.execute(select(table).where(table.c.entry_id.in_(ids))
                                                .order_by(table.c.id))):
         values[value.entry_id].append(value)
     found = {}
