@@ -13,7 +13,9 @@ from xml.sax.saxutils import escape
 from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
+from reportlab.pdfbase.pdfmetrics import stringWidth
 from reportlab.pdfgen.canvas import Canvas
+from reportlab.pdfgen.textobject import PDFTextObject
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate
 from reportlab.platypus.paragraph import _leftDrawParaLine
 from reportlab.platypus.paraparser import ParaFrag
@@ -32,6 +34,11 @@ MARKUP = frozenset("&<>")
 
 #: Draws one page's footer: (canvas, page number, page count).
 Footer = Callable[[Canvas, int, int], None]
+#: What a table cell holds: a string (drawn in the table's font for the cell), a flowable, or flowables stacked.
+Cell = str | Flowable | list[Flowable]
+#: How far inside its width a line is taken to fit without asking Paragraph: more than the rounding
+#: of a sum of glyph widths, far less than anything seen on paper.
+_FIT_MARGIN = 1e-6
 
 
 def digest_footer(digest_line: str, issued: str, *, font: str, size: float) -> Footer:
@@ -71,6 +78,7 @@ class _Paragraph(Paragraph):
     again: most of a long record's time. The lines depend on the width alone.
     """
 
+    line: str | None = None  # the text, when the paragraph is one plain line (``_plain``)
     _wrapped: tuple[float, tuple[float, float]] | None = None  # the last width wrapped at, and the size
 
     def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
@@ -114,7 +122,26 @@ def _fragment(style: ParagraphStyle) -> ParaFrag:
 def _plain(line: str, style: ParagraphStyle) -> Paragraph:
     """The paragraph of one line free of markup characters, built as the parser would build it
     (one fragment) without running the parser, the other half of a record's time."""
-    return _Paragraph(line, style, frags=[_fragment(style).clone(text=line, link=[], us_lines=[])])
+    made = _Paragraph(line, style, frags=[_fragment(style).clone(text=line, link=[], us_lines=[])])
+    made.line = line
+    return made
+
+
+def table_text(cell: Cell, style: ParagraphStyle, width: float) -> Cell:
+    """``cell`` as a string when it is a paragraph (alone) of one plain line in ``style`` that
+    fits ``width``, the cell's width inside its padding; otherwise ``cell``.
+
+    A table sizes a string by its line count and draws it with one call, its baseline one font
+    size below the cell's top padding: where the paragraph's line would be. In a table whose font
+    for the cell is ``style``'s (font, size, leading, colour) it prints as the paragraph does,
+    without a paragraph's sizing and drawing, half of a record's cells. A text that wraps stays a
+    paragraph: a row split between pages splits a string's lines by other rules (orphans allowed).
+    """
+    single = cell[0] if isinstance(cell, list) and len(cell) == 1 else cell
+    if (isinstance(single, _Paragraph) and single.line is not None and single.style is style
+            and _plain_style(style) and stringWidth(single.line, style.fontName, style.fontSize) <= width - _FIT_MARGIN):
+        return single.line
+    return cell
 
 
 def paragraph(text: str, style: ParagraphStyle) -> Paragraph:
@@ -144,11 +171,45 @@ _SHARED: ContextVar[dict[tuple[str, ParagraphStyle], Paragraph] | None] = Contex
                                                                                     default=None)
 
 
+class _RepeatedText(PDFTextObject):
+    """A text object that writes a text its canvas wrote before, in the same font, size, leading
+    and font subset, as it was written then (``_formatText``: the text encoded glyph by glyph into
+    the embedded font's subsets, a sixth of a record's time).
+
+    A record writes the same texts again and again (a user, an action, a date); once a text's
+    characters have their codes in the document's subsets, encoding it again gives the same
+    operators and leaves the text object in the same subset.
+    """
+
+    _canvas: _MemoCanvas
+
+    def _formatText(self, text: str) -> str:
+        key = (text, self._fontname, self._fontsize, self._leading, self._curSubset)
+        written = self._canvas.written.get(key)
+        if written is None:
+            written = self._canvas.written[key] = super()._formatText(text), self._curSubset
+        else:
+            self._curSubset = written[1]
+        return written[0]
+
+
+class _MemoCanvas(Canvas):
+    """A canvas whose text objects remember what they wrote (``_RepeatedText``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: (text, font, size, leading, subset before) -> (the operators written, the subset after)
+        self.written: dict[tuple[str, str, float, float, int], tuple[str, int]] = {}
+
+    def beginText(self, x: float = 0, y: float = 0, direction: str | None = None) -> PDFTextObject:
+        return _RepeatedText(self, x, y, direction=direction)
+
+
 def _footed_canvas(footer: Footer) -> type[Canvas]:
     """A canvas that keeps each finished page until the document is saved, then draws every
     footer knowing the page count: "Page X of Y" in one build instead of two."""
 
-    class FootedCanvas(Canvas):
+    class FootedCanvas(_MemoCanvas):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._finished: list[dict[str, Any]] = []

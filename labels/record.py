@@ -406,7 +406,7 @@ def _appendix(record: BatchRecordData) -> list[Flowable]:
              para(f"{e.operation} {e.table} {e.row}", TINY), para(_change(e), TINY), para(e.reason or "", TINY)]
             for e in record.audit]
     flowables.append(grid_table(("#", "When", "Who", "Action", "Record", "Change", "Reason"), rows,
-                            column_widths(5, 12, 9, 11, 12, 37, 14)))
+                            column_widths(5, 12, 9, 11, 12, 37, 14), text=TINY))
     return flowables
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from reportlab.lib import colors
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Flowable, Paragraph, Table, TableStyle
 
-from labels.document import TEXT_WIDTH, paragraph
+from labels.document import TEXT_WIDTH, Cell, paragraph, table_text
 from labels.layout import MM
 from labels.record_data import Signed
 from labels.text import MONO_BOLD, SANS, SANS_BOLD
@@ -29,6 +30,10 @@ SUBHEADING = ParagraphStyle("printed-subheading", parent=HEADING, fontSize=10, l
 ENTRY = ParagraphStyle("printed-entry", parent=HEADING, fontSize=8.5, leading=10.5, spaceBefore=4, spaceAfter=2)
 FLAG = ParagraphStyle("printed-flag", parent=SMALL_BOLD, textColor=colors.Color(0.6, 0, 0))
 LINE = ParagraphStyle("printed-line", parent=SMALL, spaceBefore=1)
+#: A grid table's cell padding left and right.
+GRID_PADDING = 2.5
+#: reportlab's cell padding, a fact table's but left of its names.
+CELL_PADDING = 6
 FLAGGED_ROW = colors.Color(1, 0.88, 0.88)
 HEADER_ROW = colors.Color(0.9, 0.9, 0.9)
 
@@ -42,29 +47,47 @@ def column_widths(*shares: float) -> tuple[float, ...]:
     return tuple(TEXT_WIDTH * share / sum(shares) for share in shares)
 
 
-def grid_table(header: Sequence[str], rows: Sequence[Sequence[Flowable | list[Flowable]]], widths: Sequence[float],
-           *, flagged: Iterable[int] = ()) -> Table:
-    """A gridded table with a repeated header row; ``flagged`` rows (0 = first data row) are tinted."""
+def grid_table(header: Sequence[str], rows: Sequence[Sequence[Cell]], widths: Sequence[float],
+           *, flagged: Iterable[int] = (), text: ParagraphStyle = SMALL) -> Table:
+    """A gridded table with a repeated header row; ``flagged`` rows (0 = first data row) are tinted.
+    Cells that are one line of ``text`` (the header's: SMALL_BOLD) are drawn as strings (``table_text``)."""
     style = [
         ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
         ("BACKGROUND", (0, 0), (-1, 0), HEADER_ROW),
         ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (-1, -1), 2.5),
-        ("RIGHTPADDING", (0, 0), (-1, -1), 2.5),
+        ("LEFTPADDING", (0, 0), (-1, -1), GRID_PADDING),
+        ("RIGHTPADDING", (0, 0), (-1, -1), GRID_PADDING),
         *(("BACKGROUND", (0, row + 1), (-1, row + 1), FLAGGED_ROW) for row in flagged),
+        *_text_style((0, 0), (-1, 0), SMALL_BOLD),
+        *_text_style((0, 1), (-1, -1), text),
     ]
-    head = [para(title, SMALL_BOLD) for title in header]
-    return Table([head, *rows], colWidths=widths, repeatRows=1, splitInRow=1, style=TableStyle(style))
+    inner = [width - 2 * GRID_PADDING for width in widths]
+    head = [table_text(para(title, SMALL_BOLD), SMALL_BOLD, width) for title, width in zip(header, inner, strict=True)]
+    body = [[table_text(cell, text, width) for cell, width in zip(row, inner, strict=True)] for row in rows]
+    return Table([head, *body], colWidths=widths, repeatRows=1, splitInRow=1, style=TableStyle(style))
+
+
+def _text_style(start: tuple[int, int], stop: tuple[int, int], text: ParagraphStyle) -> list[tuple[Any, ...]]:
+    """The table style commands that draw the strings between ``start`` and ``stop`` as ``text``'s
+    paragraphs (``table_text``); black is the table's colour already (each command is applied cell by cell)."""
+    font = ("FONT", start, stop, text.fontName, text.fontSize, text.leading)
+    return [font] if text.textColor == colors.black else [font, ("TEXTCOLOR", start, stop, text.textColor)]
 
 
 def fact_table(rows: Sequence[tuple[str, str | Flowable]], width: float = TEXT_WIDTH, *,
                label_width: float = 34 * MM) -> Table:
-    """Name / value pairs without a grid; empty values are left out."""
+    """Name / value pairs without a grid; empty values are left out. Names and values of one line
+    are drawn as strings (``table_text``)."""
+    value_width = width - label_width
+    cells = [[table_text(para(name, LABEL), LABEL, label_width - CELL_PADDING),
+              table_text(para(value), BODY, value_width - 2 * CELL_PADDING) if isinstance(value, str) else value]
+             for name, value in rows if value]
     return Table(
-        [[para(name, LABEL), para(value) if isinstance(value, str) else value] for name, value in rows if value],
-        colWidths=(label_width, width - label_width),
+        cells,
+        colWidths=(label_width, value_width),
         style=TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (0, -1), 0),
-                          ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1)]),
+                          ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
+                          *_text_style((0, 0), (0, -1), LABEL), *_text_style((1, 0), (1, -1), BODY)]),
         hAlign="LEFT",
     )
 

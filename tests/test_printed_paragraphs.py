@@ -13,10 +13,12 @@ from xml.sax.saxutils import escape
 import pytest
 from PIL import ImageChops
 from reportlab.lib.pagesizes import A4
+from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate
 
-from labels.document import paragraph, render_counted
-from labels.tables import FLAG, MONO, SMALL, TINY, column_widths, grid_table
+from labels.document import _MemoCanvas, paragraph, render_counted, table_text
+from labels.tables import BODY, FLAG, MONO, SMALL, TINY, column_widths, fact_table, grid_table
+from labels.text import MONO_BOLD, SANS, SANS_BOLD
 from tests.readback import page_texts, pages
 
 TEXTS = [
@@ -95,3 +97,64 @@ def test_a_text_repeated_in_a_record_is_one_paragraph_printed_in_each_place():
     assert len(shared_pages) == len(reference_pages) > 2
     for number, (ours, theirs) in enumerate(zip(shared_pages, reference_pages, strict=True), start=1):
         assert ImageChops.difference(ours, theirs).getbbox() is None, f"page {number} differs"
+
+
+def test_a_cell_of_one_plain_line_that_fits_is_drawn_as_a_string():
+    """A table draws a string where a paragraph of one line prints; anything else stays as it was."""
+    assert table_text(paragraph("in limit", SMALL), SMALL, 100) == "in limit"
+    assert table_text([paragraph("in limit", SMALL)], SMALL, 100) == "in limit"  # a cell of one paragraph
+    wraps = paragraph(TEXTS[-1], SMALL)
+    assert table_text(wraps, SMALL, 100) is wraps  # wider than its column: wraps as a paragraph
+    one_word = paragraph(TEXTS[-2], SMALL)
+    assert table_text(one_word, SMALL, 100) is one_word  # one word wider than its column: broken as Paragraph breaks it
+    for kept in (paragraph("in limit", TINY), paragraph("a & b < c > d", SMALL), paragraph(TEXTS[4], SMALL),
+                 [paragraph("in limit", SMALL), paragraph("—", SMALL)]):
+        assert table_text(kept, SMALL, 100) is kept  # another style than the table's, markup, two lines, two paragraphs
+
+
+def _tables(make) -> bytes:
+    """A grid table of tiny text and a fact table, long enough to split across pages, their cells made by ``make``."""
+    rows = [[make(text, TINY), make(text, TINY), [make(text, TINY)], make(text, FLAG)] for _ in range(8) for text in TEXTS]
+    facts = [(f"Name {number}", make(text, BODY)) for number, text in enumerate(TEXTS * 3)]
+    buffer = BytesIO()
+    SimpleDocTemplate(buffer, pagesize=A4, invariant=True).build(
+        [grid_table(("Tiny", "Tiny", "In a list", "Flag"), rows, column_widths(30, 20, 25, 25), text=TINY),
+         fact_table(facts)])
+    return buffer.getvalue()
+
+
+def test_cells_drawn_as_strings_print_what_paragraphs_print():
+    """One-line cells of our paragraphs are drawn as strings (table_text); reportlab's own
+    paragraphs never are: both print the same, pixel for pixel, across page breaks."""
+    fast, reference = _tables(paragraph), _tables(_reportlab_paragraph)
+    assert page_texts(fast) == page_texts(reference)
+    fast_pages, reference_pages = pages(fast, 150), pages(reference, 150)
+    assert len(fast_pages) == len(reference_pages) > 2
+    for number, (ours, theirs) in enumerate(zip(fast_pages, reference_pages, strict=True), start=1):
+        assert ImageChops.difference(ours, theirs).getbbox() is None, f"page {number} differs"
+
+
+def test_a_text_written_again_is_written_as_the_first_time():
+    """The record's canvas writes a text it wrote before from memory: the PDF is byte for byte the
+    canvas' own, across fonts, sizes and more characters than one font subset holds (256)."""
+    many = "".join(chr(code) for code in [*range(0x391, 0x3A2), *range(0x3A3, 0x3CA), *range(0x410, 0x450),
+                                          *range(0x100, 0x180), *range(0x21, 0x7F)])
+    texts = ["in limit", many[:120], many[100:260], many[240:], "Demo data", "in limit", many[:120]] * 3
+
+    def pdf(canvas_class: type[Canvas]) -> bytes:
+        buffer = BytesIO()
+        canvas = canvas_class(buffer, pagesize=A4, invariant=1)
+        for page in range(2):
+            for number, text in enumerate(texts):
+                canvas.setFont((SANS, SANS_BOLD, MONO_BOLD)[number % 3], 6 + page)
+                canvas.drawString(20, 800 - 20 * number, text)
+            lines = canvas.beginText(20, 300)  # lines after lines: each starts in the subset the last left
+            lines.setFont(SANS, 7)
+            for text in texts:
+                lines.textLine(text)
+            canvas.drawText(lines)
+            canvas.showPage()
+        canvas.save()
+        return buffer.getvalue()
+
+    assert pdf(_MemoCanvas) == pdf(Canvas)
