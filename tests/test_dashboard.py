@@ -136,7 +136,8 @@ def test_qc_sees_the_tests_due_qa_the_batches_to_review_the_auditor_recent_relea
 
 def test_the_dashboard_query_count_does_not_grow_with_the_number_of_batches(
         app: Flask, make_batch, login: Login) -> None:
-    """Counted on a first look at the batches (their summaries derived) and on a second (kept)."""
+    """Counted on a first look at the batches (their summaries derived, their patients' names
+    read) and on a second (kept)."""
     def queries() -> tuple[int, int]:
         client = login("tech2")
         with statements(app) as first:
@@ -153,7 +154,7 @@ def test_the_dashboard_query_count_does_not_grow_with_the_number_of_batches(
     make_batch(ref="SLE-04")
     make_batch("receipt", ref="SLE-05")
     assert queries() == few
-    assert few[0] <= 14 and few[1] <= 5, few
+    assert few[0] <= 15 and few[1] <= 5, few
 
 
 def test_the_batch_timeline_lists_steps_custody_corrections_and_decisions_in_order(

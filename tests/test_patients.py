@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
+from lab.exceptions import ImmutableRecordError
 from lab.extensions import db
 from lab.models import AuditEvent, Batch, Patient, ProcessDefinitionRecord
 from tests.factories import get_batch, patient
@@ -58,6 +59,20 @@ def test_registration_assigns_a_coi_with_a_valid_check_character(app, tech):
     page = text_of(tech.get(response.headers["Location"]))
     assert coi in page
     assert f"Patient SLE-01 registered with COI {coi}" in page
+
+
+@pytest.mark.parametrize("column", ["coi", "patient_ref"])
+def test_a_registered_patients_coi_and_reference_never_change(app, tech, column):
+    """Labels, records and the pages that keep them per patient (lab/services/batch_summary.py)
+    rely on it: a change is refused before anything is written."""
+    assert tech.post("/patients/new", data=registration()).status_code == 302
+    with app.app_context():
+        row = patient("SLE-01")
+        before = getattr(row, column)
+        with pytest.raises(ImmutableRecordError):
+            setattr(row, column, "CH-A9999-26-000009-X")
+        db.session.rollback()
+        assert getattr(patient("SLE-01"), column) == before
 
 
 @pytest.mark.requirements("COI-2")

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, Numeric, String, Text
+from sqlalchemy import ForeignKey, Numeric, String, Text, event, inspect
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from lab.exceptions import ImmutableRecordError
 from lab.extensions import Model
 from lab.models.base import AppendOnly, Audited, utcnow
 
@@ -41,6 +42,15 @@ class Patient(Audited, Model):
     batches: Mapped[list[Batch]] = relationship(back_populates="patient", order_by="Batch.id")
     weight_corrections: Mapped[list[WeightCorrection]] = relationship(
         back_populates="patient", order_by="WeightCorrection.id")
+
+
+@event.listens_for(Patient.patient_ref, "set")
+@event.listens_for(Patient.coi, "set")
+def _identity_is_fixed(patient: Patient, value: object, old: object, initiator: object) -> None:
+    """A patient's reference and COI are fixed at registration: every label, record and shipment
+    carries them, and pages that list batches keep them per patient (lab/services/batch_summary.py)."""
+    if inspect(patient).persistent:
+        raise ImmutableRecordError("A patient's reference and chain-of-identity code never change once registered.")
 
 
 class WeightCorrection(AppendOnly, Model):
