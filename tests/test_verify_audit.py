@@ -30,16 +30,21 @@ def verify(app: Flask) -> Result:
 
 def tamper(app: Flask, *statements: str, **params: Any) -> None:
     """Run SQL behind the application's back, as a database superuser can: on PostgreSQL with
-    triggers off for the transaction (replica role), on SQLite after dropping them."""
+    triggers and foreign keys off for the transaction (replica role), on SQLite after dropping
+    the triggers, with foreign keys off until it commits (a pragma, set before it begins)."""
     with app.app_context():
         if ON_POSTGRES:
             db.session.execute(text("SET LOCAL session_replication_role = replica"))
         else:
+            db.session.execute(text("PRAGMA foreign_keys = OFF"))
             db.session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_update"))
             db.session.execute(text("DROP TRIGGER IF EXISTS audit_events_no_delete"))
         for statement in statements:
             db.session.execute(text(statement), params)
         db.session.commit()
+        if not ON_POSTGRES:
+            db.session.execute(text("PRAGMA foreign_keys = ON"))
+            db.session.commit()
 
 
 def last_entry(app: Flask) -> dict[str, Any]:
@@ -228,3 +233,31 @@ def test_many_problems_are_counted_beyond_the_first_twenty(app: Flask, released:
     assert "... and 10 more." in result.stderr
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(StepValue)) > 0
+
+
+@pytest.mark.parametrize("statement", [
+    "UPDATE step_entries SET performed_by_id = 999999 WHERE id = :entry",  # its signer's row gone
+    "UPDATE step_entries SET batch_id = 999999 WHERE id = :entry",  # moved to a batch that is not there
+])
+def test_a_signed_record_whose_signer_or_batch_is_gone_is_named(app: Flask, released: str, statement: str) -> None:
+    with app.app_context():
+        entry_id = entries(released, "receipt")[0].id
+    tamper(app, statement, entry=entry_id)
+    result = verify(app)
+    assert result.exit_code == 1, result.output
+    assert f"the step entry {entry_id} it signs" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_release_whose_decider_is_gone_is_named_and_supports_no_state(app: Flask, released: str) -> None:
+    with app.app_context():
+        signature = db.session.scalars(select(Signature).where(Signature.record_type == "disposition")).first()
+        assert signature is not None
+        signature_id, record_id = signature.id, signature.record_id
+    tamper(app, "UPDATE dispositions SET decided_by_id = 999999 WHERE id = :record", record=record_id)
+    result = verify(app)
+    assert result.exit_code == 1, result.output
+    assert (f"TAMPERED: Signature {signature_id}: the disposition {record_id} it signs names a signer or batch that "
+            "is not there") in result.stderr
+    assert f"TAMPERED: Batch {released}: it is released, but no release decision carries a valid" in result.stderr
+    assert "Traceback" not in result.output

@@ -360,8 +360,16 @@ def _check_batch(report: SignatureReport, signatures: Sequence[Any], connection:
                 report.findings.add(f"Signature {signature.id}: the {record_type.replace('_', ' ')} {record_id} it "
                                     "signs is not in its batch: deleted or moved in the database.")
             continue
-        current = {scheme: record.digest(scheme) for scheme in {s.hash_scheme for s in signed}
-                   if scheme in HASH_SCHEMES}
+        try:
+            current = {scheme: record.digest(scheme) for scheme in {s.hash_scheme for s in signed}
+                       if scheme in HASH_SCHEMES}
+        except (AttributeError, TypeError):  # the hash reads a related row that is not there
+            for signature in signed:
+                report.mismatched += 1
+                report.findings.add(f"Signature {signature.id}: the {record_type.replace('_', ' ')} {record_id} it "
+                                    "signs names a signer or batch that is not there: deleted or changed in the "
+                                    "database.")
+            continue
         for position, signature in enumerate(signed):
             if signature.content_sha256 == current.get(signature.hash_scheme):
                 continue
@@ -471,10 +479,19 @@ def _unsupported_state(batch: Batch, definition: ProcessDefinition, signed: dict
     meanings = {spec.key: spec.meaning for spec in specs}
     for disposition in batch.dispositions:
         meaning = meanings.get(disposition.decision)
-        if any(s.meaning == meaning and s.content_sha256 == digest(disposition, s.hash_scheme)
+        if any(s.meaning == meaning and s.content_sha256 == _digest_or_none(disposition, s.hash_scheme)
                for s in signed.get(disposition.id, [])):
             return None
     wanted = " or ".join(sorted({f"'{spec.meaning}'" for spec in specs}))
     return (f"Batch {batch.batch_number}: it is {batch.state.replace('_', ' ')}, but no {what} carries a valid "
             f"signature {wanted}: its state was set, or its decision or signature deleted or changed, in the "
             "database.")
+
+
+def _digest_or_none(record: Any, scheme: int) -> str | None:
+    """The record's hash, or None when a row it reads is gone (its decider deleted behind the
+    application): the signature check names that; here it only supports no state."""
+    try:
+        return digest(record, scheme)
+    except (AttributeError, TypeError):
+        return None
