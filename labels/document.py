@@ -10,10 +10,11 @@ from io import BytesIO
 from typing import Any
 from xml.sax.saxutils import escape
 
+from reportlab.lib.colors import Color
 from reportlab.lib.enums import TA_LEFT
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
-from reportlab.pdfbase.pdfmetrics import stringWidth
+from reportlab.pdfbase.pdfmetrics import getFont, stringWidth
 from reportlab.pdfgen.canvas import Canvas
 from reportlab.pdfgen.textobject import PDFTextObject
 from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate
@@ -89,19 +90,32 @@ class _Paragraph(Paragraph):
     def drawOn(self, canvas: Canvas, x: float, y: float, _sW: float = 0) -> None:
         """Lines of one font and colour (``blPara.kind`` 0) drawn where Paragraph draws them (first
         baseline one font size below the top, left-aligned), without its two saved graphics states,
-        translation and per-paragraph set-up for each of a record's thousands of cells."""
+        translation and per-paragraph set-up for each of a record's thousands of cells; without a
+        saved state at all where the text changes nothing the canvas relies on (``_leaves_as_is``)."""
         lines = self.blPara
         if lines.kind != 0 or not _plain_style(self.style) or self.bulletText:
             super().drawOn(canvas, x, y, _sW)
             return
-        canvas.saveState()
-        canvas.setFillColor(lines.textColor)
+        saved = not _leaves_as_is(canvas, lines.textColor)
+        if saved:
+            canvas.saveState()
+            canvas.setFillColor(lines.textColor)
         text = canvas.beginText(self._hAlignAdjust(x, _sW), y + self.height - lines.fontSize)
         text.setFont(lines.fontName, lines.fontSize, self.style.leading)
         for extra_space, words in lines.lines:
             _leftDrawParaLine(text, 0, extra_space, words)  # spaces shrunk as Paragraph does (spaceShrinkage)
         canvas.drawText(text)
-        canvas.restoreState()
+        if saved:
+            canvas.restoreState()
+
+
+def _leaves_as_is(canvas: Canvas, colour: Color) -> bool:
+    """Whether text in ``colour`` leaves ``canvas`` as later drawing expects it without a saved
+    graphics state: the colour is the canvas' already, and so is an embedded (TrueType) font. The
+    text's font stays set after it, but a later text in an embedded font sets its own, and one in
+    a standard font, which would use the font set last, has to be preceded by the canvas setting
+    it (the canvas' font is an embedded one now), which writes it out."""
+    return bool(canvas._fillColorObj == colour and getFont(canvas._fontname)._dynamicFont)
 
 
 @cache

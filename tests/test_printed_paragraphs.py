@@ -14,7 +14,7 @@ import pytest
 from PIL import ImageChops
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate
+from reportlab.platypus import Flowable, Paragraph, SimpleDocTemplate, Table
 
 from labels.document import _MemoCanvas, paragraph, render_counted, table_text
 from labels.tables import BODY, FLAG, MONO, SMALL, TINY, column_widths, fact_table, grid_table
@@ -158,3 +158,19 @@ def test_a_text_written_again_is_written_as_the_first_time():
         return buffer.getvalue()
 
     assert pdf(_MemoCanvas) == pdf(Canvas)
+
+
+def test_paragraphs_among_strings_in_a_standard_font_print_what_reportlab_paragraphs_print():
+    """A paragraph drawn without a saved graphics state leaves its font set: a table's string in
+    reportlab's standard font after it (the font set once for the table) must still print in that font."""
+    def pdf(make) -> bytes:
+        rows = [[text[:20], make(text, SMALL), "standard font", [make(text, TINY), make("in limit", SMALL)]]
+                for text in TEXTS * 4]
+        buffer = BytesIO()
+        SimpleDocTemplate(buffer, pagesize=A4, invariant=True).build([Table(rows, colWidths=column_widths(30, 30, 20, 20))])
+        return buffer.getvalue()
+
+    fast, reference = pdf(paragraph), pdf(_reportlab_paragraph)
+    assert page_texts(fast) == page_texts(reference)
+    for number, (ours, theirs) in enumerate(zip(pages(fast, 150), pages(reference, 150), strict=True), start=1):
+        assert ImageChops.difference(ours, theirs).getbbox() is None, f"page {number} differs"
