@@ -213,11 +213,16 @@ def test_a_signed_value_changed_in_the_database_is_named(app: Flask, released: s
     assert f"Not intact: Signature {signature_ids[0]} " in result.stderr
 
 
-def test_a_signed_record_deleted_in_the_database_is_named(app: Flask, released: str) -> None:
+def first_decision_signature(app: Flask) -> tuple[int, int]:
+    """The id of the first signature of a decision (a disposition), and the decision's id."""
     with app.app_context():
         signature = db.session.scalars(select(Signature).where(Signature.record_type == "disposition")).first()
         assert signature is not None
-        signature_id, record_id = signature.id, signature.record_id
+        return signature.id, signature.record_id
+
+
+def test_a_signed_record_deleted_in_the_database_is_named(app: Flask, released: str) -> None:
+    signature_id, record_id = first_decision_signature(app)
     tamper(app, "DELETE FROM dispositions WHERE id = :record", record=record_id)
     result = verify(app)
     assert result.exit_code == 1
@@ -250,10 +255,7 @@ def test_a_signed_record_whose_signer_or_batch_is_gone_is_named(app: Flask, rele
 
 
 def test_a_release_whose_decider_is_gone_is_named_and_supports_no_state(app: Flask, released: str) -> None:
-    with app.app_context():
-        signature = db.session.scalars(select(Signature).where(Signature.record_type == "disposition")).first()
-        assert signature is not None
-        signature_id, record_id = signature.id, signature.record_id
+    signature_id, record_id = first_decision_signature(app)
     tamper(app, "UPDATE dispositions SET decided_by_id = 999999 WHERE id = :record", record=record_id)
     result = verify(app)
     assert result.exit_code == 1, result.output
