@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
 
 from reportlab.lib import colors
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.platypus import Flowable, Paragraph, Table, TableStyle
+from reportlab.platypus.tables import CellStyle
 
 from labels.document import TEXT_WIDTH, Cell, paragraph, table_text
 from labels.layout import MM
@@ -54,24 +54,29 @@ def grid_table(header: Sequence[str], rows: Sequence[Sequence[Cell]], widths: Se
     style = [
         ("GRID", (0, 0), (-1, -1), 0.4, colors.grey),
         ("BACKGROUND", (0, 0), (-1, 0), HEADER_ROW),
-        ("VALIGN", (0, 0), (-1, -1), "TOP"),
-        ("LEFTPADDING", (0, 0), (-1, -1), GRID_PADDING),
-        ("RIGHTPADDING", (0, 0), (-1, -1), GRID_PADDING),
         *(("BACKGROUND", (0, row + 1), (-1, row + 1), FLAGGED_ROW) for row in flagged),
-        *_text_style((0, 0), (-1, 0), SMALL_BOLD),
-        *_text_style((0, 1), (-1, -1), text),
     ]
     inner = [width - 2 * GRID_PADDING for width in widths]
     head = [table_text(para(title, SMALL_BOLD), SMALL_BOLD, width) for title, width in zip(header, inner, strict=True)]
     body = [[table_text(cell, text, width) for cell, width in zip(row, inner, strict=True)] for row in rows]
-    return Table([head, *body], colWidths=widths, repeatRows=1, splitInRow=1, style=TableStyle(style))
+    head_cell, body_cell = (_cell_style(style, left=GRID_PADDING, right=GRID_PADDING) for style in (SMALL_BOLD, text))
+    return Table([head, *body], colWidths=widths, repeatRows=1, splitInRow=1, style=TableStyle(style),
+                 cellStyles=[[head_cell] * len(widths), *([body_cell] * len(widths) for _ in body)])
 
 
-def _text_style(start: tuple[int, int], stop: tuple[int, int], text: ParagraphStyle) -> list[tuple[Any, ...]]:
-    """The table style commands that draw the strings between ``start`` and ``stop`` as ``text``'s
-    paragraphs (``table_text``); black is the table's colour already (each command is applied cell by cell)."""
-    font = ("FONT", start, stop, text.fontName, text.fontSize, text.leading)
-    return [font] if text.textColor == colors.black else [font, ("TEXTCOLOR", start, stop, text.textColor)]
+def _cell_style(text: ParagraphStyle, *, left: float, right: float, vertical: float = 3) -> CellStyle:
+    """How a table lays a cell out: at the top, inside ``left``, ``right`` and ``vertical`` (top and
+    bottom) padding, a string in it drawn as ``text``'s paragraph (``table_text``).
+
+    One object for all cells alike: unless given ``cellStyles``, a table makes a style for each
+    cell and applies each style command to each, for each of a record's thousands of cells.
+    Nothing changes a cell's style afterwards (but a row split between pages in a middle-aligned
+    or spanned cell)."""
+    style = CellStyle(text.name)
+    style.valign = "TOP"
+    style.leftPadding, style.rightPadding, style.topPadding, style.bottomPadding = left, right, vertical, vertical
+    style.fontname, style.fontsize, style.leading, style.color = text.fontName, text.fontSize, text.leading, text.textColor
+    return style
 
 
 def fact_table(rows: Sequence[tuple[str, str | Flowable]], width: float = TEXT_WIDTH, *,
@@ -82,14 +87,10 @@ def fact_table(rows: Sequence[tuple[str, str | Flowable]], width: float = TEXT_W
     cells = [[table_text(para(name, LABEL), LABEL, label_width - CELL_PADDING),
               table_text(para(value), BODY, value_width - 2 * CELL_PADDING) if isinstance(value, str) else value]
              for name, value in rows if value]
-    return Table(
-        cells,
-        colWidths=(label_width, value_width),
-        style=TableStyle([("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (0, -1), 0),
-                          ("TOPPADDING", (0, 0), (-1, -1), 1), ("BOTTOMPADDING", (0, 0), (-1, -1), 1),
-                          *_text_style((0, 0), (0, -1), LABEL), *_text_style((1, 0), (1, -1), BODY)]),
-        hAlign="LEFT",
-    )
+    name_cell = _cell_style(LABEL, left=0, right=CELL_PADDING, vertical=1)
+    value_cell = _cell_style(BODY, left=CELL_PADDING, right=CELL_PADDING, vertical=1)
+    return Table(cells, colWidths=(label_width, value_width), cellStyles=[[name_cell, value_cell] for _ in cells],
+                 hAlign="LEFT")
 
 
 def done_by(name: str | None, moment: datetime | None) -> str:
