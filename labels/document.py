@@ -83,8 +83,20 @@ class _Paragraph(Paragraph):
     _wrapped: tuple[float, tuple[float, float]] | None = None  # the last width wrapped at, and the size
 
     def wrap(self, available_width: float, available_height: float) -> tuple[float, float]:
-        if self._wrapped is None or self._wrapped[0] != available_width or not hasattr(self, "blPara"):
-            self._wrapped = available_width, super().wrap(available_width, available_height)  # split() may drop blPara
+        size = self._size_at(available_width)
+        if size is None:
+            size = super().wrap(available_width, available_height)
+            self._wrapped = available_width, size
+        return size
+
+    def wrapOn(self, canv: Canvas, available_width: float, available_height: float) -> tuple[float, float]:
+        """The size at a width wrapped at before, without lending the paragraph the canvas first."""
+        return self._size_at(available_width) or super().wrapOn(canv, available_width, available_height)
+
+    def _size_at(self, width: float) -> tuple[float, float] | None:
+        """The size wrapped at ``width`` when that was the last width (and split() kept the lines)."""
+        if self._wrapped is None or self._wrapped[0] != width or not hasattr(self, "blPara"):
+            return None
         return self._wrapped[1]
 
     def drawOn(self, canvas: Canvas, x: float, y: float, _sW: float = 0) -> None:
@@ -217,6 +229,17 @@ class _MemoCanvas(Canvas):
 
     def beginText(self, x: float = 0, y: float = 0, direction: str | None = None) -> PDFTextObject:
         return _RepeatedText(self, x, y, direction=direction)
+
+    def drawString(self, x: float, y: float, text: str, mode: int | None = None, charSpace: float = 0,
+                   direction: str | None = None, wordSpace: float | None = None, shaping: bool = False) -> None:
+        """Plain text drawn as Canvas draws it, without measuring it first (Canvas does, for
+        right-to-left text, and throws the width away): a table draws each string cell with it."""
+        if mode is not None or charSpace or direction or wordSpace or shaping:
+            super().drawString(x, y, text, mode, charSpace, direction, wordSpace, shaping)
+            return
+        line = self.beginText(x, y)
+        line.textLine(text)
+        self.drawText(line)
 
 
 def _footed_canvas(footer: Footer) -> type[Canvas]:
