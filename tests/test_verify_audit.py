@@ -5,6 +5,7 @@ inserted rows in the database behind its back (as a database superuser can)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -12,9 +13,10 @@ from click.testing import Result
 from flask import Flask
 from sqlalchemy import func, insert, select, text
 
-from lab.audit_chain import entry_hash
+from lab.audit_chain import append, entry_hash
 from lab.extensions import db
 from lab.models import AuditEvent, Signature, StepValue
+from lab.services.audit_verify import verify_chain
 from lab.services.signatures import Credentials
 from lab.services.steps import correct_value
 from tests.conftest import ON_POSTGRES
@@ -263,3 +265,24 @@ def test_a_release_whose_decider_is_gone_is_named_and_supports_no_state(app: Fla
             "is not there") in result.stderr
     assert f"TAMPERED: Batch {released}: it is released, but no release decision carries a valid" in result.stderr
     assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata"])
+def test_entries_at_any_fraction_of_a_second_verify_whatever_the_sessions_time_zone(app: Flask, users: Any,
+                                                                                    zone: str) -> None:
+    """The walk reads each database's usual text for ``occurred_at`` straight into the canonical
+    text (PostgreSQL drops a fraction's trailing zeros, and writes the session's zone): times of
+    every shape, read in UTC and in a zone half an hour off it, hash as they were written."""
+    moments = [datetime(2026, 3, 1, 9, 30, 0, micro, tzinfo=UTC) for micro in (0, 5, 120000, 100000, 999999)]
+    moments.append(datetime(2026, 3, 1, 23, 59, 59, 500000, tzinfo=UTC))  # another day in Kolkata
+    with app.app_context():
+        append(db.session.connection(), [
+            {"occurred_at": moment, "actor_id": None, "actor_username": "system", "action": "test.times",
+             "operation": "insert", "table_name": "times", "row_id": str(n), "field": None, "old_value": None,
+             "new_value": moment.isoformat(), "reason": None, "batch_id": None} for n, moment in enumerate(moments)])
+        db.session.commit()
+        if ON_POSTGRES:
+            db.session.execute(text(f"SET TIME ZONE '{zone}'"))
+        report = verify_chain(jobs=1)
+        assert report.findings.problems == [] and report.entries >= len(moments)
+        db.session.rollback()
