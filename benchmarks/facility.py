@@ -179,6 +179,9 @@ def main() -> None:
     parser.add_argument("database_url", help="a database made by benchmarks/facility_data.py")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--warm-up", type=int, default=3,
+                        help="rounds not counted: each request goes to either worker, and each worker keeps its own "
+                             "caches and makes its own first-time garbage (one round leaves a worker cold)")
     parser.add_argument("--pages-only", action="store_true",
                         help="time the pages, the record and the labels; skip verify-audit, the export and the writes")
     options = parser.parse_args()
@@ -214,7 +217,7 @@ def main() -> None:
         for user, client in clients.items():
             client.sign_in(user)
         bare = Client(bare_port)
-        for _ in range(options.rounds + 1):  # the first round warms both apps up and is not counted
+        for _ in range(options.warm_up + options.rounds):  # the first rounds warm both apps up, not counted
             for name, (user, path) in pages.items():
                 status, body, elapsed, _ = clients[user].request("GET", path)
                 assert status in (200, 302), f"{name}: {status}"
@@ -225,8 +228,8 @@ def main() -> None:
                 if name == RECORD:  # reportlab's floor for as many pages, right after, under the same load
                     floors.append(timed(partial(floor_pdf, record_pages or 18), 1))
         for timing in results.values():
-            del timing.page[0], timing.bare[0]
-        del floors[0]
+            del timing.page[:options.warm_up], timing.bare[:options.warm_up]
+        del floors[:options.warm_up]
     print("| request | p50 | bare Flask p50 | ratio |\n|---|---|---|---|")
     for name, timing in results.items():
         print(timing.row(name))
