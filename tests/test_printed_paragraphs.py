@@ -91,12 +91,16 @@ def test_a_text_repeated_in_a_record_is_one_paragraph_printed_in_each_place():
     assert shared_objects == [True, False]
     assert paragraph("in limit", SMALL) is not paragraph("in limit", SMALL)  # outside a story: each its own
 
-    shared, reference = _counted(paragraph), _counted(_reportlab_paragraph)
-    assert page_texts(shared) == page_texts(reference)
-    shared_pages, reference_pages = pages(shared, 150), pages(reference, 150)
-    assert len(shared_pages) == len(reference_pages) > 2
-    for number, (ours, theirs) in enumerate(zip(shared_pages, reference_pages, strict=True), start=1):
-        assert ImageChops.difference(ours, theirs).getbbox() is None, f"page {number} differs"
+    assert_prints_alike(_counted(paragraph), _counted(_reportlab_paragraph))
+
+
+def assert_prints_alike(ours: bytes, reference: bytes) -> None:
+    """The two PDFs have the same text and more than two pages, each the same pixel for pixel."""
+    assert page_texts(ours) == page_texts(reference)
+    our_pages, reference_pages = pages(ours, 150), pages(reference, 150)
+    assert len(our_pages) == len(reference_pages) > 2
+    for number, (mine, theirs) in enumerate(zip(our_pages, reference_pages, strict=True), start=1):
+        assert ImageChops.difference(mine, theirs).getbbox() is None, f"page {number} differs"
 
 
 def test_a_cell_of_one_plain_line_that_fits_is_drawn_as_a_string():
@@ -126,12 +130,7 @@ def _tables(make) -> bytes:
 def test_cells_drawn_as_strings_print_what_paragraphs_print():
     """One-line cells of our paragraphs are drawn as strings (table_text); reportlab's own
     paragraphs never are: both print the same, pixel for pixel, across page breaks."""
-    fast, reference = _tables(paragraph), _tables(_reportlab_paragraph)
-    assert page_texts(fast) == page_texts(reference)
-    fast_pages, reference_pages = pages(fast, 150), pages(reference, 150)
-    assert len(fast_pages) == len(reference_pages) > 2
-    for number, (ours, theirs) in enumerate(zip(fast_pages, reference_pages, strict=True), start=1):
-        assert ImageChops.difference(ours, theirs).getbbox() is None, f"page {number} differs"
+    assert_prints_alike(_tables(paragraph), _tables(_reportlab_paragraph))
 
 
 def test_a_text_written_again_is_written_as_the_first_time():
