@@ -479,3 +479,15 @@ def test_auditor_page_shows_no_write_buttons(make_batch: Callable[..., str], log
     page = client.get(f"/batches/{number}").get_data(as_text=True)
     assert f'action="/batches/{number}/steps/' not in page
     assert f'href="/batches/{number}/steps/' not in page
+
+
+@pytest.mark.parametrize("column", ["username", "full_name"])
+def test_a_users_username_and_full_name_never_change(app: Flask, users: dict[str, int], column: str) -> None:
+    """Records and the pages kept per batch mark show them as they were: a change is refused
+    before anything is written."""
+    with app.app_context():
+        before = getattr(user("tech1"), column)
+        with pytest.raises(ImmutableRecordError):
+            setattr(user("tech1"), column, "someone-else")
+        db.session.rollback()
+        assert getattr(user("tech1"), column) == before
