@@ -7,8 +7,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import has_request_context
+from sqlalchemy import event, inspect
+from sqlalchemy.orm import InstrumentedAttribute
+
+from lab.exceptions import ImmutableRecordError
 
 
 class SimulatedClock:
@@ -88,3 +93,15 @@ class Audited:
 
 class AppendOnly(Audited):
     """An audited model whose rows, once written, are never updated either."""
+
+
+def fixed_once_stored(message: str, *columns: InstrumentedAttribute[Any]) -> None:
+    """Refuse, with ``message``, any change to ``columns`` of a row already stored: what prints
+    them, signs over them or keeps them per process (lab/services/record_marks.py) relies on them
+    never changing. Set while the row is new, as its constructor does, they are free."""
+    def refuse(target: object, value: object, old: object, initiator: object) -> None:
+        if inspect(target).persistent:
+            raise ImmutableRecordError(message)
+
+    for column in columns:
+        event.listen(column, "set", refuse)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ForeignKey, Numeric, String, Text, event, inspect
+from sqlalchemy import ForeignKey, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from lab.exceptions import ImmutableRecordError
 from lab.extensions import Model
-from lab.models.base import AppendOnly, Audited, utcnow
+from lab.models.base import AppendOnly, Audited, fixed_once_stored, utcnow
 
 if TYPE_CHECKING:
     from lab.models.batches import Batch
@@ -44,13 +43,10 @@ class Patient(Audited, Model):
         back_populates="patient", order_by="WeightCorrection.id")
 
 
-@event.listens_for(Patient.patient_ref, "set")
-@event.listens_for(Patient.coi, "set")
-def _identity_is_fixed(patient: Patient, value: object, old: object, initiator: object) -> None:
-    """A patient's reference and COI are fixed at registration: every label, record and shipment
-    carries them, and pages that list batches keep them per patient (lab/services/batch_summary.py)."""
-    if inspect(patient).persistent:
-        raise ImmutableRecordError("A patient's reference and chain-of-identity code never change once registered.")
+#: Every label, record and shipment carries them; pages that list batches keep them per patient
+#: (lab/services/batch_summary.py).
+fixed_once_stored("A patient's reference and chain-of-identity code never change once registered.",
+                  Patient.patient_ref, Patient.coi)
 
 
 class WeightCorrection(AppendOnly, Model):

@@ -6,13 +6,12 @@ from datetime import datetime
 
 from flask import current_app
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, String, event, false, inspect
+from sqlalchemy import JSON, ForeignKey, Index, String, false
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from lab.exceptions import ImmutableRecordError
 from lab.extensions import Model
-from lab.models.base import AppendOnly, Audited, utcnow
+from lab.models.base import AppendOnly, Audited, fixed_once_stored, utcnow
 
 ROLE_TITLES = {
     "technician": "Lab technician",
@@ -95,13 +94,9 @@ class User(UserMixin, Audited, Model):
         return f"<User {self.username} ({self.role})>"
 
 
-@event.listens_for(User.username, "set")
-@event.listens_for(User.full_name, "set")
-def _names_are_fixed(user: User, value: object, old: object, initiator: object) -> None:
-    """A user's username and full name are fixed when the account is made: records, signatures'
-    pages and the pages kept per batch mark (lab/services/record_marks.py) show them as they were."""
-    if inspect(user).persistent:
-        raise ImmutableRecordError("A user's username and full name never change once the account is made.")
+#: Records, signatures and the pages kept per batch mark show them as they were.
+fixed_once_stored("A user's username and full name never change once the account is made.",
+                  User.username, User.full_name)
 
 
 class SignInAttempt(AppendOnly, Model):
