@@ -36,6 +36,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from hashlib import sha256
 from itertools import islice, pairwise
 from typing import Any
@@ -377,10 +378,9 @@ def _check_batch(report: SignatureReport, signatures: Sequence[Any], connection:
                 report.findings.add(f"Signature {signature.id}: the {record_type.replace('_', ' ')} {record_id} it "
                                     "signs is not in its batch: deleted or moved in the database.")
             continue
-        try:
-            current = {scheme: record.digest(scheme) for scheme in {s.hash_scheme for s in signed}
-                       if scheme in HASH_SCHEMES}
-        except (AttributeError, TypeError):  # the hash reads a related row that is not there
+        current = {scheme: _digest_or_none(record.digest, scheme) for scheme in {s.hash_scheme for s in signed}
+                   if scheme in HASH_SCHEMES}
+        if None in current.values():
             for signature in signed:
                 report.mismatched += 1
                 report.findings.add(f"Signature {signature.id}: the {record_type.replace('_', ' ')} {record_id} it "
@@ -496,7 +496,7 @@ def _unsupported_state(batch: Batch, definition: ProcessDefinition, signed: dict
     meanings = {spec.key: spec.meaning for spec in specs}
     for disposition in batch.dispositions:
         meaning = meanings.get(disposition.decision)
-        if any(s.meaning == meaning and s.content_sha256 == _digest_or_none(disposition, s.hash_scheme)
+        if any(s.meaning == meaning and s.content_sha256 == _digest_or_none(partial(digest, disposition), s.hash_scheme)
                for s in signed.get(disposition.id, [])):
             return None
     wanted = " or ".join(sorted({f"'{spec.meaning}'" for spec in specs}))
@@ -505,10 +505,10 @@ def _unsupported_state(batch: Batch, definition: ProcessDefinition, signed: dict
             "database.")
 
 
-def _digest_or_none(record: Any, scheme: int) -> str | None:
-    """The record's hash, or None when a row it reads is gone (its decider deleted behind the
-    application): the signature check names that; here it only supports no state."""
+def _digest_or_none(hash_: Callable[[int], str], scheme: int) -> str | None:
+    """A record's hash under ``scheme``, or None when a row the hash reads is gone (a signer or
+    batch deleted behind the application): such a record matches no signature."""
     try:
-        return digest(record, scheme)
+        return hash_(scheme)
     except (AttributeError, TypeError):
         return None
