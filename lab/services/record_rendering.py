@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 
+from lab.services.worker_exit import exit_with_parent
 from labels.record import render_record
 from labels.record_data import BatchRecordData, Issue
 from labels.text import UnprintableText
@@ -61,7 +62,8 @@ class RecordRenderer:
         else:
             if self._pool is None:
                 # Spawned, not forked: a worker starts clean, without this process's database connections.
-                self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"))
+                self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
+                                                 initializer=exit_with_parent)
             future = self._pool.submit(render_record, record, issue, rendering.digest)
         self._waiting.append((rendering, future))
 

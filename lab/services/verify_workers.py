@@ -21,6 +21,7 @@ from sqlalchemy import Connection, create_engine
 from sqlalchemy.pool import NullPool
 
 from lab.extensions import db
+from lab.services.worker_exit import exit_with_parent
 
 Task = TypeVar("Task")
 Result = TypeVar("Result")
@@ -62,6 +63,7 @@ def _results(pool: Pool, results: Iterator[Result]) -> Iterator[Result]:
 
 def _connect(url: str) -> None:
     global _connection
+    exit_with_parent()
     _connection = create_engine(url, poolclass=NullPool).connect()
     Finalize(_connection, _connection.close, exitpriority=0)  # when the worker ends (not when it is killed)
 
