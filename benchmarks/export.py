@@ -13,6 +13,7 @@ import argparse
 import calendar
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,7 +59,8 @@ def main() -> None:
                                 cwd=ROOT, env=environment, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
     if result.returncode != 0:
-        sys.exit(f"export-records failed ({result.returncode}):\n{result.stderr}{result.stdout}")
+        how = f"died of {signal.Signals(-result.returncode).name}" if result.returncode < 0 else "failed"
+        sys.exit(f"export-records {how} (exit status {result.returncode}):\n{result.stderr}{result.stdout}")
     batches = int(result.stdout.split("Exported the records of ")[1].split()[0])
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024  # kB on Linux
     print(f"export-records {since} to {until}: {batches} batches in {seconds:.1f} s, "
