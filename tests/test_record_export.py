@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
+import threading
 import zipfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -218,6 +220,40 @@ def test_the_records_drawn_on_several_processes_are_those_drawn_on_one_in_the_sa
     assert [name for name, _ in exports[1]] == [
         f"records/{number.replace('*', '_')}.{kind}" for number in numbers for kind in ("pdf", "json")]
     assert exports[3] == exports[1]
+
+
+def test_while_records_are_drawn_on_other_processes_garbage_is_collected_only_by_the_exporting_thread(
+        app, demo, tmp_path):
+    """The worker pool's helper threads never start a collection (on CPython 3.11 one could free
+    objects the exporting thread was using: a segmentation fault); the exporting thread collects
+    between batches, and automatic collections are back on once the export is done."""
+    collections: list[int] = []
+
+    def note(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(threading.get_ident())
+
+    with app.app_context():
+        batches = db.session.scalars(select(Batch).order_by(Batch.id)).all()
+        assert len(batches) >= 3
+        gc.callbacks.append(note)
+        try:
+            with ExportWriter(tmp_path / "records.zip", since=TODAY, until=TODAY, now=utcnow(), jobs=2) as writer:
+                automatic = []
+                for batch in batches:
+                    writer.add(batch)
+                    automatic.append(gc.isenabled())
+                    for _ in range(3000):  # cycles enough to set off automatic collections, were they on
+                        cycle: list[object] = []
+                        cycle.append(cycle)
+                writer.finish()
+        finally:
+            gc.callbacks.remove(note)
+        db.session.rollback()
+    assert automatic == [False] * len(batches)
+    assert gc.isenabled()
+    assert len(collections) >= len(batches) - 1  # one before each batch but the first
+    assert set(collections) == {threading.get_ident()}
 
 
 @pytest.mark.parametrize("jobs", [1, 2])

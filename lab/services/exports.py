@@ -120,6 +120,7 @@ class ExportWriter:
         """Log ``batch``'s record as issued in this export (flushes) and have it rendered; it goes
         into the ZIP, in the order added, once rendered. Raises ExportRefused (a record that cannot
         be printed is named when its turn comes, at a later add or at finish)."""
+        self._renderer.collect()  # what the batches before left
         copy = snapshot(batch)
         self._renderer.submit(Rendering(batch.batch_number, copy.digest, copy.canonical),
                               copy.record, Issue(EXPORTER, self.now, verb="Exported"))

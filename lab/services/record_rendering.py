@@ -5,10 +5,20 @@ export hands each record's data to a pool of worker processes while it reads the
 and takes the PDFs back in the order the batches were added. At most ``2 * jobs`` records are
 in flight, so memory does not grow with the number of batches. With one job, each record is
 drawn in this process when it is submitted.
+
+While the pool runs, this process has helper threads (feeding tasks to the workers, reading
+their results), and on CPython 3.11 a cyclic garbage collection that starts on one of them can
+read a frame the main thread is in the middle of running from a stack position not yet saved,
+and free objects still in use (CPython issues gh-101975, gh-111629): export-records died of a
+segmentation fault this way in the main thread's ORM loading, in about one run in four on the
+facility database. So while the pool runs, automatic collections are off, and the exporting
+thread collects (:meth:`RecordRenderer.collect`) between batches, where none of its own code is
+half evaluated.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 from collections import deque
 from collections.abc import Iterator
@@ -50,6 +60,7 @@ class RecordRenderer:
         self.jobs = max(1, jobs)
         self._pool: ProcessPoolExecutor | None = None
         self._waiting: deque[tuple[Rendering, Future[bytes]]] = deque()
+        self._collecting = False  # whether automatic collections were on before the pool started
 
     def submit(self, rendering: Rendering, record: BatchRecordData, issue: Issue) -> None:
         future: Future[bytes]
@@ -61,6 +72,8 @@ class RecordRenderer:
                 future.set_exception(error)
         else:
             if self._pool is None:
+                self._collecting = gc.isenabled()
+                gc.disable()  # from now on collections only in collect(), see the module's docstring
                 # Spawned, not forked: a worker starts clean, without this process's database connections.
                 self._pool = ProcessPoolExecutor(self.jobs, mp_context=multiprocessing.get_context("spawn"),
                                                  initializer=exit_with_parent)
@@ -77,12 +90,19 @@ class RecordRenderer:
         while self._waiting:
             yield self._take()
 
+    def collect(self) -> None:
+        """Collect garbage cycles, on the calling thread, while the pool runs (call it between records)."""
+        if self._pool is not None:
+            gc.collect()
+
     def close(self) -> None:
         """Stop the workers (records still in flight are dropped)."""
         self._waiting.clear()
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+            if self._collecting:
+                gc.enable()
 
     def _take(self) -> Rendered:
         rendering, future = self._waiting.popleft()
