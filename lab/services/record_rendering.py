@@ -10,8 +10,8 @@ While the pool runs, this process has helper threads (feeding tasks to the worke
 their results), and on CPython 3.11 a cyclic garbage collection that starts on one of them can
 read a frame the main thread is in the middle of running from a stack position not yet saved,
 and free objects still in use (CPython issues gh-101975, gh-111629): export-records died of a
-segmentation fault this way in the main thread's ORM loading, in about one run in four on the
-facility database. So while the pool runs, automatic collections are off, and the exporting
+segmentation fault this way in the main thread's ORM loading, in 3 of 9 runs started as the
+facility benchmark starts it (none of 29 started directly). So while the pool runs, automatic collections are off, and the exporting
 thread collects (:meth:`RecordRenderer.collect`) between batches, where none of its own code is
 half evaluated.
 """
